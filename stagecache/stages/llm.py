@@ -1,0 +1,115 @@
+"""The tool/LLM stage: calls the model client when the cache did not answer.
+
+It does nothing when the turn already has an answer (a cache hit). The client's tool
+calls are recorded on the turn with their ``read_only_hint`` taken from the turn's
+tool specs; a tool the turn did not declare counts as writing (the safe default:
+an unknown side effect evicts the scope rather than leave stale answers behind).
+Its failure policy is ``fail``: without a model answer there is nothing to return.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Protocol
+
+import msgspec
+
+from stagecache._model import ToolCall, Turn, Usage
+from stagecache.errors import LLMError
+from stagecache.pipeline._events import EventBus, LLMCall
+from stagecache.types import FailurePolicy, LLMClient
+
+__all__ = ["Completion", "LLMStage", "LLMStageConfig"]
+
+
+class Completion(msgspec.Struct):
+    """What a model client returns for a turn."""
+
+    text: str
+    usage: Usage = msgspec.field(default_factory=Usage)
+    tool_calls: list[ToolCall] = []
+    model: str = ""
+
+
+class LLMStageConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """Config of the ``llm`` stage.
+
+    Attributes:
+        timeout_s: the longest a model call may take before the request fails.
+    """
+
+    timeout_s: float | None = 120.0
+
+
+class _Ctx(Protocol):
+    events: EventBus
+    llm: LLMClient | None
+
+
+class LLMStage:
+    """Calls the model on a miss and records the answer, usage and tool calls."""
+
+    __slots__ = ("_client", "_events", "timeout_s")
+    Config = LLMStageConfig
+    name = "llm"
+    failure_policy: FailurePolicy = "fail"
+
+    def __init__(
+        self,
+        client: LLMClient,
+        config: LLMStageConfig | None = None,
+        *,
+        events: EventBus | None = None,
+    ) -> None:
+        self._client = client
+        self._events = events or EventBus()
+        self.timeout_s = (config or LLMStageConfig()).timeout_s
+
+    @classmethod
+    def from_config(cls, config: LLMStageConfig, ctx: _Ctx) -> LLMStage:
+        if ctx.llm is None:
+            from stagecache.errors import ConfigError
+
+            raise ConfigError(
+                "the 'llm' stage needs a model client: pass llm=... to "
+                "stagecache.load()/Pipeline.default(), or set an [llm] table",
+                field="llm",
+            )
+        return cls(ctx.llm, config, events=ctx.events)
+
+    async def __call__(self, turn: Turn) -> Turn:
+        if turn.answer is not None:
+            return turn
+        started = time.perf_counter()
+        ok = False
+        completion: Any = None
+        try:
+            completion = await self._client.complete(turn)
+            ok = True
+        finally:
+            if self._events.active:
+                usage = getattr(completion, "usage", None) or Usage()
+                self._events.publish(
+                    LLMCall(
+                        request_id=turn.request_id,
+                        model=turn.model,
+                        latency_s=time.perf_counter() - started,
+                        prompt_tokens=usage.prompt_tokens,
+                        completion_tokens=usage.completion_tokens,
+                        ok=ok,
+                    )
+                )
+        text = getattr(completion, "text", None)
+        if not isinstance(text, str):
+            raise LLMError(
+                f"model client {type(self._client).__name__} returned "
+                f"{type(completion).__name__} without a string 'text'"
+            )
+        turn.answer = text
+        turn.answer_source = "llm"
+        turn.usage = getattr(completion, "usage", None) or Usage()
+        declared = {t.name: t.read_only_hint for t in turn.tools}
+        for call in getattr(completion, "tool_calls", None) or []:
+            call.read_only_hint = declared.get(call.name, False) and call.read_only_hint
+            turn.tool_calls.append(call)
+        return turn
