@@ -34,6 +34,8 @@ def _env() -> dict[str, str]:
     env["HF_HUB_OFFLINE"] = "1"
     env["TRANSFORMERS_OFFLINE"] = "1"
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
+    env.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    env.setdefault("TRANSFORMERS_VERBOSITY", "error")
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
     return env
 
@@ -62,8 +64,19 @@ def _redis_up() -> None:
         print("redis-server not found: tests marked 'redis' will be skipped")
         return
     subprocess.run(
-        [server.stdout.strip(), "--daemonize", "yes", "--port", "6379",
-         "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        [
+            server.stdout.strip(),
+            "--daemonize",
+            "yes",
+            "--port",
+            "6379",
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ],
         check=False,
     )
     for _ in range(50):

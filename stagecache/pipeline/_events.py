@@ -183,7 +183,9 @@ class EventBus:
         self._subscribers = (*self._subscribers, subscriber)
 
         def unsubscribe() -> None:
-            self._subscribers = tuple(s for s in self._subscribers if s is not subscriber)
+            self._subscribers = tuple(
+                s for s in self._subscribers if s is not subscriber
+            )
 
         return unsubscribe
 
@@ -198,7 +200,9 @@ class EventBus:
         for subscriber in self._subscribers:
             try:
                 subscriber(event)
-            except Exception as exc:  # contained: a subscriber must never fail a request
+            except (
+                Exception
+            ) as exc:  # contained: a subscriber must never fail a request
                 self.failures += 1
                 key = id(subscriber)
                 if key not in self._broken:

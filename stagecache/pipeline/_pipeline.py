@@ -86,7 +86,9 @@ class Pipeline:
         return build(llm=llm, **options)
 
     @classmethod
-    def load(cls, path: str | Path, *, llm: LLMClient | None = None, **options: Any) -> Pipeline:
+    def load(
+        cls, path: str | Path, *, llm: LLMClient | None = None, **options: Any
+    ) -> Pipeline:
         """Build the pipeline a TOML file describes (see :func:`stagecache.load`)."""
         from stagecache.config import load
 

@@ -1,4 +1,4 @@
-"""Where stage (and exporter) kinds come from: built-ins in a dict, plugins by entry point.
+"""Stage and exporter kinds: built-ins in a dict, plugins by entry point.
 
 A *factory* is what a ``kind`` names: an object (usually the stage class) with
 
@@ -136,7 +136,9 @@ def load_factory(kind: str, group: str = "stage") -> Factory:
             ) from exc
     config_type = getattr(obj, "Config", None)
     if not (isinstance(config_type, type) and issubclass(config_type, msgspec.Struct)):
-        raise PluginError(f"{origin} has no 'Config' attribute that is a msgspec.Struct")
+        raise PluginError(
+            f"{origin} has no 'Config' attribute that is a msgspec.Struct"
+        )
     if not callable(getattr(obj, "from_config", None)):
         raise PluginError(f"{origin} has no callable 'from_config(config, ctx)'")
     factory: Factory = obj

@@ -72,7 +72,9 @@ class Runner:
         names = [s.name for s in stages]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
-            raise ValueError(f"stage names must be unique, repeated: {', '.join(dupes)}")
+            raise ValueError(
+                f"stage names must be unique, repeated: {', '.join(dupes)}"
+            )
         self._stages: tuple[Stage, ...] = tuple(stages)
         self._tracer = tracer
         self._events = events
@@ -99,7 +101,9 @@ class Runner:
         if instructions is None:
             instructions = "\n".join(system)
         if caller is not None and not isinstance(caller, Caller):
-            raise InputError(f"caller: expected stagecache.Caller, got {type(caller).__name__}")
+            raise InputError(
+                f"caller: expected stagecache.Caller, got {type(caller).__name__}"
+            )
         return Turn(
             caller=caller or Caller(),
             messages=msgs,
@@ -116,7 +120,9 @@ class Runner:
             root.set_attribute("stagecache.request_id", turn.request_id)
             root.set_attribute("gen_ai.request.model", turn.model)
             if events.active:
-                events.publish(RequestStarted(request_id=turn.request_id, model=turn.model))
+                events.publish(
+                    RequestStarted(request_id=turn.request_id, model=turn.model)
+                )
             trace_id, _ = current_trace_ids(root)
             try:
                 for stage in self._stages:
@@ -153,7 +159,9 @@ class Runner:
         )
 
     async def _run_stage(self, stage: Stage, turn: Turn) -> Turn:
-        with self._tracer.start_as_current_span(f"stagecache.stage.{stage.name}") as span:
+        with self._tracer.start_as_current_span(
+            f"stagecache.stage.{stage.name}"
+        ) as span:
             span.set_attribute("stagecache.stage", stage.name)
             t0 = time.perf_counter()
             try:

@@ -38,7 +38,9 @@ def current_trace_ids(span: Span | None = None) -> tuple[str, str]:
     return format(ctx.trace_id, "032x"), format(ctx.span_id, "016x")
 
 
-def add_trace_ids(_logger: Any, _method: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+def add_trace_ids(
+    _logger: Any, _method: str, event_dict: dict[str, Any]
+) -> dict[str, Any]:
     """A structlog processor that binds ``trace_id`` and ``span_id`` to every record."""
     trace_id, span_id = current_trace_ids()
     if trace_id:

@@ -1,0 +1,196 @@
+"""Model clients: an OpenAI-compatible chat client (httpx, async).
+
+Works with any server that speaks ``POST /v1/chat/completions``: OpenAI, vLLM,
+Ollama, llama.cpp. Timeouts, retries with exponential backoff on 429, 5xx and
+connection errors, and errors translated into :class:`~stagecache.errors.LLMError`
+with the status code and a hint.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import httpx
+
+from stagecache._model import ToolCall, Turn, Usage
+from stagecache.errors import ConfigError, LLMError
+from stagecache.stages.llm import Completion
+
+if TYPE_CHECKING:
+    from stagecache.config import OpenAIChatConfig
+
+__all__ = ["OpenAIChatClient", "turn_to_openai_messages"]
+
+_RETRY_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504})
+
+
+def turn_to_openai_messages(turn: Turn) -> list[dict[str, Any]]:
+    """The chat messages of ``turn`` in OpenAI's shape (system prompt first)."""
+    messages: list[dict[str, Any]] = []
+    has_system = any(m.role == "system" for m in turn.messages)
+    if turn.instructions and not has_system:
+        messages.append({"role": "system", "content": turn.instructions})
+    if turn.memory:
+        facts = "\n".join(f"- {m}" for m in turn.memory)
+        messages.append(
+            {"role": "system", "content": f"Known about the user:\n{facts}"}
+        )
+    messages.extend({"role": m.role, "content": m.content} for m in turn.messages)
+    return messages
+
+
+class OpenAIChatClient:
+    """An async client for an OpenAI-compatible ``/v1/chat/completions``.
+
+    Args:
+        base_url: the server, e.g. ``https://api.openai.com/v1`` or
+            ``http://127.0.0.1:8000/v1``.
+        model: the model to ask for when the turn's model is ``"default"``.
+        api_key: bearer token (None for servers without keys).
+        timeout_s: per-request timeout.
+        max_retries: retries after the first attempt on retryable failures.
+        transport: an httpx transport (tests inject faults with it).
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        api_key: str | None = None,
+        *,
+        timeout_s: float = 60.0,
+        max_retries: int = 2,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.model_id = model
+        self._url = base_url.rstrip("/") + "/chat/completions"
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._client = httpx.AsyncClient(
+            headers=headers, timeout=timeout_s, transport=transport
+        )
+        self._retries = max_retries
+
+    @classmethod
+    def from_config(cls, config: OpenAIChatConfig) -> OpenAIChatClient:
+        api_key = None
+        if config.api_key_env:
+            api_key = os.environ.get(config.api_key_env)
+            if not api_key:
+                raise ConfigError(
+                    f"environment variable {config.api_key_env} is not set; set it or "
+                    'set api_key_env = "" for a server without keys',
+                    field="llm.api_key_env",
+                )
+        return cls(
+            config.base_url,
+            config.model,
+            api_key,
+            timeout_s=config.timeout_s,
+            max_retries=config.max_retries,
+        )
+
+    async def aclose(self) -> None:
+        """Close the HTTP connection pool."""
+        await self._client.aclose()
+
+    async def complete(self, turn: Turn) -> Completion:
+        """Ask the server for the answer to ``turn``.
+
+        Raises:
+            LLMError: after the retries, with the status code and the server's message.
+        """
+        model = self.model_id if turn.model in ("", "default") else turn.model
+        body: dict[str, Any] = {
+            "model": model,
+            "messages": turn_to_openai_messages(turn),
+        }
+        if turn.tools:
+            body["tools"] = [
+                {
+                    "type": "function",
+                    "function": {
+                        "name": t.name,
+                        "description": t.description,
+                        "parameters": t.parameters
+                        or {"type": "object", "properties": {}},
+                    },
+                }
+                for t in turn.tools
+            ]
+        data = await self._post(body)
+        return _parse(data)
+
+    async def _post(self, body: dict[str, Any]) -> dict[str, Any]:
+        last: str = ""
+        status: int | None = None
+        for attempt in range(self._retries + 1):
+            if attempt:
+                await anyio.sleep(min(8.0, 0.25 * 2**attempt) * (0.5 + random.random()))
+            try:
+                response = await self._client.post(self._url, json=body)
+            except httpx.TimeoutException:
+                last, status = f"timed out calling {self._url}", None
+                continue
+            except httpx.TransportError as exc:
+                last, status = f"cannot reach {self._url}: {exc}", None
+                continue
+            if response.status_code in _RETRY_STATUS:
+                last, status = _error_text(response), response.status_code
+                continue
+            if response.status_code >= 400:
+                raise LLMError(_error_text(response), status_code=response.status_code)
+            try:
+                data = response.json()
+            except ValueError:
+                raise LLMError(
+                    f"{self._url} returned a body that is not JSON"
+                ) from None
+            if not isinstance(data, dict):
+                raise LLMError(f"{self._url} returned JSON that is not an object")
+            return data
+        raise LLMError(
+            f"{last} (after {self._retries + 1} attempts)", status_code=status
+        )
+
+
+def _error_text(response: httpx.Response) -> str:
+    try:
+        detail = response.json().get("error", {}).get("message", "")
+    except (ValueError, AttributeError):
+        detail = response.text[:200]
+    return f"{response.request.url} answered {response.status_code}: {detail}"
+
+
+def _parse(data: dict[str, Any]) -> Completion:
+    try:
+        message = data["choices"][0]["message"]
+    except (KeyError, IndexError, TypeError):
+        raise LLMError("the server's reply has no choices[0].message") from None
+    text = message.get("content") or ""
+    if not isinstance(text, str):
+        raise LLMError("choices[0].message.content is not a string")
+    calls = []
+    for call in message.get("tool_calls") or []:
+        function = call.get("function", {})
+        arguments: Any = function.get("arguments") or {}
+        if isinstance(arguments, str):
+            import json
+
+            try:
+                arguments = json.loads(arguments or "{}")
+            except ValueError:
+                arguments = {"raw": arguments}
+        calls.append(ToolCall(name=str(function.get("name", "")), arguments=arguments))
+    usage = data.get("usage") or {}
+    return Completion(
+        text=text,
+        usage=Usage(
+            prompt_tokens=int(usage.get("prompt_tokens", 0) or 0),
+            completion_tokens=int(usage.get("completion_tokens", 0) or 0),
+        ),
+        tool_calls=calls,
+        model=str(data.get("model", "")),
+    )

@@ -1,0 +1,324 @@
+"""Pipeline configuration: a TOML file decoded into strict, frozen msgspec Structs.
+
+::
+
+    [pipeline]
+    model = "gpt-4o-mini"          # model id used in cache keys when run() gets none
+
+    [cache]                        # stagecache.cache.CacheSettings
+    scope = "per_user"
+    threshold = 0.92
+
+    [embedder]                     # stagecache.embeddings.EmbedderConfig
+    kind = "sentence_transformers"
+
+    [llm]                          # optional: the model client
+    kind = "scripted"
+
+    [[stages]]                     # the chain, in order; each picked by ``kind``
+    kind = "input_guard"
+
+Every table is strict: an unknown field, an unknown kind or a bad value fails at load
+with a :class:`~stagecache.errors.ConfigError` that names the file, the field, the bad
+value and the valid choices. Stage kinds come from the built-ins and the
+``stagecache.stages`` entry-point group; no import strings in config files.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import msgspec
+from opentelemetry.trace import TracerProvider
+
+from stagecache._configerrors import convert_strict
+from stagecache.cache import CacheSettings, SemanticCache
+from stagecache.errors import ConfigError, StagecacheError
+from stagecache.memory import MemoryStore
+from stagecache.pipeline._cacheapi import CacheAPI
+from stagecache.pipeline._events import EventBus
+from stagecache.pipeline._pipeline import Pipeline
+from stagecache.pipeline._registry import BuildContext, load_factory
+from stagecache.pipeline._tracing import make_tracer
+from stagecache.types import Embedder, LLMClient
+
+__all__ = [
+    "DEFAULT_STAGES",
+    "LLMConfig",
+    "MemoryConfig",
+    "OpenAIChatConfig",
+    "PipelineConfig",
+    "PipelineSection",
+    "ScriptedLLMConfig",
+    "build",
+    "load",
+    "load_config",
+]
+
+DEFAULT_STAGES: tuple[str, ...] = (
+    "input_guard",
+    "memory_search",
+    "cache_check",
+    "llm",
+    "output_guard",
+    "store",
+    "write_invalidate",
+)
+
+
+class PipelineSection(
+    msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True
+):
+    """The ``[pipeline]`` table.
+
+    Attributes:
+        model: model id used (and keyed on) when ``run()`` passes none.
+        instructions: default system prompt (its hash is part of the cache key).
+        tracing: False switches spans off.
+        record_query_text: put the raw query on cache spans (debugging only: it
+            puts user text into your traces).
+    """
+
+    model: str = "default"
+    instructions: str = ""
+    tracing: bool = True
+    record_query_text: bool = False
+
+
+class ScriptedLLMConfig(
+    msgspec.Struct,
+    frozen=True,
+    forbid_unknown_fields=True,
+    kw_only=True,
+    tag_field="kind",
+    tag="scripted",
+):
+    """A local scripted model (for demos and tests): echoes a template after a delay."""
+
+    delay_s: float = 0.5
+    template: str = "Here is what I know about: {prompt}"
+
+
+class OpenAIChatConfig(
+    msgspec.Struct,
+    frozen=True,
+    forbid_unknown_fields=True,
+    kw_only=True,
+    tag_field="kind",
+    tag="openai",
+):
+    """Any OpenAI-compatible chat endpoint (OpenAI, vLLM, Ollama, llama.cpp)."""
+
+    base_url: str
+    model: str
+    api_key_env: str | None = "OPENAI_API_KEY"
+    timeout_s: float = 60.0
+    max_retries: int = 2
+
+
+LLMConfig = ScriptedLLMConfig | OpenAIChatConfig
+
+
+class MemoryConfig(
+    msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True
+):
+    """The ``[memory]`` table: the per-user memory store."""
+
+    max_facts_per_user: int = 1000
+
+
+class PipelineConfig(
+    msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True
+):
+    """A whole pipeline file. Stage and exporter tables are checked by their kind."""
+
+    pipeline: PipelineSection = PipelineSection()
+    cache: CacheSettings = CacheSettings()
+    embedder: dict[str, Any] = msgspec.field(
+        default_factory=lambda: {"kind": "sentence_transformers"}
+    )
+    verifier: dict[str, Any] = {}
+    llm: LLMConfig | None = None
+    memory: MemoryConfig = MemoryConfig()
+    stages: list[dict[str, Any]] = msgspec.field(
+        default_factory=lambda: [{"kind": k} for k in DEFAULT_STAGES]
+    )
+    exporters: list[dict[str, Any]] = []
+
+
+def load_config(path: str | Path) -> PipelineConfig:
+    """Read and check a pipeline file (stage tables included).
+
+    Raises:
+        ConfigError: the file is missing, is not TOML, or has a bad field.
+    """
+    file = str(path)
+    try:
+        raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError("file not found", path=file) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read: {exc}", path=file) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"not valid TOML: {exc}", path=file) from None
+    return parse_config(raw, file=file)
+
+
+def parse_config(raw: dict[str, Any], *, file: str | None = None) -> PipelineConfig:
+    """Check decoded TOML and return the typed config."""
+    config: PipelineConfig = convert_strict(raw, PipelineConfig, file=file)
+    config.cache.check(path=file)
+    _check_embedder(config, file)
+    for i, table in enumerate(config.stages):
+        _stage_config(table, i, file, group="stage")
+    for i, table in enumerate(config.exporters):
+        _stage_config(table, i, file, group="exporter")
+    return config
+
+
+def _check_embedder(config: PipelineConfig, file: str | None) -> Any:
+    from stagecache.embeddings import embedder_config
+
+    return embedder_config(config.embedder, path=file)
+
+
+def _stage_config(
+    table: dict[str, Any], index: int, file: str | None, *, group: str
+) -> tuple[Any, Any]:
+    section = "stages" if group == "stage" else "exporters"
+    where = f"{section}[{index}]"
+    kind = table.get("kind")
+    if not isinstance(kind, str):
+        raise ConfigError(
+            f"every table needs a string 'kind' (got {kind!r})",
+            path=file,
+            field=f"{where}.kind",
+        )
+    try:
+        factory = load_factory(kind, group)
+    except ConfigError as exc:
+        raise ConfigError(str(exc), path=file, field=f"{where}.kind") from None
+    rest = {k: v for k, v in table.items() if k != "kind"}
+    return factory, convert_strict(rest, factory.Config, file=file, prefix=where)
+
+
+def _verifier(config: PipelineConfig, file: str | None) -> Any:
+    try:
+        from stagecache.quality import VerifierConfig, make_verifier
+    except ImportError:  # pragma: no cover - the quality package ships with stagecache
+        return None
+    cfg = convert_strict(config.verifier, VerifierConfig, file=file, prefix="verifier")
+    return make_verifier(cfg)
+
+
+def _llm(config: LLMConfig | None) -> LLMClient | None:
+    if config is None:
+        return None
+    if isinstance(config, ScriptedLLMConfig):
+        from stagecache.testing import ScriptedLLM
+
+        template = config.template
+        return ScriptedLLM(lambda p: template.format(prompt=p), delay_s=config.delay_s)
+    from stagecache.clients import OpenAIChatClient
+
+    return OpenAIChatClient.from_config(config)
+
+
+def build(
+    config: PipelineConfig | None = None,
+    *,
+    llm: LLMClient | None = None,
+    embedder: Embedder | None = None,
+    tracer_provider: TracerProvider | None = None,
+    tracing: bool | None = None,
+    cache: CacheSettings | None = None,
+    file: str | None = None,
+) -> Pipeline:
+    """Build a pipeline from a config (default: the seven-stage chain).
+
+    Args:
+        config: the decoded config; None for the defaults.
+        llm: the model client (overrides ``[llm]``).
+        embedder: an embedder instance (overrides ``[embedder]``).
+        tracer_provider: OpenTelemetry provider (default: the global one).
+        tracing: overrides ``[pipeline] tracing``.
+        cache: cache settings (override ``[cache]``).
+        file: the config file, named in error messages.
+
+    Raises:
+        ConfigError: a bad value, or a stage that lacks what it needs.
+    """
+    config = config or PipelineConfig()
+    if cache is not None:
+        cache.check(path=file)
+        config = msgspec.structs.replace(config, cache=cache)
+    section = config.pipeline
+    enabled = section.tracing if tracing is None else tracing
+    events = EventBus()
+    tracer = make_tracer(tracer_provider, enabled=enabled)
+    if embedder is None:
+        from stagecache.embeddings import make_embedder
+
+        embedder = make_embedder(_check_embedder(config, file))
+    model = llm if llm is not None else _llm(config.llm)
+    engine = SemanticCache(
+        config.cache, verifier=_verifier(config, file), events=events
+    )
+    memory = MemoryStore(embedder, max_facts_per_user=config.memory.max_facts_per_user)
+    ctx = BuildContext(
+        events=events,
+        tracer=tracer,
+        cache=engine,
+        embedder=embedder,
+        llm=model,
+        memory=memory,
+        extras={"record_query_text": section.record_query_text},
+    )
+    stages = []
+    for i, table in enumerate(config.stages):
+        factory, stage_config = _stage_config(table, i, file, group="stage")
+        stages.append(factory.from_config(stage_config, ctx))
+    exporters = []
+    for i, table in enumerate(config.exporters):
+        factory, exp_config = _stage_config(table, i, file, group="exporter")
+        exporter = factory.from_config(exp_config, ctx)
+        events.subscribe(exporter)
+        exporters.append(exporter)
+    api = CacheAPI(
+        engine,
+        embedder,
+        memory,
+        events=events,
+        default_model=section.model,
+        default_instructions=section.instructions,
+        guards=[s for s in stages if s.name in ("input_guard", "output_guard")],
+    )
+    return Pipeline(
+        stages,
+        events=events,
+        tracer_provider=tracer_provider,
+        tracing=enabled,
+        default_model=section.model,
+        default_instructions=section.instructions,
+        components=[embedder, engine, *exporters],
+        cache=api,
+    )
+
+
+def load(path: str | Path, *, llm: LLMClient | None = None, **options: Any) -> Pipeline:
+    """Build the pipeline described by the TOML file at ``path``.
+
+    Raises:
+        ConfigError: naming the file, the field, the bad value and the valid choices.
+    """
+    config = load_config(path)
+    try:
+        return build(config, llm=llm, file=str(path), **options)
+    except ConfigError as exc:
+        if exc.path is None:
+            raise ConfigError(str(exc), path=str(path)) from None
+        raise
+    except StagecacheError:
+        raise

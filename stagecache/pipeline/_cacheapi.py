@@ -1,0 +1,226 @@
+"""``pipeline.cache``: what operators and applications do with the cache.
+
+Purge a user, invalidate a scope, clear, give feedback on an entry, and warm the cache
+in bulk with question/answer pairs. Imported pairs go through the same guards as live
+traffic (a refused question is rejected, answers are redacted) and get the same key
+parts a live request with the same model and instructions gets (with no memory
+context), so they hit exactly where a stored answer would.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import msgspec
+
+from stagecache._model import Caller, Message, Turn
+from stagecache.cache import SemanticCache
+from stagecache.errors import InputError
+from stagecache.memory import MemoryStore
+from stagecache.pipeline._events import EventBus
+from stagecache.stages._keys import key_parts
+from stagecache.types import Embedder, Stage
+
+__all__ = ["CacheAPI", "ImportSummary"]
+
+
+class ImportSummary(msgspec.Struct):
+    """What :meth:`CacheAPI.import_pairs` did.
+
+    Attributes:
+        stored: pairs stored as new entries.
+        skipped: pairs already in the cache (deduplicated).
+        rejected: pairs refused: empty text, a guard refusal, not cacheable.
+        reasons: ``{reason: count}`` of the rejected pairs.
+    """
+
+    stored: int = 0
+    skipped: int = 0
+    rejected: int = 0
+    reasons: dict[str, int] = {}
+
+
+Pair = tuple[str, str] | dict[str, Any]
+
+
+class CacheAPI:
+    """Operator API of a pipeline's semantic cache."""
+
+    def __init__(
+        self,
+        engine: SemanticCache,
+        embedder: Embedder,
+        memory: MemoryStore | None,
+        *,
+        events: EventBus,
+        default_model: str,
+        default_instructions: str = "",
+        guards: Sequence[Stage] = (),
+    ) -> None:
+        self.engine = engine
+        self._embedder = embedder
+        self._memory = memory
+        self._events = events
+        self._model = default_model
+        self._instructions = default_instructions
+        self.guards = list(guards)
+
+    async def purge_user(self, user_id: str) -> int:
+        """Remove every trace of ``user_id``: entries in every scope they own, their
+        vectors and saved index files, embedding-cache rows tied to them, and their
+        memory facts. Returns the number of cache entries removed.
+        """
+        if not user_id:
+            raise InputError("user_id: purge_user needs a non-empty user id")
+        count = await self.engine.purge_user(user_id)
+        purge_sources = getattr(self._embedder, "purge_sources", None)
+        if purge_sources is not None:
+            await _maybe_await(purge_sources(user_id))
+        if self._memory is not None:
+            self._memory.forget_user(user_id)
+        return count
+
+    async def invalidate(self, caller: Caller) -> int:
+        """Evict the scope ``caller`` maps to; returns the number of entries removed."""
+        scope = self.engine.scope_for(caller)
+        if isinstance(scope, str):
+            raise InputError(f"caller: no cache scope for this caller ({scope})")
+        return await self.engine.invalidate(scope, reason="operator")
+
+    async def clear(self) -> int:
+        """Remove every entry of every scope; returns how many."""
+        return await self.engine.clear()
+
+    async def feedback(self, entry_id: str, correct: bool) -> bool:
+        """Tell the cache whether the answer of ``entry_id`` was right.
+
+        Negative feedback makes the entry harder to hit (and removes it past the
+        configured limit). Returns whether the entry exists.
+        """
+        found = await self.engine.feedback(entry_id, correct)
+        verifier = self.engine.verifier
+        record = getattr(verifier, "record_feedback", None)
+        if record is not None:
+            record(entry_id, correct)
+        return found  # the engine publishes the Feedback event
+
+    async def remember(self, user_id: str, facts: str | Sequence[str]) -> int:
+        """Add facts to ``user_id``'s memory (changes the key of related queries)."""
+        if self._memory is None:
+            raise InputError("this pipeline has no memory store")
+        return await self._memory.remember(user_id, facts)
+
+    def stats(self) -> dict[str, int]:
+        """Entry and scope counts of the engine."""
+        return self.engine.stats()
+
+    async def import_pairs(
+        self,
+        pairs: Iterable[Pair],
+        *,
+        caller: Caller,
+        model: str | None = None,
+        instructions: str | None = None,
+        batch_size: int = 64,
+        progress: Callable[[int], None] | None = None,
+    ) -> ImportSummary:
+        """Warm the cache with question/answer pairs for ``caller``'s scope.
+
+        Args:
+            pairs: ``(question, answer)`` tuples or ``{"question", "answer"}`` dicts.
+            caller: whose scope receives the entries.
+            model: model id to key on (default: the pipeline's).
+            instructions: system prompt to key on (default: the pipeline's).
+            batch_size: questions embedded per model call.
+            progress: called with the number of pairs handled after each batch.
+
+        Returns:
+            Counts of stored, skipped (already cached) and rejected pairs.
+        """
+        scope = self.engine.scope_for(caller)
+        if isinstance(scope, str):
+            raise InputError(f"caller: no cache scope for this caller ({scope})")
+        summary = ImportSummary()
+        batch: list[Turn] = []
+        done = 0
+        for item in pairs:
+            turn = await self._prepare(item, caller, model, instructions, summary)
+            if turn is not None:
+                batch.append(turn)
+            done += 1
+            if len(batch) >= batch_size:
+                await self._store_batch(batch, scope, summary)
+                batch = []
+                if progress is not None:
+                    progress(done)
+        if batch:
+            await self._store_batch(batch, scope, summary)
+        if progress is not None:
+            progress(done)
+        return summary
+
+    async def _prepare(
+        self,
+        item: Pair,
+        caller: Caller,
+        model: str | None,
+        instructions: str | None,
+        summary: ImportSummary,
+    ) -> Turn | None:
+        if isinstance(item, dict):
+            question, answer = item.get("question"), item.get("answer")
+        else:
+            question, answer = item
+        if not isinstance(question, str) or not isinstance(answer, str):
+            return _reject(summary, "not_text")
+        if not question.strip() or not answer.strip():
+            return _reject(summary, "empty")
+        turn = Turn(
+            caller=caller,
+            messages=[Message(role="user", content=question)],
+            model=model or self._model,
+            instructions=self._instructions if instructions is None else instructions,
+        )
+        for guard in self.guards:
+            if guard.name == "output_guard":
+                turn.answer, turn.answer_source = answer, "llm"
+            turn = await guard(turn)
+            if turn.stopped is not None:
+                return _reject(summary, f"guard:{turn.stopped.reason}")
+        if turn.answer is None:
+            turn.answer, turn.answer_source = answer, "llm"
+        return turn
+
+    async def _store_batch(
+        self, batch: list[Turn], scope: Any, summary: ImportSummary
+    ) -> None:
+        vectors = await self._embedder.embed([t.query for t in batch])
+        multi = self.engine.settings.cache_multi_turn
+        for turn, vector in zip(batch, vectors, strict=True):
+            parts = key_parts(turn, self._embedder.model_id, multi_turn=multi)
+            entry_id = await self.engine.store(
+                scope,
+                turn.query,
+                vector,
+                parts,
+                turn.answer or "",
+                metadata={"source": "import", "model": turn.model},
+                ttl_s=self.engine.ttl_for(turn.query),
+            )
+            if entry_id is None:
+                summary.skipped += 1
+            else:
+                summary.stored += 1
+
+
+def _reject(summary: ImportSummary, reason: str) -> None:
+    summary.rejected += 1
+    summary.reasons[reason] = summary.reasons.get(reason, 0) + 1
+    return None
+
+
+async def _maybe_await(value: Any) -> Any:
+    if hasattr(value, "__await__"):
+        return await value
+    return value

@@ -1,0 +1,112 @@
+"""Telemetry and containment shared by the cache stages.
+
+Each cache operation is a span named for its outcome (``cache.hit``, ``cache.miss``,
+``cache.store``, ``cache.skip``, ``cache.error``) plus an event. Errors are contained
+here, so the cache stages' own ``continue`` policy is a second line of defence.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import structlog
+from opentelemetry.trace import Span, Status, StatusCode, Tracer
+
+from stagecache._model import Turn
+from stagecache.cache import Scope, SemanticCache
+from stagecache.pipeline._events import CacheError, CacheSkip, EventBus
+from stagecache.types import Embedder
+
+__all__ = ["CacheOps", "Skip"]
+
+_log = structlog.get_logger("stagecache.cache")
+
+
+@dataclass(frozen=True, slots=True)
+class Skip:
+    """Why a turn is not cacheable."""
+
+    reason: str
+
+
+class _Ctx(Protocol):
+    cache: SemanticCache | None
+    embedder: Embedder | None
+    events: EventBus
+    tracer: Tracer
+    extras: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class CacheOps:
+    """The parts a cache stage needs, and how it reports."""
+
+    cache: SemanticCache
+    embedder: Embedder
+    events: EventBus
+    tracer: Tracer
+    record_query: bool = False
+
+    @classmethod
+    def of(cls, ctx: _Ctx) -> CacheOps:
+        assert ctx.cache is not None and ctx.embedder is not None
+        return cls(
+            ctx.cache,
+            ctx.embedder,
+            ctx.events,
+            ctx.tracer,
+            bool(ctx.extras.get("record_query_text", False)),
+        )
+
+    def scope_attributes(self, span: Span, scope: Scope, turn: Turn) -> None:
+        """Attributes every cache span carries (never the raw user id)."""
+        span.set_attribute("cache.scope", scope.hash)
+        span.set_attribute("cache.scope_mode", scope.mode)
+        span.set_attribute("gen_ai.request.model", turn.model)
+        span.set_attribute("cache.query_chars", len(turn.query))
+        if self.record_query:
+            span.set_attribute("cache.query", turn.query)
+
+    def skip(self, turn: Turn, reason: str) -> None:
+        """Mark ``turn`` as not cacheable, with a span and an event."""
+        turn.cache.status, turn.cache.reason = "skip", reason
+        mode = self.cache.settings.scope
+        with self.tracer.start_as_current_span("cache.skip") as span:
+            span.set_attribute("cache.reason", reason)
+            span.set_attribute("cache.scope_mode", mode)
+        if self.events.active:
+            self.events.publish(
+                CacheSkip(request_id=turn.request_id, reason=reason, scope_mode=mode)
+            )
+        _log.debug("cache skipped", reason=reason)
+
+    def error(self, turn: Turn, span: Span, operation: str, exc: BaseException) -> None:
+        """Record a contained cache failure on ``turn``, ``span`` and the bus."""
+        kind = "TimeoutError" if isinstance(exc, TimeoutError) else type(exc).__name__
+        if operation == "lookup":
+            turn.cache.status, turn.cache.reason = "error", f"{operation}: {kind}"
+            if turn.answer_source == "cache":  # never answer from a failed lookup
+                turn.answer, turn.answer_source = None, None
+        span.update_name("cache.error")
+        span.set_attribute("cache.operation", operation)
+        span.set_attribute("error.type", kind)
+        span.record_exception(exc)
+        span.set_status(Status(StatusCode.ERROR, kind))
+        turn.errors.append(f"cache.{operation}: {kind}: {exc}")
+        if self.events.active:
+            self.events.publish(
+                CacheError(
+                    request_id=turn.request_id,
+                    operation=operation,
+                    error_type=kind,
+                    message=str(exc)[:200],
+                    scope_mode=self.cache.settings.scope,
+                )
+            )
+        _log.warning(
+            "cache operation failed; the request goes on without the cache",
+            operation=operation,
+            error_type=kind,
+            error=str(exc)[:200],
+        )

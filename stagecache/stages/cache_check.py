@@ -1,0 +1,214 @@
+"""The cache-check stage: embed the query, search the caller's scope, maybe answer.
+
+On a hit the turn gets the cached answer (the LLM stage then does nothing; the
+output guard still runs over it). On a miss the stage leaves what the store stage
+needs in ``turn.scratch``. Every outcome is a span (``cache.hit``, ``cache.miss``,
+``cache.skip``, ``cache.error``) and an event. The scope appears only as a hash.
+
+Not cacheable (``cache.skip``): no user id under a non-shared scope; history in the
+request while ``cache_multi_turn`` is off; a memory search that failed (the context
+fingerprint cannot be trusted). A failure of the embedder or the backend, or one
+slower than ``cache.timeout_s``, is a ``cache.error`` and the request goes on to the
+model: a cache that fails never fails the request.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Protocol
+
+import anyio
+import msgspec
+import structlog
+from opentelemetry.trace import Span, Tracer
+
+from stagecache._model import Turn
+from stagecache.cache import KeyParts, Scope, SemanticCache
+from stagecache.errors import ConfigError
+from stagecache.pipeline._events import CacheHit, CacheMiss, EventBus
+from stagecache.stages._cacheops import CacheOps, Skip
+from stagecache.stages._keys import (
+    SingleFlight,
+    ensure_embedding,
+    key_parts,
+    normalise_query,
+)
+from stagecache.types import Embedder, FailurePolicy
+
+__all__ = ["CacheCheck", "CacheCheckConfig"]
+
+_log = structlog.get_logger("stagecache.cache")
+
+#: Keys in ``turn.scratch`` the store and write-invalidate stages read.
+SCOPE, PARTS = "cache_scope", "cache_parts"
+
+
+class CacheCheckConfig(
+    msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True
+):
+    """Config of the ``cache_check`` stage.
+
+    Attributes:
+        single_flight: identical concurrent misses wait for the first one's answer
+            instead of each calling the model.
+        flight_wait_s: the longest a follower waits for the leader.
+        timeout_s: the stage's own limit (the cache operations are bounded by
+            ``[cache] timeout_s``).
+    """
+
+    single_flight: bool = True
+    flight_wait_s: float = 60.0
+    timeout_s: float | None = None
+
+
+class _Ctx(Protocol):
+    cache: SemanticCache | None
+    embedder: Embedder | None
+    events: EventBus
+    tracer: Tracer
+    extras: dict[str, Any]
+
+
+class CacheCheck:
+    """Looks the query up in the caller's scope."""
+
+    __slots__ = ("_config", "_flights", "_ops", "timeout_s")
+    Config = CacheCheckConfig
+    name = "cache_check"
+    failure_policy: FailurePolicy = "continue"
+
+    def __init__(self, ops: CacheOps, config: CacheCheckConfig | None = None) -> None:
+        self._ops = ops
+        self._config = config or CacheCheckConfig()
+        self._flights = SingleFlight()
+        self.timeout_s = self._config.timeout_s
+
+    @classmethod
+    def from_config(cls, config: CacheCheckConfig, ctx: _Ctx) -> CacheCheck:
+        if ctx.cache is None or ctx.embedder is None:
+            raise ConfigError(
+                "the cache_check stage needs a cache and an embedder", field="stages"
+            )
+        return cls(CacheOps.of(ctx), config)
+
+    async def __call__(self, turn: Turn) -> Turn:
+        ops = self._ops
+        settings = ops.cache.settings
+        turn.cache.threshold = settings.threshold
+        turn.scratch["scope_mode"] = settings.scope
+        prepared = self._prepare(turn)
+        if isinstance(prepared, Skip):
+            ops.skip(turn, prepared.reason)
+            return turn
+        scope, parts = prepared
+        with ops.tracer.start_as_current_span("cache.lookup") as span:
+            ops.scope_attributes(span, scope, turn)
+            try:
+                with anyio.fail_after(settings.timeout_s):
+                    await self._lookup(turn, scope, parts, span)
+            except Exception as exc:
+                ops.error(turn, span, "lookup", exc)
+                return turn
+        if turn.cache.status == "miss":
+            turn.scratch[SCOPE], turn.scratch[PARTS] = scope, parts
+            if self._config.single_flight:
+                await self._follow_or_lead(turn, scope, parts)
+        return turn
+
+    def _prepare(self, turn: Turn) -> tuple[Scope, KeyParts] | Skip:
+        ops = self._ops
+        settings = ops.cache.settings
+        scope = ops.cache.scope_for(turn.caller)
+        if isinstance(scope, str):
+            return Skip(scope)
+        if turn.history and not settings.cache_multi_turn:
+            return Skip("multi_turn_off")
+        if any(e.startswith("memory_search:") for e in turn.errors):
+            return Skip("memory_unavailable")
+        if not turn.query.strip():
+            return Skip("empty_query")
+        parts = key_parts(
+            turn, ops.embedder.model_id, multi_turn=settings.cache_multi_turn
+        )
+        return scope, parts
+
+    async def _lookup(
+        self, turn: Turn, scope: Scope, parts: KeyParts, span: Span
+    ) -> None:
+        ops = self._ops
+        vector = await ensure_embedding(turn, ops.embedder)
+        found = await ops.cache.lookup(scope, vector, parts, turn.query)
+        outcome = turn.cache
+        outcome.similarity = found.best_similarity
+        threshold = ops.cache.settings.threshold
+        if found.best_similarity is not None:
+            span.set_attribute("cache.similarity", found.best_similarity)
+        span.set_attribute("cache.threshold", threshold)
+        if found.hit is None:
+            outcome.status, outcome.reason = "miss", found.reason
+            span.update_name("cache.miss")
+            span.set_attribute("cache.reason", found.reason)
+            if ops.events.active:
+                ops.events.publish(
+                    CacheMiss(
+                        request_id=turn.request_id,
+                        scope=scope.hash,
+                        scope_mode=scope.mode,
+                        threshold=threshold,
+                        similarity=found.best_similarity,
+                        reason=found.reason,
+                        model=turn.model,
+                    )
+                )
+            return
+        hit = found.hit
+        age = found.entry_age_s if found.entry_age_s is not None else 0.0
+        outcome.status, outcome.reason = "hit", "hit"
+        outcome.similarity, outcome.entry_id, outcome.entry_age_s = (
+            hit.similarity,
+            hit.entry_id,
+            age,
+        )
+        turn.answer, turn.answer_source = hit.answer, "cache"
+        span.update_name("cache.hit")
+        span.set_attribute("cache.similarity", hit.similarity)
+        span.set_attribute("cache.entry_id", hit.entry_id)
+        span.set_attribute("cache.entry_age_s", age)
+        if ops.events.active:
+            ops.events.publish(
+                CacheHit(
+                    request_id=turn.request_id,
+                    scope=scope.hash,
+                    scope_mode=scope.mode,
+                    similarity=hit.similarity,
+                    threshold=threshold,
+                    entry_id=hit.entry_id,
+                    entry_age_s=age,
+                    model=turn.model,
+                )
+            )
+
+    async def _follow_or_lead(self, turn: Turn, scope: Scope, parts: KeyParts) -> None:
+        key = (scope.key, *msgspec.structs.astuple(parts), normalise_query(turn.query))
+        leader = self._flights.leader(key)
+        if leader is None:
+            release = self._flights.lead(key)
+            turn.scratch.setdefault("_cleanups", []).append(release)
+            return
+        turn.scratch["single_flight"] = "follower"
+        with anyio.move_on_after(self._config.flight_wait_s):
+            await leader.wait()
+        started = time.perf_counter()
+        with self._ops.tracer.start_as_current_span("cache.lookup") as span:
+            self._ops.scope_attributes(span, scope, turn)
+            span.set_attribute("stagecache.single_flight", "follower")
+            try:
+                with anyio.fail_after(self._ops.cache.settings.timeout_s):
+                    await self._lookup(turn, scope, parts, span)
+            except Exception as exc:
+                self._ops.error(turn, span, "lookup", exc)
+        _log.debug(
+            "single-flight follower looked up again",
+            status=turn.cache.status,
+            waited_s=round(time.perf_counter() - started, 4),
+        )
