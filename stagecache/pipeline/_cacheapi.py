@@ -43,6 +43,9 @@ class ImportSummary(msgspec.Struct):
 
 Pair = tuple[str, str] | dict[str, Any]
 
+#: Cosine at which an imported question counts as already cached.
+_DUPLICATE = 0.9999
+
 
 class CacheAPI:
     """Operator API of a pipeline's semantic cache."""
@@ -199,7 +202,13 @@ class CacheAPI:
         multi = self.engine.settings.cache_multi_turn
         for turn, vector in zip(batch, vectors, strict=True):
             parts = key_parts(turn, self._embedder.model_id, multi_turn=multi)
-            entry_id = await self.engine.store(
+            # An exact duplicate already cached is skipped, not refreshed: importing
+            # the same file twice must not rewrite answers users already get.
+            found = await self.engine.lookup(scope, vector, parts, turn.query)
+            if found.candidates and found.candidates[0].similarity >= _DUPLICATE:
+                summary.skipped += 1
+                continue
+            await self.engine.store(
                 scope,
                 turn.query,
                 vector,
@@ -208,10 +217,7 @@ class CacheAPI:
                 metadata={"source": "import", "model": turn.model},
                 ttl_s=self.engine.ttl_for(turn.query),
             )
-            if entry_id is None:
-                summary.skipped += 1
-            else:
-                summary.stored += 1
+            summary.stored += 1
 
 
 def _reject(summary: ImportSummary, reason: str) -> None:
