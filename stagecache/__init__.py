@@ -28,8 +28,8 @@ from stagecache.errors import (
     LLMError,
     ModelNotFound,
     PluginError,
-    StageError,
     StagecacheError,
+    StageError,
     StageTimeout,
 )
 from stagecache.pipeline import Event, EventBus, Pipeline

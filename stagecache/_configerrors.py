@@ -75,7 +75,9 @@ def _steps(path: str) -> list[str | int]:
 def _dotted(prefix: str, path: str) -> str:
     text = path.lstrip(".")
     if prefix:
-        text = f"{prefix}.{text}" if text and not text.startswith("[") else prefix + text
+        text = (
+            f"{prefix}.{text}" if text and not text.startswith("[") else prefix + text
+        )
     return text or "(top level)"
 
 
@@ -110,7 +112,9 @@ def convert_strict(
             raise ConfigError(f"unknown field{hint}", path=file, field=field) from None
         if m := _MISSING.match(message):
             field = _dotted(prefix, f"{path}.{m.group('name')}")
-            raise ConfigError("required field is missing", path=file, field=field) from None
+            raise ConfigError(
+                "required field is missing", path=file, field=field
+            ) from None
         bad = _walk(raw, steps)
         choices = _choices(_type_at(tp, steps))
         detail = message[0].lower() + message[1:] if message else "invalid value"

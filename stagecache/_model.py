@@ -268,7 +268,8 @@ def coerce_messages(value: str | list[Message] | list[dict[str, Any]]) -> list[M
             message = Message(role=role, content=content)
         else:
             raise InputError(
-                f"messages[{i}]: expected a dict or a Message, got {type(item).__name__}"
+                f"messages[{i}]: expected a dict or a Message, "
+                f"got {type(item).__name__}"
             )
         if message.role not in _ROLES:
             raise InputError(

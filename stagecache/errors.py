@@ -3,16 +3,16 @@
 ::
 
     StagecacheError
-    ├── ConfigError              bad config file or value (names file, field, value, choices)
-    │   └── PluginError          an entry point that cannot be loaded or has the wrong shape
-    ├── InputError               a request the library cannot accept (bad messages, caller)
+    ├── ConfigError              bad config (names file, field, value, choices)
+    │   └── PluginError          a plugin that cannot be loaded or is malformed
+    ├── InputError               a request that cannot be accepted
     ├── StageError               a stage failed at run time; carries ``stage``
     │   └── StageTimeout         a stage ran past its ``timeout_s``
-    ├── CacheError               the cache engine or a backend failed (contained by policy)
-    │   └── BackendUnavailable   a backend cannot be reached (Redis down, disk full, ...)
+    ├── CacheError               the cache engine or a backend failed
+    │   └── BackendUnavailable   a backend is down or cannot write
     ├── EmbeddingError           an embedder failed or returned bad vectors
     │   └── ModelNotFound        the configured model cannot be loaded offline
-    └── LLMError                 the model client failed (HTTP error, timeout, bad reply)
+    └── LLMError                 the model client failed
 
 Foreign exceptions (``httpx``, ``sqlite3``, ``redis``, ``hnswlib``) are translated at
 the boundary of the module that talks to them, with the original kept as

@@ -23,7 +23,13 @@ if TYPE_CHECKING:
         InMemorySpanExporter,
     )
 
-__all__ = ["EventCapture", "ScriptedLLM", "SpanCapture", "capture_events", "capture_spans"]
+__all__ = [
+    "EventCapture",
+    "ScriptedLLM",
+    "SpanCapture",
+    "capture_events",
+    "capture_spans",
+]
 
 
 class ScriptedLLM:
@@ -68,10 +74,16 @@ class ScriptedLLM:
             await anyio.sleep(self._delay_s)
         text = self._fn(prompt)
         calls = [
-            ToolCall(name=c.name, arguments=dict(c.arguments), read_only_hint=c.read_only_hint)
+            ToolCall(
+                name=c.name,
+                arguments=dict(c.arguments),
+                read_only_hint=c.read_only_hint,
+            )
             for c in (self._tool_calls(prompt) if self._tool_calls else ())
         ]
-        prompt_chars = sum(len(m.content) for m in turn.messages) + len(turn.instructions)
+        prompt_chars = sum(len(m.content) for m in turn.messages) + len(
+            turn.instructions
+        )
         usage = Usage(
             prompt_tokens=max(1, int(prompt_chars * self._tpc)),
             completion_tokens=max(1, int(len(text) * self._tpc)),
@@ -82,7 +94,9 @@ class ScriptedLLM:
 class SpanCapture:
     """A tracer provider whose finished spans are kept in memory."""
 
-    def __init__(self, provider: TracerProvider, exporter: InMemorySpanExporter) -> None:
+    def __init__(
+        self, provider: TracerProvider, exporter: InMemorySpanExporter
+    ) -> None:
         self.provider = provider
         self.exporter = exporter
 

@@ -31,7 +31,9 @@ class Completion(msgspec.Struct):
     model: str = ""
 
 
-class LLMStageConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+class LLMStageConfig(
+    msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True
+):
     """Config of the ``llm`` stage.
 
     Attributes:

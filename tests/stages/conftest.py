@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -12,9 +13,6 @@ from stagecache.config import PipelineConfig, build
 from stagecache.embeddings import SentenceTransformerEmbedder
 from stagecache.testing import ScriptedLLM
 from stagecache.types import Vectors
-
-
-import os
 
 VERIFIER = os.environ.get("STAGECACHE_TEST_VERIFIER", "")
 

@@ -235,7 +235,6 @@ async def test_a_blocked_input_is_never_stored(make_pipeline: Make) -> None:
 async def test_a_failing_embedder_is_a_cache_error_and_an_llm_answer(
     make_pipeline: Make, embedder: Any
 ) -> None:
-    pipeline, llm = make_pipeline()
     spans = capture_spans()
     pipeline, llm = make_pipeline(tracer_provider=spans.provider)
     embedder.fail = RuntimeError("model crashed")
@@ -282,6 +281,7 @@ async def test_a_hanging_backend_is_abandoned_after_the_cache_timeout(
     assert result.cache.status == "error"
     assert result.cache.reason == "lookup: TimeoutError"
     assert result.answer == "answer to: " + Q
+    assert llm.calls == 1
 
 
 async def test_identical_concurrent_misses_make_one_model_call(
