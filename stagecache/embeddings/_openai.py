@@ -1,0 +1,261 @@
+"""An embedder for any server speaking OpenAI's ``POST /v1/embeddings``.
+
+OpenAI itself, vLLM, Ollama, LM Studio, text-embeddings-inference, LiteLLM, ... It
+sends texts in batches of ``batch_size``, retries 429, 5xx, connection errors and
+timeouts with exponential backoff (honouring ``Retry-After``), and checks every
+reply: the row count, the dimension, NaN and inf. Rows are L2-normalised here
+(OpenAI's already are; other servers' may not be).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from types import TracebackType
+from typing import Any
+
+import anyio
+import httpx
+import numpy as np
+
+from stagecache.embeddings._validation import (
+    check_texts,
+    empty_vectors,
+    validate_vectors,
+)
+from stagecache.errors import EmbeddingError
+from stagecache.types import Vectors
+
+__all__ = ["OpenAIEmbedder"]
+
+_RETRY_STATUS = frozenset((408, 409, 425, 429, 500, 502, 503, 504))
+_HINTS = {
+    401: "check the API key (api_key / api_key_env)",
+    403: "the API key may lack access to this model",
+    404: "check base_url (it usually ends in /v1) and the model name",
+    413: "lower batch_size or max_chars",
+    429: "rate limited: lower concurrency, or raise max_retries",
+}
+
+
+class OpenAIEmbedder:
+    """Embeds through an OpenAI-compatible ``/embeddings`` endpoint.
+
+    Args:
+        base_url: the API root, e.g. ``https://api.openai.com/v1`` or
+            ``http://localhost:8000/v1``; ``/embeddings`` is appended.
+        model: the model name the server knows.
+        api_key: sent as ``Authorization: Bearer ...`` when given.
+        timeout_s: timeout of one HTTP request.
+        max_retries: retries after the first attempt (on 408/409/425/429/5xx,
+            connection errors and timeouts).
+        batch_size: the most texts per request.
+        dim: the expected dimension; None to learn it from the first reply (call
+            ``warm_up()`` before reading ``dim``).
+        backoff_s: the first retry delay; it doubles each time (with jitter), capped
+            at ``max_backoff_s``.
+        max_backoff_s: the longest delay between attempts (also caps Retry-After).
+        max_chars: texts longer than this are clipped (logged ``truncated=True``).
+        model_id: the id used in cache keys (default: ``model``).
+        client: an ``httpx.AsyncClient`` to use instead of creating one (not
+            closed by ``aclose()``).
+    """
+
+    __slots__ = (
+        "_client",
+        "_dim",
+        "_model_id",
+        "_owns_client",
+        "api_key",
+        "backoff_s",
+        "batch_size",
+        "max_backoff_s",
+        "max_chars",
+        "max_retries",
+        "model",
+        "timeout_s",
+        "url",
+    )
+
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        api_key: str | None = None,
+        *,
+        timeout_s: float = 30.0,
+        max_retries: int = 3,
+        batch_size: int = 256,
+        dim: int | None = None,
+        backoff_s: float = 0.5,
+        max_backoff_s: float = 8.0,
+        max_chars: int = 16_000,
+        model_id: str | None = None,
+        client: httpx.AsyncClient | None = None,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if max_retries < 0:
+            raise ValueError(f"max_retries must be >= 0, got {max_retries}")
+        self.url = base_url.rstrip("/") + "/embeddings"
+        self.model = model
+        self.api_key = api_key
+        self.timeout_s = timeout_s
+        self.max_retries = max_retries
+        self.batch_size = batch_size
+        self.backoff_s = backoff_s
+        self.max_backoff_s = max_backoff_s
+        self.max_chars = max_chars
+        self._dim = dim
+        self._model_id = model_id or model
+        self._owns_client = client is None
+        self._client = client
+
+    @property
+    def model_id(self) -> str:
+        """The id used in cache keys."""
+        return self._model_id
+
+    @property
+    def dim(self) -> int:
+        """The dimension (given, or learned from the first reply).
+
+        Raises:
+            EmbeddingError: neither given nor learned yet.
+        """
+        if self._dim is None:
+            raise EmbeddingError(
+                f"{self._model_id}: dimension unknown; pass dim= or await warm_up()"
+            )
+        return self._dim
+
+    def _http(self) -> httpx.AsyncClient:
+        if self._client is None:
+            headers = (
+                {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+            )
+            self._client = httpx.AsyncClient(timeout=self.timeout_s, headers=headers)
+        return self._client
+
+    async def warm_up(self) -> None:
+        """Learn the dimension with one short request when it is not known."""
+        if self._dim is None:
+            await self.embed(["dimension probe"])
+
+    async def embed(self, texts: Sequence[str]) -> Vectors:
+        """Embed ``texts`` in batches of ``batch_size``.
+
+        Returns:
+            An array of shape ``(len(texts), dim)``, rows L2-normalised.
+
+        Raises:
+            InputError: for empty, whitespace-only or invalid-Unicode texts.
+            EmbeddingError: an HTTP error (after retries), a timeout, or a bad reply.
+        """
+        items = check_texts(texts, max_chars=self.max_chars, model_id=self._model_id)
+        if not items:
+            return empty_vectors(self.dim)
+        parts = [
+            await self._request(items[i : i + self.batch_size])
+            for i in range(0, len(items), self.batch_size)
+        ]
+        return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=0)
+
+    async def _request(self, texts: list[str]) -> Vectors:
+        payload = {"model": self.model, "input": texts, "encoding_format": "float"}
+        for attempt in range(self.max_retries + 1):
+            last = attempt == self.max_retries
+            retry_after: float | None = None
+            try:
+                response = await self._http().post(self.url, json=payload)
+            except httpx.TimeoutException as exc:
+                if last:
+                    raise EmbeddingError(
+                        f"POST {self.url}: timed out after {self.timeout_s:g} s "
+                        f"({attempt + 1} attempts); raise timeout_s or check the server"
+                    ) from exc
+            except httpx.TransportError as exc:
+                if last:
+                    raise EmbeddingError(
+                        f"POST {self.url}: cannot connect "
+                        f"({type(exc).__name__}: {exc}; "
+                        f"{attempt + 1} attempts); check base_url and that the server "
+                        f"is up"
+                    ) from exc
+            else:
+                if response.status_code == 200:
+                    return self._parse(response, len(texts))
+                if response.status_code not in _RETRY_STATUS or last:
+                    raise self._http_error(response, attempt + 1)
+                retry_after = _retry_after(response)
+            delay = min(self.backoff_s * 2**attempt, self.max_backoff_s)
+            delay = delay * (0.5 + random.random() / 2)  # jitter: spread retries
+            if retry_after is not None:
+                delay = min(max(delay, retry_after), self.max_backoff_s)
+            await anyio.sleep(delay)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _http_error(self, response: httpx.Response, attempts: int) -> EmbeddingError:
+        code = response.status_code
+        body = response.text[:300].replace("\n", " ")
+        hint = _HINTS.get(code, "server error" if code >= 500 else "bad request")
+        return EmbeddingError(
+            f"POST {self.url}: HTTP {code} after {attempts} attempt(s) "
+            f"(model {self.model!r}): {body!r}; hint: {hint}"
+        )
+
+    def _parse(self, response: httpx.Response, n: int) -> Vectors:
+        try:
+            data: Any = response.json()
+            rows = sorted(data["data"], key=lambda row: int(row.get("index", 0)))
+            vectors = [row["embedding"] for row in rows]
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise EmbeddingError(
+                f"POST {self.url}: reply is not an embeddings response "
+                f"({type(exc).__name__}: {exc}); is base_url an OpenAI-compatible API?"
+            ) from exc
+        if any(not isinstance(v, list) for v in vectors):
+            raise EmbeddingError(
+                f"POST {self.url}: embeddings are not float lists (base64 reply?)"
+            )
+        if len(vectors) != n:
+            raise EmbeddingError(
+                f"POST {self.url}: expected {n} embeddings (one per text), got "
+                f"{len(vectors)}"
+            )
+        if vectors and len({len(v) for v in vectors}) != 1:
+            raise EmbeddingError(f"POST {self.url}: embeddings of different lengths")
+        out = validate_vectors(vectors, n, self._dim, self._model_id)
+        if self._dim is None:
+            self._dim = int(out.shape[1])
+        return out
+
+    async def aclose(self) -> None:
+        """Close the HTTP client (unless it was passed in)."""
+        if self._client is not None and self._owns_client:
+            await self._client.aclose()
+            self._client = None
+
+    async def __aenter__(self) -> OpenAIEmbedder:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    def __repr__(self) -> str:
+        return f"OpenAIEmbedder({self.url!r}, model={self.model!r})"
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return max(float(value), 0.0)
+    except ValueError:
+        return None  # an HTTP date: rare for APIs; the exponential delay applies

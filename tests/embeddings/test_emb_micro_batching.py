@@ -1,0 +1,153 @@
+"""MicroBatcher: coalescing, per-caller rows, errors and cancellation."""
+
+from __future__ import annotations
+
+import threading
+
+import anyio
+import numpy as np
+import pytest
+
+from stagecache.embeddings import MicroBatcher, OnnxEmbedder
+from stagecache.types import Vectors
+
+pytestmark = pytest.mark.anyio
+
+
+def _rows(texts: list[str]) -> Vectors:
+    # Row i encodes its own text, so each caller can check it got its rows.
+    return np.array([[float(len(t)), float(hash(t) % 1000)] for t in texts], np.float32)
+
+
+class _Recorder:
+    def __init__(self, fail: bool = False, gate: threading.Event | None = None) -> None:
+        self.sizes: list[int] = []
+        self.fail = fail
+        self.gate = gate
+
+    def __call__(self, texts: list[str]) -> Vectors:
+        if self.gate is not None:
+            self.gate.wait(10)
+        self.sizes.append(len(texts))
+        if self.fail:
+            raise RuntimeError("model exploded")
+        return _rows(texts)
+
+
+async def test_concurrent_callers_share_fewer_model_calls() -> None:
+    fn = _Recorder()
+    batcher = MicroBatcher(fn, window_ms=20, max_batch=64)
+    results: dict[int, Vectors] = {}
+
+    async def call(i: int) -> None:
+        results[i] = await batcher([f"text {i}"])
+
+    async with anyio.create_task_group() as tg:
+        for i in range(64):
+            tg.start_soon(call, i)
+    assert batcher.calls == len(fn.sizes) < 64
+    assert sum(fn.sizes) == 64
+    for i in range(64):
+        np.testing.assert_array_equal(results[i], _rows([f"text {i}"]))
+
+
+async def test_real_model_64_callers_get_their_own_rows(
+    onnx_int8: OnnxEmbedder,
+) -> None:
+    texts = [f"question number {i} about refunds" for i in range(64)]
+    expected = await onnx_int8.embed(texts)
+    calls_before = onnx_int8.batcher.calls
+    got: dict[int, Vectors] = {}
+
+    async def call(i: int) -> None:
+        got[i] = await onnx_int8.embed([texts[i]])
+
+    async with anyio.create_task_group() as tg:
+        for i in range(64):
+            tg.start_soon(call, i)
+    assert onnx_int8.batcher.calls - calls_before < 64
+    for i in range(64):
+        # int8 kernels can differ by padding length: compare by cosine.
+        assert float(got[i][0] @ expected[i]) > 0.999
+
+
+async def test_batches_never_exceed_max_batch() -> None:
+    fn = _Recorder()
+    batcher = MicroBatcher(fn, window_ms=20, max_batch=8)
+
+    async with anyio.create_task_group() as tg:
+        for i in range(30):
+            tg.start_soon(batcher, [f"t{i}", f"u{i}", f"v{i}"])
+    assert max(fn.sizes) <= 8
+    assert sum(fn.sizes) == 90
+
+
+async def test_large_request_is_split_and_reassembled() -> None:
+    fn = _Recorder()
+    batcher = MicroBatcher(fn, window_ms=0, max_batch=10)
+    texts = [f"text {i}" for i in range(25)]
+    out = await batcher(texts)
+    assert fn.sizes == [10, 10, 5]
+    np.testing.assert_array_equal(out, _rows(texts))
+
+
+async def test_error_reaches_every_caller_of_the_batch() -> None:
+    batcher = MicroBatcher(_Recorder(fail=True), window_ms=20, max_batch=64)
+    errors: list[BaseException] = []
+
+    async def call(i: int) -> None:
+        try:
+            await batcher([f"t{i}"])
+        except RuntimeError as exc:
+            errors.append(exc)
+
+    async with anyio.create_task_group() as tg:
+        for i in range(10):
+            tg.start_soon(call, i)
+    assert len(errors) == 10
+    assert all("model exploded" in str(e) for e in errors)
+
+
+async def test_cancelled_waiter_does_not_break_the_others() -> None:
+    gate = threading.Event()
+    fn = _Recorder(gate=gate)
+    batcher = MicroBatcher(fn, window_ms=5, max_batch=64)
+    results: dict[int, Vectors] = {}
+    cancelled: list[int] = []
+
+    async def call(i: int, scope_box: list[anyio.CancelScope]) -> None:
+        with anyio.CancelScope() as scope:
+            scope_box.append(scope)
+            results[i] = await batcher([f"t{i}"])
+        if scope.cancelled_caught:
+            cancelled.append(i)
+
+    scopes: dict[int, list[anyio.CancelScope]] = {i: [] for i in range(6)}
+    async with anyio.create_task_group() as tg:
+        for i in range(6):
+            tg.start_soon(call, i, scopes[i])
+        await anyio.sleep(0.05)  # all six joined; the model call is blocked on gate
+        scopes[0][0].cancel()  # the leader
+        scopes[3][0].cancel()  # a follower
+        await anyio.sleep(0.01)
+        gate.set()
+    assert 3 in cancelled
+    for i in (1, 2, 4, 5):
+        np.testing.assert_array_equal(results[i], _rows([f"t{i}"]))
+    assert 3 not in results
+
+
+async def test_batcher_keeps_working_after_an_error() -> None:
+    fn = _Recorder(fail=True)
+    batcher = MicroBatcher(fn, window_ms=0)
+    with pytest.raises(RuntimeError):
+        await batcher(["a"])
+    fn.fail = False
+    np.testing.assert_array_equal(await batcher(["a"]), _rows(["a"]))
+
+
+def test_invalid_settings_are_rejected() -> None:
+    with pytest.raises(ValueError, match="max_batch"):
+        MicroBatcher(_Recorder(), max_batch=0)
+    with pytest.raises(ValueError, match="window_ms"):
+        MicroBatcher(_Recorder(), window_ms=-1)
