@@ -213,6 +213,19 @@ def _verifier(config: PipelineConfig, file: str | None) -> Any:
     return make_verifier(cfg)
 
 
+def _otlp_tracing(config: PipelineConfig, file: str | None) -> TracerProvider | None:
+    """A tracer provider exporting over OTLP when an ``otlp`` exporter asks for it."""
+    for i, table in enumerate(config.exporters):
+        if table.get("kind") != "otlp":
+            continue
+        _, otlp = _stage_config(table, i, file, group="exporter")
+        if otlp.traces:
+            from stagecache.exporters import setup_tracing
+
+            return setup_tracing(otlp)
+    return None
+
+
 def _llm(config: LLMConfig | None) -> LLMClient | None:
     if config is None:
         return None
@@ -257,6 +270,8 @@ def build(
     section = config.pipeline
     enabled = section.tracing if tracing is None else tracing
     events = EventBus()
+    if tracer_provider is None and enabled:
+        tracer_provider = _otlp_tracing(config, file)
     tracer = make_tracer(tracer_provider, enabled=enabled)
     if embedder is None:
         from stagecache.embeddings import make_embedder
@@ -304,6 +319,7 @@ def build(
         default_instructions=section.instructions,
         components=[embedder, engine, *exporters],
         cache=api,
+        record_query_text=section.record_query_text,
     )
 
 

@@ -30,9 +30,9 @@ from stagecache.exporters._traces import (
 )
 
 __all__ = [
+    "HEALTH",
     "BoundedBatchSpanProcessor",
     "ExportHealth",
-    "HEALTH",
     "LogConfig",
     "LogExporter",
     "MetricsRecorder",

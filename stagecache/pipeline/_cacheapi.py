@@ -220,7 +220,8 @@ class CacheAPI:
             summary.stored += 1
 
 
-def _reject(summary: ImportSummary, reason: str) -> None:
+def _reject(summary: ImportSummary, reason: str) -> Turn | None:
+    """Count a rejected pair; returns None (no turn) for ``return _reject(...)``."""
     summary.rejected += 1
     summary.reasons[reason] = summary.reasons.get(reason, 0) + 1
     return None

@@ -90,6 +90,10 @@ class CacheHit(Event, frozen=True, tag="cache.hit"):
     entry_id: str
     entry_age_s: float
     model: str = ""
+    query_chars: int = 0
+    answer_chars: int = 0
+    prompt_tokens: int | None = None  # usage of the model call that made the entry
+    completion_tokens: int | None = None
 
 
 class CacheMiss(Event, frozen=True, tag="cache.miss"):

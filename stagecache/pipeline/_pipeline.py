@@ -42,6 +42,8 @@ class Pipeline:
             (embedder, cache engine, memory store, exporters): anything with
             optional ``warm_up()`` / ``aclose()``.
         cache: the operator API of the cache (``pipeline.cache``), if any.
+        record_query_text: put the raw query on the request span (debugging only;
+            by default spans carry its hash and length).
     """
 
     def __init__(
@@ -55,11 +57,16 @@ class Pipeline:
         default_instructions: str = "",
         components: Sequence[Any] = (),
         cache: CacheAPI | None = None,
+        record_query_text: bool = False,
     ) -> None:
         self.events = events or EventBus()
         self.tracer = make_tracer(tracer_provider, enabled=tracing)
         self._runner = Runner(
-            stages, tracer=self.tracer, events=self.events, default_model=default_model
+            stages,
+            tracer=self.tracer,
+            events=self.events,
+            default_model=default_model,
+            record_query_text=record_query_text,
         )
         self._default_instructions = default_instructions
         self._components = tuple(components)

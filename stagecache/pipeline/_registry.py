@@ -53,7 +53,11 @@ BUILTIN_STAGES: dict[str, str] = {
     "write_invalidate": "stagecache.stages.write_invalidate:WriteInvalidate",
 }
 
-BUILTIN_EXPORTERS: dict[str, str] = {}
+BUILTIN_EXPORTERS: dict[str, str] = {
+    "log": "stagecache.exporters:LogExporter",
+    "otlp": "stagecache.exporters:OtlpExporter",
+    "prometheus": "stagecache.exporters:PrometheusExporter",
+}
 
 _GROUPS = {"stage": "stagecache.stages", "exporter": "stagecache.exporters"}
 

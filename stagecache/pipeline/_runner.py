@@ -36,11 +36,13 @@ from stagecache._model import (
     coerce_messages,
 )
 from stagecache.errors import InputError, StageError, StageTimeout
+from stagecache.exporters._privacy import query_attributes
 from stagecache.pipeline._events import (
     EventBus,
     RequestFinished,
     RequestStarted,
     StageFailed,
+    StageFinished,
 )
 from stagecache.pipeline._tracing import current_trace_ids
 from stagecache.types import Stage
@@ -58,7 +60,14 @@ _DEFAULT_REFUSAL = "Sorry, this request could not be processed safely."
 class Runner:
     """Runs turns through a fixed tuple of stages."""
 
-    __slots__ = ("_events", "_refusal", "_stages", "_tracer", "default_model")
+    __slots__ = (
+        "_events",
+        "_record_query",
+        "_refusal",
+        "_stages",
+        "_tracer",
+        "default_model",
+    )
 
     def __init__(
         self,
@@ -68,6 +77,7 @@ class Runner:
         events: EventBus,
         default_model: str = "default",
         refusal: str = _DEFAULT_REFUSAL,
+        record_query_text: bool = False,
     ) -> None:
         names = [s.name for s in stages]
         dupes = sorted({n for n in names if names.count(n) > 1})
@@ -79,6 +89,7 @@ class Runner:
         self._tracer = tracer
         self._events = events
         self._refusal = refusal
+        self._record_query = record_query_text
         self.default_model = default_model
 
     @property
@@ -119,6 +130,10 @@ class Runner:
         with self._tracer.start_as_current_span("stagecache.request") as root:
             root.set_attribute("stagecache.request_id", turn.request_id)
             root.set_attribute("gen_ai.request.model", turn.model)
+            if root.is_recording():
+                root.set_attributes(
+                    query_attributes(turn.query, include_text=self._record_query)
+                )
             if events.active:
                 events.publish(
                     RequestStarted(request_id=turn.request_id, model=turn.model)
@@ -181,6 +196,14 @@ class Runner:
             if out is not turn and not isinstance(out, Turn):
                 exc = TypeError(f"returned {type(out).__name__}, expected the Turn")
                 return self._contain(stage, turn, exc, span, time.perf_counter() - t0)
+            if self._events.active:
+                self._events.publish(
+                    StageFinished(
+                        request_id=turn.request_id,
+                        stage=stage.name,
+                        duration_s=time.perf_counter() - t0,
+                    )
+                )
             return out
 
     def _contain(

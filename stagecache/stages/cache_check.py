@@ -104,8 +104,7 @@ class CacheCheck:
         with ops.tracer.start_as_current_span("cache.lookup") as span:
             ops.scope_attributes(span, scope, turn)
             try:
-                with anyio.fail_after(settings.timeout_s):
-                    await self._lookup(turn, scope, parts, span)
+                await self._lookup(turn, scope, parts, span)
             except Exception as exc:
                 ops.error(turn, span, "lookup", exc)
                 return turn
@@ -137,7 +136,10 @@ class CacheCheck:
     ) -> None:
         ops = self._ops
         vector = await ensure_embedding(turn, ops.embedder)
-        found = await ops.cache.lookup(scope, vector, parts, turn.query)
+        # The cache timeout bounds the backend, not the local model: a slow or hung
+        # backend must not hold the request, a busy CPU is not a cache failure.
+        with anyio.fail_after(ops.cache.settings.timeout_s):
+            found = await ops.cache.lookup(scope, vector, parts, turn.query)
         outcome = turn.cache
         outcome.similarity = found.best_similarity
         threshold = ops.cache.settings.threshold
@@ -185,6 +187,8 @@ class CacheCheck:
                     entry_id=hit.entry_id,
                     entry_age_s=age,
                     model=turn.model,
+                    query_chars=len(turn.query),
+                    answer_chars=len(hit.answer),
                 )
             )
 
@@ -203,8 +207,7 @@ class CacheCheck:
             self._ops.scope_attributes(span, scope, turn)
             span.set_attribute("stagecache.single_flight", "follower")
             try:
-                with anyio.fail_after(self._ops.cache.settings.timeout_s):
-                    await self._lookup(turn, scope, parts, span)
+                await self._lookup(turn, scope, parts, span)
             except Exception as exc:
                 self._ops.error(turn, span, "lookup", exc)
         _log.debug(
