@@ -1,0 +1,93 @@
+"""The structural checks: each one fires on a real change and stays quiet on a
+paraphrase."""
+
+from __future__ import annotations
+
+import pytest
+
+from stagecache.quality import analyse, compare
+
+
+def failure(a: str, b: str) -> str | None:
+    return compare(analyse(a), analyse(b)).first_failure()
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "check"),
+    [
+        ("Is it safe to eat raw eggs?", "Is it not safe to eat raw eggs?", "negation"),
+        ("Why does my laptop charge?", "Why doesn't my laptop charge?", "negation"),
+        (
+            "How do I bake bread with yeast?",
+            "How do I bake bread without yeast?",
+            "negation",
+        ),
+        ("What is 15% tip on $80?", "What is 20% tip on $80?", "number"),
+        (
+            "How many calories are in 2 eggs?",
+            "How many calories are in 3 eggs?",
+            "number",
+        ),
+        ("Who won the World Cup in 2018?", "Who won the World Cup in 2022?", "date"),
+        ("Weather in Berlin today", "Weather in Berlin tomorrow", "date"),
+        ("What changed in Django 4.2?", "What changed in Django 5.0?", "version"),
+        ("Is 100 mg of caffeine a lot?", "Is 100 g of caffeine a lot?", "unit"),
+        ("What is 5 miles in km?", "What is 5 km in miles?", "unit"),
+        ("What is the capital of Canada?", "What is the capital of Brazil?", "entity"),
+        (
+            "Cheapest flights from Chicago to Denver",
+            "Cheapest flights from Denver to Chicago",
+            "direction",
+        ),
+        ("Convert USD to EUR", "Convert EUR to USD", "direction"),
+        (
+            "How do I install Docker on Ubuntu?",
+            "How do I uninstall Docker on Ubuntu?",
+            "different_ask",
+        ),
+        ("Why is the sky blue?", "When is the sky blue?", "different_ask"),
+    ],
+)
+def test_check_fires_on_a_change(a: str, b: str, check: str) -> None:
+    assert failure(a, b) == check
+
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        (
+            "Why isn't my Docker container starting?",
+            "Why is my Docker container not starting?",
+        ),
+        ("I can't log in to my account", "I cannot log in to my account"),
+        ("How many calories are in 3 eggs?", "How many calories do three eggs have?"),
+        ("What is 15% tip on $80?", "How much is a 15 percent tip on 80 dollars?"),
+        ("Who won the World Cup in 2018?", "Which country won the 2018 World Cup?"),
+        ("What changed in Django 5.0?", "What is new in Django 5.0?"),
+        ("Convert 70 kg to lbs", "How many lbs is 70 kg?"),
+        ("How do I reverse a list in Python?", "In Python, how do I reverse a list?"),
+        (
+            "How do I migrate from MySQL to PostgreSQL?",
+            "What are the steps to move from MySQL to PostgreSQL?",
+        ),
+        (
+            "How do I transfer money from PayPal to my bank?",
+            "How can I move money from PayPal into my bank account?",
+        ),
+        ("What is the capital of Australia?", "What's the capital city of Australia?"),
+    ],
+)
+def test_paraphrase_passes_every_check(a: str, b: str) -> None:
+    assert failure(a, b) is None
+
+
+def test_checks_are_symmetric_on_a_swap() -> None:
+    a, b = "Translate from English to Spanish", "Translate from Spanish to English"
+    assert failure(a, b) == failure(b, a) == "direction"
+
+
+def test_long_statements_skip_fuzzy_checks() -> None:
+    filler = " and it also explains the setup in detail" * 5
+    a = "No, the feature is not part of v2.10.0" + filler
+    b = "The feature does not exist in v2.10.0" + filler
+    assert failure(a, b) is None
