@@ -1,0 +1,477 @@
+"""The semantic cache engine: lookup and store over scoped, per-scope indexes.
+
+Hit rule: cosine >= ``threshold`` AND exact equality of :class:`KeyParts`, inside
+the caller's scope only. Candidates failing the parts are skipped; if a verifier is
+set it is asked about the remaining candidates, best first, up to ``top_k``, and the
+first accepted wins. Expired entries never hit.
+
+Concurrency (one event loop): every write holds the engine's write lock, so two
+identical concurrent stores see each other and make one entry; lookups do not take
+it. Index operations on a scope hold that scope's lock, because a search may run
+in a worker thread. Writers take the write lock then scope locks, lookups only a
+scope lock, so no cycle can form. Writes run in a shielded cancel scope and change
+the backend before memory: a cancelled or failed store leaves index and backend
+agreeing (at worst the backend holds a row the index lacks, never the reverse, and
+a row without an index entry is re-indexed at the next warm-up).
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Sequence
+from types import TracebackType
+from typing import Any
+
+import anyio
+import msgspec
+import numpy as np
+from numpy.typing import NDArray
+
+from stagecache._model import Candidate, Verdict
+from stagecache.cache._backend import Entry
+from stagecache.cache._core import new_entry_id
+from stagecache.cache._flight import Flight
+from stagecache.cache._index import FlatIndex, HnswIndex
+from stagecache.cache._maintain import Maintenance
+from stagecache.cache._persist import delete_saved
+from stagecache.cache._scope import Scope, normalise_query, query_key
+from stagecache.cache._settings import KeyParts
+from stagecache.cache._state import Record, ScopeState
+from stagecache.errors import InputError
+
+__all__ = ["Lookup", "SemanticCache", "StoreItem"]
+
+# Flat searches up to this many rows run inline (~0.1 ms, less than a worker-thread
+# round trip); bigger ones and every hnswlib search go to a worker thread.
+# Measured in benchmarks/results/index.md.
+INLINE_SEARCH_MAX = 2048
+# A stored vector this close to an existing one (same parts) refreshes that entry.
+DEDUPE_COSINE = 0.9999
+# Nearest neighbours fetched per lookup, beyond top_k, so that entries skipped for
+# mismatching key parts do not hide a matching one just behind them.
+SEARCH_EXTRA = 16
+
+
+class Lookup(msgspec.Struct):
+    """The result of :meth:`SemanticCache.lookup`.
+
+    Attributes:
+        hit: the candidate that answers, or None.
+        best_similarity: cosine of the nearest live entry of the scope, if any.
+        candidates: entries above threshold that passed the exact parts, best first.
+        reason: ``hit``, ``no_candidate``, ``below_threshold``, ``key_mismatch``,
+            ``expired`` or ``rejected_by_verifier``.
+        entry_age_s: age of the entry that answered.
+        verdict: the verifier's verdict on the hit (or on the last rejected one).
+    """
+
+    hit: Candidate | None
+    best_similarity: float | None
+    candidates: list[Candidate]
+    reason: str
+    entry_age_s: float | None = None
+    verdict: Verdict | None = None
+
+
+class StoreItem(msgspec.Struct, kw_only=True):
+    """One entry for :meth:`SemanticCache.store_many` (same fields as ``store``)."""
+
+    scope: Scope
+    query: str
+    vector: Any
+    parts: KeyParts
+    answer: str
+    metadata: dict[str, str] = {}
+    ttl_s: float | None = None
+
+
+class SemanticCache(Maintenance):
+    """A scoped semantic cache over a pluggable backend.
+
+    Args:
+        settings: cache settings (checked here: raises ConfigError).
+        backend: where entries live; default from ``settings.backend``.
+        dim: embedding dimension.
+        verifier: optional second opinion on every candidate (settable).
+        events: bus for ``CacheEvicted``, ``Invalidated`` and ``Feedback`` events.
+        clock: seconds since the epoch (inject a fake one in tests).
+    """
+
+    # -- lifecycle -------------------------------------------------------------
+
+    async def warm_up(self) -> None:
+        """Open the backend and rebuild the indexes from its entries.
+
+        A scope whose saved index in ``index_dir`` holds exactly the backend's ids
+        is loaded from the file (no hnswlib rebuild); others are rebuilt from the
+        stored vectors. Expired entries and entries over the caps are deleted.
+        """
+        if self._opened:
+            return
+        await self._backend.open()
+        self._opened = True
+        self._unsubscribe = self._backend.subscribe(self._changes.append)
+        if not self._backend.stores_vectors:
+            return
+        now = self._now()
+        live: list[Entry] = []
+        expired: list[str] = []
+        async for batch in self._backend.scan():
+            for entry in batch:
+                if entry.expires_at <= now:
+                    expired.append(entry.entry_id)
+                else:
+                    live.append(entry)
+        async with self._write_lock:
+            if expired:
+                await self._backend.delete(expired)
+            await self._adopt(live, from_files=True)
+            await self._remove(self._enforce_caps_after_load(), "lru")
+
+    async def aclose(self) -> None:
+        """Save hnswlib indexes to ``index_dir`` (when set) and close the backend."""
+        if not self._opened:
+            return
+        self._opened = False
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+        index_dir = self._settings.index_dir
+        with anyio.CancelScope(shield=True):
+            if index_dir and self._backend.stores_vectors:
+                for state in list(self._scopes.values()):
+                    if isinstance(state.index, HnswIndex):
+                        await self._save(state)
+            elif index_dir:
+                # The entries die with this process: leave no cold vectors behind
+                # that no later purge_user could find.
+                keys = list(self._scopes)
+                await anyio.to_thread.run_sync(_delete_all, index_dir, keys)
+            await self._backend.aclose()
+
+    async def __aenter__(self) -> SemanticCache:
+        await self.warm_up()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def single_flight(
+        self, scope: Scope, query: str, parts: KeyParts, *, wait_s: float = 30.0
+    ) -> Flight:
+        """Join the flight of (scope, normalised query, parts).
+
+        The first caller leads (``flight.leader``): it calls the model, stores, and
+        releases. Callers arriving meanwhile wait for that release (at most
+        ``wait_s``), then should look up again, which hits. Use
+        ``async with await cache.single_flight(...) as flight:`` or call
+        ``flight.release()`` (idempotent, from any task).
+        """
+        key = (scope.key, normalise_query(query), *msgspec.structs.astuple(parts))
+        return await self._flights.acquire(key, wait_s=wait_s)
+
+    # -- lookup ----------------------------------------------------------------
+
+    def _check_vector(self, vector: Any) -> NDArray[np.float32]:
+        v = np.asarray(vector, dtype=np.float32).reshape(-1)
+        if v.shape[0] != self._dim:
+            raise InputError(
+                f"vector: expected {self._dim} dimensions, got {v.shape[0]}"
+            )
+        norm = float(np.linalg.norm(v))
+        if not np.isfinite(norm) or norm == 0.0:
+            raise InputError("vector: must be finite and non-zero")
+        # Embedders return unit rows; renormalising is cheap insurance that the
+        # inner product the indexes compute really is the cosine.
+        return v if abs(norm - 1.0) < 1e-4 else v / norm
+
+    async def _search(
+        self, state: ScopeState, vector: NDArray[np.float32], k: int
+    ) -> list[tuple[str, float]]:
+        async with state.lock:
+            index = await self._ensure_hot(state)
+            if isinstance(index, FlatIndex) and len(index) <= INLINE_SEARCH_MAX:
+                return index.search(vector, k)
+            return await anyio.to_thread.run_sync(index.search, vector, k)
+
+    @property
+    def candidate_floor(self) -> float:
+        """The cosine a candidate needs to be considered at all.
+
+        The verifier's ``candidate_threshold`` when it has one (a learned verifier
+        decides below the raw threshold), else ``settings.threshold``.
+        """
+        floor = getattr(self.verifier, "candidate_threshold", None)
+        return self._settings.threshold if floor is None else float(floor)
+
+    async def lookup(
+        self, scope: Scope, vector: Any, parts: KeyParts, query: str
+    ) -> Lookup:
+        """Find a cached answer for ``query`` in ``scope``.
+
+        Args:
+            scope: the caller's scope (from :meth:`scope_for`).
+            vector: the query embedding (``dim`` floats, L2-normalised).
+            parts: the exact-match key parts.
+            query: the query text (given to the verifier).
+
+        Returns:
+            A :class:`Lookup`; ``lookup.hit`` is the answering candidate or None.
+        """
+        if self._changes:
+            await self.apply_changes()
+        v = self._check_vector(vector)
+        state = self._scopes.get(scope.key)
+        if state is None or not len(state):
+            return Lookup(
+                hit=None, best_similarity=None, candidates=[], reason="no_candidate"
+            )
+        s = self._settings
+        floor = self.candidate_floor
+        found = await self._search(state, v, s.top_k + SEARCH_EXTRA)
+        now = self._now()
+        best = found[0][1] if found else None
+        passing: list[tuple[str, float]] = []
+        expired: list[str] = []
+        mismatched = False
+        for entry_id, sim in found:
+            record = self._records.get(entry_id)
+            if record is None or record.state is not state:
+                continue  # removed meanwhile; never another scope's entry
+            if record.expires_at <= now:
+                expired.append(entry_id)
+                continue
+            if sim < floor:
+                break
+            if record.parts != parts:
+                mismatched = True
+                continue
+            passing.append((entry_id, sim))
+            if len(passing) >= s.top_k:
+                break
+        if expired:
+            async with self._write_lock:
+                await self._remove([i for i in expired if i in self._records], "ttl")
+        if not passing:
+            if mismatched:
+                reason = "key_mismatch"
+            elif expired and (best is not None and best >= floor):
+                reason = "expired"
+            elif best is None:
+                reason = "no_candidate"
+            else:
+                reason = "below_threshold"
+            return Lookup(hit=None, best_similarity=best, candidates=[], reason=reason)
+        return await self._decide(scope, state, passing, best, query, now)
+
+    async def _decide(
+        self,
+        scope: Scope,
+        state: ScopeState,
+        passing: list[tuple[str, float]],
+        best: float | None,
+        query: str,
+        now: float,
+    ) -> Lookup:
+        entries = await self._backend.get_many([i for i, _ in passing])
+        candidates: list[tuple[Candidate, Entry]] = []
+        for entry_id, sim in passing:
+            entry = entries.get(entry_id)
+            if entry is None or entry.scope_key != scope.key:
+                continue  # defence in depth: the backend row must agree on the scope
+            cand = Candidate(
+                entry_id=entry_id,
+                query=entry.query,
+                similarity=sim,
+                answer=entry.answer,
+                hits=entry.hits,
+                created_at=entry.created_at,
+                metadata=entry.metadata,
+            )
+            candidates.append((cand, entry))
+        verdict: Verdict | None = None
+        chosen: tuple[Candidate, Entry] | None = None
+        verifier = self.verifier
+        for cand, entry in candidates:
+            if verifier is None:
+                chosen = (cand, entry)
+                break
+            verdict = verifier.verify(query, cand)
+            if verdict.accept:
+                chosen = (cand, entry)
+                break
+        listed = [c for c, _ in candidates]
+        if chosen is None:
+            reason = "rejected_by_verifier" if candidates else "no_candidate"
+            return Lookup(
+                hit=None,
+                best_similarity=best,
+                candidates=listed,
+                reason=reason,
+                verdict=verdict,
+            )
+        cand, entry = chosen
+        record = self._records.get(cand.entry_id)
+        if record is not None:
+            self._touch(cand.entry_id, record, now)
+        with anyio.CancelScope(shield=True):
+            await self._backend.touch(
+                cand.entry_id,
+                last_used=now,
+                hits=entry.hits + 1,
+                positive=entry.positive,
+                negative=entry.negative,
+            )
+        return Lookup(
+            hit=cand,
+            best_similarity=best,
+            candidates=listed,
+            reason="hit",
+            entry_age_s=max(0.0, now - entry.created_at),
+            verdict=verdict,
+        )
+
+    # -- store -------------------------------------------------------------------
+
+    async def store(
+        self,
+        scope: Scope,
+        query: str,
+        vector: Any,
+        parts: KeyParts,
+        answer: str,
+        *,
+        metadata: dict[str, str] | None = None,
+        ttl_s: float | None = None,
+    ) -> str | None:
+        """Cache ``answer`` for ``query`` in ``scope``; returns the entry id.
+
+        An entry of the same scope and parts with the same normalised query (or a
+        vector at cosine >= 0.9999) is refreshed (new answer, TTL and recency)
+        rather than duplicated. Evicts least recently used entries past the caps.
+        """
+        item = StoreItem(
+            scope=scope,
+            query=query,
+            vector=vector,
+            parts=parts,
+            answer=answer,
+            metadata=metadata or {},
+            ttl_s=ttl_s,
+        )
+        return (await self.store_many([item]))[0]
+
+    async def store_many(self, items: Sequence[StoreItem]) -> list[str | None]:
+        """Store many entries (bulk import); returns their ids, in order.
+
+        Same rules as :meth:`store`. Vectors are validated before anything is
+        written, so a bad item fails the whole call and stores nothing.
+        """
+        vectors = [self._check_vector(item.vector) for item in items]
+        if self._changes:
+            await self.apply_changes()
+        async with self._write_lock:
+            with anyio.CancelScope(shield=True):
+                ids = [
+                    await self._store_one(item, v)
+                    for item, v in zip(items, vectors, strict=True)
+                ]
+        return ids
+
+    async def _store_one(self, item: StoreItem, v: NDArray[np.float32]) -> str | None:
+        now = self._now()
+        await self._sweep(now)
+        scope, parts = item.scope, item.parts
+        ttl = item.ttl_s if item.ttl_s is not None else self.ttl_for(item.query)
+        if ttl <= 0:
+            return None
+        state = self._scopes.get(scope.key)
+        if state is not None:
+            existing = await self._duplicate_of(state, item, v)
+            if existing is not None:
+                return await self._refresh(existing, item, now, ttl)
+        await self._make_room(scope.user_id)
+        state = self._scopes.get(scope.key)  # eviction may have dropped it
+        if state is None:
+            state = ScopeState(scope.key, scope.mode, scope.hash, FlatIndex(self._dim))
+            self._scopes[scope.key] = state
+        entry_id = new_entry_id()
+        entry = Entry(
+            entry_id=entry_id,
+            scope_key=scope.key,
+            scope_mode=scope.mode,
+            user_id=scope.user_id,
+            query=item.query,
+            answer=item.answer,
+            parts=parts,
+            vector=v.tobytes() if self._backend.stores_vectors else b"",
+            metadata=dict(item.metadata),
+            created_at=now,
+            expires_at=now + ttl,
+            last_used=now,
+        )
+        try:
+            await self._backend.put(entry)
+        except BaseException:
+            if not len(state) and state.index is not None and not len(state.index):
+                self._scopes.pop(scope.key, None)  # do not leave an empty scope behind
+            raise
+        async with state.lock:
+            index = await self._ensure_hot(state)
+            index.add([entry_id], v.reshape(1, -1))
+            self._add_record(
+                state, entry_id, scope.user_id, parts, item.query, now + ttl, now
+            )
+            await self._maybe_promote(state)
+        await self._unload_excess(keep=state)
+        return entry_id
+
+    async def _duplicate_of(
+        self, state: ScopeState, item: StoreItem, v: NDArray[np.float32]
+    ) -> str | None:
+        user, parts = item.scope.user_id, item.parts
+        entry_id = state.by_qkey.get(query_key(item.query, parts, user))
+        if entry_id is not None:
+            return entry_id
+        for other, sim in await self._search(state, v, 4):
+            if sim < DEDUPE_COSINE:
+                break
+            record = self._records.get(other)
+            if (
+                record is not None
+                and record.state is state
+                and record.parts == parts
+                and record.user_id == user
+            ):
+                return other
+        return None
+
+    async def _refresh(
+        self, entry_id: str, item: StoreItem, now: float, ttl: float
+    ) -> str:
+        record: Record = self._records[entry_id]
+        entry = (await self._backend.get_many([entry_id])).get(entry_id)
+        if entry is None:  # the backend lost it (foreign delete): store afresh
+            await self._remove([entry_id], "missing")
+            return (
+                await self._store_one(item, self._check_vector(item.vector)) or entry_id
+            )
+        entry.answer = item.answer
+        entry.metadata = dict(item.metadata)
+        entry.created_at = now
+        entry.expires_at = now + ttl
+        entry.last_used = now
+        await self._backend.put(entry)
+        record.expires_at = now + ttl
+        self._touch(entry_id, record, now)
+        heapq.heappush(self._expiry, (now + ttl, entry_id))
+        return entry_id
+
+
+def _delete_all(index_dir: str, keys: list[str]) -> None:
+    for key in keys:
+        delete_saved(index_dir, key)

@@ -1,0 +1,131 @@
+"""Saving scope indexes to ``index_dir`` and loading them back.
+
+A saved scope is two files named by the sha256 of its scope key: ``<name>.json``
+(manifest: kind, dim, the full scope key and the ids) and ``<name>.npy`` (flat
+matrix) or ``<name>.hnsw`` (hnswlib graph). Files are written to a temporary name
+and renamed, manifest last, so a crash never leaves a manifest pointing at a half
+file. A manifest that does not match what the caller expects (scope key, dim, the
+set of ids) is ignored, and the engine rebuilds from the backend instead.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+from pathlib import Path
+from typing import Any
+
+import hnswlib  # untyped: pyproject sets ignore_missing_imports for it
+import msgspec
+import numpy as np
+
+from stagecache.cache._index import FlatIndex, HnswIndex, ScopeIndex
+
+__all__ = ["delete_saved", "file_base", "load_index", "save_index"]
+
+_PREFIX = "sc-"
+
+
+class _Manifest(msgspec.Struct):
+    kind: str
+    dim: int
+    key: str
+    ids: list[str]
+    labels: list[int] = []
+
+
+def file_base(index_dir: str, scope_key: str) -> Path:
+    """The path, without suffix, of a scope's saved files."""
+    name = hashlib.sha256(scope_key.encode()).hexdigest()[:32]
+    return Path(index_dir) / f"{_PREFIX}{name}"
+
+
+def save_index(index_dir: str, scope_key: str, index: ScopeIndex, dim: int) -> None:
+    """Write ``index`` for ``scope_key`` (blocking: call from a worker thread)."""
+    base = file_base(index_dir, scope_key)
+    base.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(index, FlatIndex):
+        ids, vectors = index.export()
+        tmp = base.with_suffix(".npy.tmp")
+        with tmp.open("wb") as fh:
+            np.save(fh, vectors)
+        os.replace(tmp, base.with_suffix(".npy"))
+        manifest = _Manifest(kind="flat", dim=dim, key=scope_key, ids=ids)
+    else:
+        id_of = index.labels()
+        tmp = base.with_suffix(".hnsw.tmp")
+        index.raw.save_index(str(tmp))  # type: ignore[attr-defined]
+        os.replace(tmp, base.with_suffix(".hnsw"))
+        manifest = _Manifest(
+            kind="hnsw",
+            dim=dim,
+            key=scope_key,
+            ids=list(id_of.values()),
+            labels=list(id_of),
+        )
+    tmp = base.with_suffix(".json.tmp")
+    tmp.write_bytes(msgspec.json.encode(manifest))
+    os.replace(tmp, base.with_suffix(".json"))
+
+
+def load_index(
+    index_dir: str, scope_key: str, dim: int, *, expect: set[str] | None, ef: int
+) -> ScopeIndex | None:
+    """Load a saved index, or None when absent, unreadable or not matching.
+
+    Args:
+        index_dir: the directory of saved indexes.
+        scope_key: the scope the files must belong to.
+        dim: the vector dimension the files must have.
+        expect: when given, the exact set of ids the index must hold.
+        ef: hnswlib query beam width for a loaded graph.
+    """
+    base = file_base(index_dir, scope_key)
+    try:
+        manifest = msgspec.json.decode(
+            base.with_suffix(".json").read_bytes(), type=_Manifest
+        )
+    except (OSError, msgspec.DecodeError, msgspec.ValidationError):
+        return None
+    if manifest.key != scope_key or manifest.dim != dim:
+        return None
+    if expect is not None and set(manifest.ids) != expect:
+        return None
+    try:
+        if manifest.kind == "flat":
+            vectors: Any = np.load(base.with_suffix(".npy"), allow_pickle=False)
+            if vectors.shape != (len(manifest.ids), dim) or vectors.dtype != np.float32:
+                return None
+            flat = FlatIndex(dim, capacity=len(manifest.ids))
+            if manifest.ids:
+                flat.add(manifest.ids, vectors)
+            return flat
+        if manifest.kind == "hnsw" and len(manifest.labels) == len(manifest.ids):
+            raw = hnswlib.Index(space="ip", dim=dim)
+            raw.load_index(str(base.with_suffix(".hnsw")))
+            return HnswIndex.restore(
+                dim, raw, dict(zip(manifest.labels, manifest.ids, strict=True)), ef=ef
+            )
+    except (OSError, ValueError, RuntimeError):
+        # A truncated or foreign file: the caller rebuilds from the backend.
+        return None
+    return None
+
+
+def delete_saved(index_dir: str, scope_key: str | None = None) -> int:
+    """Delete the saved files of one scope (or of all); returns files removed."""
+    directory = Path(index_dir)
+    if scope_key is not None:
+        base = file_base(index_dir, scope_key)
+        paths = [base.with_suffix(s) for s in (".json", ".npy", ".hnsw")]
+    elif directory.is_dir():
+        paths = [p for p in directory.iterdir() if p.name.startswith(_PREFIX)]
+    else:
+        paths = []
+    removed = 0
+    for path in paths:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+            removed += 1
+    return removed

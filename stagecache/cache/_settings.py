@@ -1,0 +1,193 @@
+"""Cache settings: strict, frozen msgspec Structs, checked once by ``check()``.
+
+The Structs decode straight from the ``[cache]`` table of a pipeline TOML file
+(unknown fields are an error). ``check()`` validates values that a type alone cannot
+express and raises :class:`~stagecache.errors.ConfigError` naming the field, the bad
+value and the fix.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable
+from typing import Literal
+
+import msgspec
+
+from stagecache.errors import ConfigError
+
+__all__ = ["BackendSettings", "CacheSettings", "KeyParts", "TtlPattern"]
+
+_SCOPES = ("per_user", "per_session", "shared")
+_BACKENDS = ("memory", "sqlite")
+
+
+class TtlPattern(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A regex searched in the query and the TTL it gives; the first match wins."""
+
+    pattern: str
+    ttl_s: float
+
+
+class BackendSettings(
+    msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True
+):
+    """Where entries live.
+
+    Attributes:
+        kind: ``memory`` (default, lost on exit) or ``sqlite`` (a local file that
+            survives restarts; indexes are rebuilt from it at warm-up).
+        path: the SQLite file (required for ``sqlite``).
+        busy_timeout_s: how long SQLite waits for a lock held by another process.
+    """
+
+    kind: Literal["memory", "sqlite"] = "memory"
+    path: str | None = None
+    busy_timeout_s: float = 5.0
+
+
+class KeyParts(msgspec.Struct, frozen=True):
+    """The parts of a cache key that must match exactly (besides the scope).
+
+    Attributes:
+        model_id: the model that wrote the answer.
+        instruction_hash: hash of the system instructions (and tool specs).
+        context_fingerprint: hash of the memory context (and of the history when
+            ``cache_multi_turn`` is on).
+    """
+
+    model_id: str
+    instruction_hash: str
+    context_fingerprint: str
+
+
+class CacheSettings(
+    msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True
+):
+    """Settings of the semantic cache (see DESIGN.md section 3).
+
+    Attributes:
+        scope: ``per_user`` (default), ``per_session`` or ``shared``.
+        shared_data_acknowledged: must be true for ``shared``.
+        threshold: minimum cosine similarity for a hit, in (0, 1].
+        default_ttl: seconds an entry lives unless a ``ttl_patterns`` entry matches.
+        ttl_patterns: regex on the query -> TTL; the first match wins.
+        max_entries_per_user: cap per user across all of that user's scopes (LRU).
+        max_total_entries: cap over the whole cache (LRU).
+        invalidate_on_write: a tool call that writes evicts the caller's scope.
+        cache_multi_turn: cache follow-up turns (history joins the fingerprint).
+        top_k: candidates above threshold offered to the verifier, best first.
+        flat_max_entries: a scope is promoted from an exact flat matrix to hnswlib
+            past this many entries (3072: numpy's exact search is faster up to
+            about 3,000 rows, hnswlib past it; benchmarks/results/index.md).
+        index_dir: where unloaded (cold) scope indexes and saved indexes go.
+        max_hot_scopes: keep at most this many scope indexes in memory; the least
+            recently used are unloaded to ``index_dir``.
+        timeout_s: a cache operation slower than this is abandoned by the stage.
+        negative_feedback_limit: an entry is removed once its negative feedbacks
+            outnumber its positive ones by this much.
+        hnsw_m: hnswlib graph degree.
+        hnsw_ef_construction: hnswlib build-time beam width.
+        hnsw_ef_search: hnswlib query-time beam width (recall vs latency).
+        backend: where entries live.
+    """
+
+    scope: Literal["per_user", "per_session", "shared"] = "per_user"
+    shared_data_acknowledged: bool = False
+    threshold: float = 0.92
+    default_ttl: float = 3600.0
+    ttl_patterns: list[TtlPattern] = []
+    max_entries_per_user: int = 1000
+    max_total_entries: int = 100_000
+    invalidate_on_write: bool = True
+    cache_multi_turn: bool = False
+    top_k: int = 5
+    flat_max_entries: int = 3072
+    index_dir: str | None = None
+    max_hot_scopes: int | None = None
+    timeout_s: float = 1.0
+    negative_feedback_limit: int = 1
+    hnsw_m: int = 16
+    hnsw_ef_construction: int = 200
+    hnsw_ef_search: int = 128
+    backend: BackendSettings = BackendSettings()
+
+    def check(self, *, path: str | None = None, prefix: str = "cache") -> None:
+        """Validate the values; raise on the first bad one.
+
+        Args:
+            path: the config file the settings came from (named in the error).
+            prefix: the dotted path of these settings in the config file.
+
+        Raises:
+            ConfigError: naming the field, the bad value and the valid choices or fix.
+        """
+
+        def fail(name: str, message: str) -> ConfigError:
+            return ConfigError(
+                message, path=path, field=f"{prefix}.{name}" if prefix else name
+            )
+
+        if self.scope not in _SCOPES:
+            raise fail("scope", f"{self.scope!r} is not one of {', '.join(_SCOPES)}")
+        if self.scope == "shared" and not self.shared_data_acknowledged:
+            raise fail(
+                "scope",
+                "'shared' lets every user see every other user's cached answers "
+                "(including any personal data in them); set "
+                "shared_data_acknowledged = true to accept that, or use 'per_user'",
+            )
+        if not (
+            isinstance(self.threshold, (int, float)) and 0.0 < self.threshold <= 1.0
+        ):
+            raise fail("threshold", f"{self.threshold!r} must be in (0, 1], e.g. 0.92")
+        _positive(fail, "default_ttl", self.default_ttl)
+        _positive(fail, "timeout_s", self.timeout_s)
+        for i, item in enumerate(self.ttl_patterns):
+            _positive(fail, f"ttl_patterns[{i}].ttl_s", item.ttl_s)
+            try:
+                re.compile(item.pattern)
+            except re.error as exc:
+                raise fail(
+                    f"ttl_patterns[{i}].pattern",
+                    f"{item.pattern!r} is not a valid regular expression: {exc}",
+                ) from exc
+        for name in (
+            "max_entries_per_user",
+            "max_total_entries",
+            "top_k",
+            "flat_max_entries",
+            "negative_feedback_limit",
+            "hnsw_m",
+            "hnsw_ef_construction",
+            "hnsw_ef_search",
+        ):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise fail(name, f"{value!r} must be an integer >= 1")
+        if self.max_hot_scopes is not None:
+            if self.max_hot_scopes < 1:
+                raise fail(
+                    "max_hot_scopes", f"{self.max_hot_scopes!r} must be >= 1 or unset"
+                )
+            if not self.index_dir:
+                raise fail(
+                    "max_hot_scopes",
+                    "unloading cold scopes needs a directory: set index_dir too",
+                )
+        backend = self.backend
+        if backend.kind not in _BACKENDS:
+            raise fail(
+                "backend.kind", f"{backend.kind!r} is not one of {', '.join(_BACKENDS)}"
+            )
+        if backend.kind == "sqlite" and not backend.path:
+            raise fail(
+                "backend.path", "the sqlite backend needs a file path, e.g. 'cache.db'"
+            )
+        _positive(fail, "backend.busy_timeout_s", backend.busy_timeout_s)
+
+
+def _positive(fail: Callable[[str, str], ConfigError], name: str, value: float) -> None:
+    if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise fail(name, f"{value!r} must be a number > 0 (seconds)")
