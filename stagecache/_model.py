@@ -137,6 +137,7 @@ class Candidate(msgspec.Struct, frozen=True):
     answer: str = ""
     hits: int = 0
     created_at: float = 0.0
+    metadata: dict[str, str] = {}
 
 
 class Verdict(msgspec.Struct, frozen=True):

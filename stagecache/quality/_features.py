@@ -1,9 +1,15 @@
-"""Pair features for the learned verifier: cosine, structural checks, overlap.
+"""Pair features for the learned verifier: cosine, structural checks, overlap, rank.
 
-The feature vector of a (query, cached query) pair is computed from the two texts
-and the cosine the vector search found; no embedding is recomputed. Word rarity
-comes from an inverse-document-frequency table shipped with the weights, so a
-changed rare word (a product, a place) weighs more than a changed common one.
+The feature vector of a (query, cached query) pair is computed from the two texts,
+the cosine the vector search found and, when the engine offers every candidate at
+once (``verify_ranked``), how the candidate sits among the others: a query that is
+close to several different entries is ambiguous. No embedding is recomputed. Word
+rarity comes from an inverse-document-frequency table shipped with the weights, so
+a changed rare word (a product, a place) weighs more than a changed common one.
+
+The features are chosen to carry over between domains (short questions, long
+declarative answers): overlap *shares* and structural agreement rather than raw
+lengths or word identities.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ import numpy.typing as npt
 
 from stagecache.quality._structural import CHECK_NAMES, Parsed, compare
 
-__all__ = ["FEATURE_NAMES", "pair_features"]
+__all__ = ["FEATURE_NAMES", "RankContext", "pair_features", "rank_contexts"]
 
 FEATURE_NAMES: tuple[str, ...] = (
     "cosine",
@@ -25,20 +31,46 @@ FEATURE_NAMES: tuple[str, ...] = (
     "entity_one_sided",
     "wh_mismatch",
     "jaccard",
+    "containment",
     "idf_overlap",
+    "idf_diff",
     "max_idf_only_query",
     "max_idf_only_cached",
-    "n_only_query",
-    "n_only_cached",
-    "len_query",
-    "len_cached",
+    "frac_only_query",
+    "frac_only_cached",
     "len_ratio",
     "first_token_equal",
     "trigram_jaccard",
     "single_substitution",
     "negations_query",
     "negations_cached",
+    "content_equal",
+    "gap_top",
+    "gap_next",
+    "n_close",
 )
+
+# (cosine of the best candidate, cosine of the next one, how many other candidates
+# lie within CLOSE of this one)
+RankContext = tuple[float, float, int]
+CLOSE = 0.02
+
+
+def rank_contexts(similarities: list[float], floor: float) -> list[RankContext]:
+    """The rank context of every candidate of one lookup (best first).
+
+    Candidates below ``floor`` are not seen by the verifier, so a missing runner-up
+    reads as one at ``floor``.
+    """
+    sims = [s for s in similarities]
+    top = sims[0] if sims else floor
+    out: list[RankContext] = []
+    for j, s in enumerate(sims):
+        nxt = sims[j + 1] if j + 1 < len(sims) else floor
+        nxt = max(nxt, floor)
+        close = sum(1 for k, o in enumerate(sims) if k != j and abs(o - s) <= CLOSE)
+        out.append((top, nxt, close))
+    return out
 
 
 def _trigrams(tokens: tuple[str, ...]) -> set[str]:
@@ -52,6 +84,8 @@ def pair_features(
     similarity: float,
     idf: Mapping[str, float],
     default_idf: float,
+    context: RankContext | None = None,
+    content_equal: bool = False,
 ) -> npt.NDArray[np.float64]:
     """The feature vector (ordered as :data:`FEATURE_NAMES`) of one pair.
 
@@ -61,6 +95,8 @@ def pair_features(
         similarity: the cosine the vector search found.
         idf: word stem -> inverse document frequency.
         default_idf: idf of a stem missing from ``idf`` (a rare word).
+        context: the candidate's rank context; None reads as the only candidate.
+        content_equal: the two texts are trivially equivalent.
 
     Returns:
         A float64 vector of ``len(FEATURE_NAMES)`` values.
@@ -74,6 +110,8 @@ def pair_features(
     w_union = sum(idf.get(w, default_idf) for w in union)
     lq, lc = len(query.tokens), len(cached.tokens)
     tq, tc = _trigrams(query.tokens), _trigrams(cached.tokens)
+    nq, nc = max(len(query.stems), 1), max(len(cached.stems), 1)
+    top, nxt, close = context if context is not None else (similarity, 0.0, 0)
     values = [
         similarity,
         *(float(getattr(checks, name)) for name in CHECK_NAMES),
@@ -82,13 +120,13 @@ def pair_features(
         float(checks.entity_one_sided),
         float(checks.wh_mismatch),
         len(shared) / max(len(union), 1),
+        len(shared) / min(nq, nc),
         w_shared / w_union if w_union else 1.0,
+        min(w_union - w_shared, 30.0),
         max((idf.get(w, default_idf) for w in only_q), default=0.0),
         max((idf.get(w, default_idf) for w in only_c), default=0.0),
-        float(len(only_q)),
-        float(len(only_c)),
-        float(lq),
-        float(lc),
+        len(only_q) / nq,
+        len(only_c) / nc,
         min(lq, lc) / max(lq, lc, 1),
         float(
             bool(query.tokens)
@@ -99,5 +137,9 @@ def pair_features(
         float(len(only_q) == 1 and len(only_c) == 1),
         float(query.negations),
         float(cached.negations),
+        float(content_equal),
+        top - similarity,
+        similarity - nxt,
+        float(close),
     ]
     return np.asarray(values, dtype=np.float64)

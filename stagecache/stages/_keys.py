@@ -1,4 +1,4 @@
-"""What the cache stages share: the query vector, the key parts, the single flight.
+"""What the cache stages share: the query vector and the key parts.
 
 The exact part of a cache key is ``KeyParts(model_id, instruction_hash,
 context_fingerprint)``:
@@ -13,11 +13,9 @@ context_fingerprint)``:
 from __future__ import annotations
 
 import hashlib
-import unicodedata
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-import anyio
 import msgspec
 
 from stagecache._model import Turn
@@ -27,13 +25,7 @@ from stagecache.types import Embedder, Vectors
 if TYPE_CHECKING:
     from stagecache.cache import KeyParts
 
-__all__ = [
-    "SingleFlight",
-    "ensure_embedding",
-    "fingerprint",
-    "key_parts",
-    "normalise_query",
-]
+__all__ = ["ensure_embedding", "fingerprint", "key_parts"]
 
 _encoder = msgspec.json.Encoder()
 
@@ -47,11 +39,6 @@ def fingerprint(parts: Sequence[object]) -> str:
 
 def _hash_text(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:32]
-
-
-def normalise_query(text: str) -> str:
-    """NFC, stripped, whitespace collapsed: what makes two queries identical."""
-    return " ".join(unicodedata.normalize("NFC", text).split())
 
 
 async def ensure_embedding(turn: Turn, embedder: Embedder) -> Vectors:
@@ -82,36 +69,3 @@ def key_parts(turn: Turn, embedder_id: str, *, multi_turn: bool) -> KeyParts:
         instruction_hash=_hash_text(turn.instructions),
         context_fingerprint=fingerprint(context),
     )
-
-
-class SingleFlight:
-    """N identical concurrent misses make one model call.
-
-    The first miss for a key becomes the leader; later ones wait (bounded) until the
-    leader's turn ends, then look the cache up again. The leader's release runs as a
-    turn cleanup, so it happens whatever the outcome (stored, failed, cancelled).
-    """
-
-    __slots__ = ("_flights",)
-
-    def __init__(self) -> None:
-        self._flights: dict[tuple[str, ...], anyio.Event] = {}
-
-    def leader(self, key: tuple[str, ...]) -> anyio.Event | None:
-        """The event of the flight already running for ``key``, if any."""
-        return self._flights.get(key)
-
-    def lead(self, key: tuple[str, ...]) -> Callable[[], None]:
-        """Register as the leader of ``key``; returns the release function."""
-        event = anyio.Event()
-        self._flights[key] = event
-
-        def release() -> None:
-            if self._flights.get(key) is event:
-                del self._flights[key]
-            event.set()
-
-        return release
-
-    def __len__(self) -> int:
-        return len(self._flights)

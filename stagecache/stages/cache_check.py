@@ -14,7 +14,6 @@ model: a cache that fails never fails the request.
 
 from __future__ import annotations
 
-import time
 from typing import Any, Protocol
 
 import anyio
@@ -26,13 +25,9 @@ from stagecache._model import Turn
 from stagecache.cache import KeyParts, Scope, SemanticCache
 from stagecache.errors import ConfigError
 from stagecache.pipeline._events import CacheHit, CacheMiss, EventBus
+from stagecache.pipeline._runner import CLEANUPS
 from stagecache.stages._cacheops import CacheOps, Skip
-from stagecache.stages._keys import (
-    SingleFlight,
-    ensure_embedding,
-    key_parts,
-    normalise_query,
-)
+from stagecache.stages._keys import ensure_embedding, key_parts
 from stagecache.types import Embedder, FailurePolicy
 
 __all__ = ["CacheCheck", "CacheCheckConfig"]
@@ -72,7 +67,7 @@ class _Ctx(Protocol):
 class CacheCheck:
     """Looks the query up in the caller's scope."""
 
-    __slots__ = ("_config", "_flights", "_ops", "timeout_s")
+    __slots__ = ("_config", "_ops", "timeout_s")
     Config = CacheCheckConfig
     name = "cache_check"
     failure_policy: FailurePolicy = "continue"
@@ -80,7 +75,6 @@ class CacheCheck:
     def __init__(self, ops: CacheOps, config: CacheCheckConfig | None = None) -> None:
         self._ops = ops
         self._config = config or CacheCheckConfig()
-        self._flights = SingleFlight()
         self.timeout_s = self._config.timeout_s
 
     @classmethod
@@ -189,20 +183,20 @@ class CacheCheck:
                     model=turn.model,
                     query_chars=len(turn.query),
                     answer_chars=len(hit.answer),
+                    prompt_tokens=_int(hit.metadata.get("prompt_tokens")),
+                    completion_tokens=_int(hit.metadata.get("completion_tokens")),
                 )
             )
 
     async def _follow_or_lead(self, turn: Turn, scope: Scope, parts: KeyParts) -> None:
-        key = (scope.key, *msgspec.structs.astuple(parts), normalise_query(turn.query))
-        leader = self._flights.leader(key)
-        if leader is None:
-            release = self._flights.lead(key)
-            turn.scratch.setdefault("_cleanups", []).append(release)
+        flight = await self._ops.cache.single_flight(
+            scope, turn.query, parts, wait_s=self._config.flight_wait_s
+        )
+        if flight.leader:
+            # Released when the turn ends, whatever happens: stored, failed, cancelled.
+            turn.scratch.setdefault(CLEANUPS, []).append(flight.release)
             return
         turn.scratch["single_flight"] = "follower"
-        with anyio.move_on_after(self._config.flight_wait_s):
-            await leader.wait()
-        started = time.perf_counter()
         with self._ops.tracer.start_as_current_span("cache.lookup") as span:
             self._ops.scope_attributes(span, scope, turn)
             span.set_attribute("stagecache.single_flight", "follower")
@@ -210,8 +204,12 @@ class CacheCheck:
                 await self._lookup(turn, scope, parts, span)
             except Exception as exc:
                 self._ops.error(turn, span, "lookup", exc)
-        _log.debug(
-            "single-flight follower looked up again",
-            status=turn.cache.status,
-            waited_s=round(time.perf_counter() - started, 4),
-        )
+        _log.debug("single-flight follower looked up again", status=turn.cache.status)
+
+
+def _int(value: str | None) -> int | None:
+    """A token count stored in entry metadata, or None when absent or malformed."""
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None
