@@ -1,14 +1,24 @@
 """Train the learned verifier and write the weights that ship with stagecache.
 
-    python benchmarks/train_verifier.py
+    python benchmarks/train_verifier.py            # train, calibrate, write weights
+    python benchmarks/train_verifier.py --report   # also print replay results on
+                                                   # the evaluation sets (no tuning)
 
 Data: only ``qqp_pairs_val.csv`` (shared data) and the ``train`` part of
 ``benchmarks/data/adversarial.jsonl``. The QQP val split is replayed as a cache
 (warm with question1, query with question2, top-5 candidates) so the model learns on
-the candidates it will really see, not on isolated pairs. A gradient-boosted tree
-ensemble (scikit-learn, training only) is exported to JSON and evaluated by numpy at
-run time. Scores for calibration are out-of-fold (5 folds grouped by query), so the
+the candidates it will really see, with their rank context (gap to the best and to
+the next candidate), not on isolated pairs. A gradient-boosted tree ensemble
+(scikit-learn, training only) is exported to JSON and evaluated by numpy at run
+time. Scores for calibration are out-of-fold (5 folds grouped by query), so the
 operating-point table is not fitted on the scores it measures.
+
+The banded decision calibrated here (see ``stagecache/quality/_verifier.py``): an
+exact repeat or a trivially equivalent rewording (cosine >= 0.85) is accepted; a
+structural failure is rejected; below ``floor`` nothing is accepted; at or above
+``high`` a candidate is accepted on its cosine; in between the learned score must
+reach ``tau``. For every budget the table keeps the (floor, high, tau) points on the
+right-hits / wrong-hits frontier of the val replay.
 
 Writes ``stagecache/quality/data/verifier.json``.
 """
@@ -27,12 +37,19 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _quality_data as D
 
-from stagecache.quality._features import FEATURE_NAMES, pair_features
+from stagecache.quality._features import FEATURE_NAMES, pair_features, rank_contexts
+from stagecache.quality._invariants import (
+    TRIVIAL_MIN_COSINE,
+    normalise_text,
+    trivially_equivalent,
+)
 from stagecache.quality._structural import analyse, compare, tokenize
 
 OUT = D.ROOT / "stagecache" / "quality" / "data" / "verifier.json"
-FLOORS = (0.6, 0.65, 0.7, 0.75, 0.8, 0.85)
-TAUS = tuple(round(x, 3) for x in np.linspace(0.02, 0.995, 196))
+FLOORS = (0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.88, 0.9)
+HIGHS = (0.93, 0.94, 0.95, 0.96, 0.97, 0.98, 0.99, 1.01)
+TAUS = tuple(round(x, 3) for x in np.linspace(0.01, 0.99, 99))
+FEATURE_FLOOR = min(FLOORS)
 K = 5
 SEED = 9
 
@@ -86,46 +103,117 @@ def export(model) -> dict[str, object]:  # type: ignore[no-untyped-def]
     }
 
 
-def first_accepted(
-    sims: np.ndarray, score: np.ndarray, ok: np.ndarray, floor: float, tau: float
-) -> np.ndarray:
-    acc = (sims >= floor) & ok & (score >= tau)
-    any_acc = acc.any(1)
-    return np.where(any_acc, acc.argmax(1), -1)
+class Replay:
+    """Per-candidate facts of a pair set replayed as a cache (top-K)."""
+
+    def __init__(
+        self, ps: D.PairSet, idf: dict[str, float], default_idf: float
+    ) -> None:
+        self.r = r = D.retrieve(ps, k=K)
+        parse = {t: analyse(t) for t in set(r.entries) | set(ps.second)}
+        shape = r.sims.shape
+        self.exact = np.zeros(shape, bool)
+        self.trivial = np.zeros(shape, bool)
+        self.veto = np.zeros(shape, bool)
+        self.score = np.full(shape, -1.0)
+        rows, feats = [], []
+        for i, q in enumerate(ps.second):
+            sims = [float(s) for s in r.sims[i] if s >= FEATURE_FLOOR]
+            ctx = rank_contexts(sims, FEATURE_FLOOR)
+            pq = parse[q]
+            for j in range(len(sims)):
+                text = r.entries[r.cand[i, j]]
+                pc = parse[text]
+                self.exact[i, j] = normalise_text(q) == normalise_text(text)
+                self.veto[i, j] = compare(pq, pc).first_failure() is not None
+                eq = trivially_equivalent(q, text)
+                self.trivial[i, j] = eq
+                feats.append(
+                    pair_features(pq, pc, sims[j], idf, default_idf, ctx[j], eq)
+                )
+                rows.append((i, j))
+        self.rows = rows
+        self.x = np.vstack(feats) if feats else np.zeros((0, len(FEATURE_NAMES)))
+        self.y = np.array([bool(r.right[i, j]) for i, j in rows])
+
+    def set_scores(self, scores: np.ndarray) -> None:
+        for (i, j), s in zip(self.rows, scores, strict=True):
+            self.score[i, j] = s
+
+    def choose(
+        self, veto: bool, floor: float, high: float, tau: float
+    ) -> np.ndarray:
+        s = self.r.sims
+        ok = ~self.veto if veto else np.ones_like(self.veto)
+        acc = self.exact | (
+            ok
+            & (
+                (self.trivial & (s >= TRIVIAL_MIN_COSINE))
+                | ((s >= floor) & ((s >= high) | (self.score >= tau)))
+            )
+        )
+        return np.where(acc.any(1), acc.argmax(1), -1)
 
 
-def main() -> None:
+def frontier(rep: Replay, veto: bool) -> list[dict[str, float]]:
+    """The (floor, high, tau) points no other point beats on both right and wrong."""
+    pts = []
+    for floor in FLOORS:
+        for high in HIGHS:
+            for tau in TAUS:
+                s = D.score_decisions(rep.r, rep.choose(veto, floor, high, tau))
+                pts.append(
+                    {
+                        "floor": floor,
+                        "high": high,
+                        "tau": tau,
+                        "wrong_rate": round(s["wrong_rate"], 5),
+                        "right_rate": round(s["right_rate"], 5),
+                        "precision": round(s["precision"], 5),
+                    }
+                )
+    pts.sort(key=lambda e: (e["wrong_rate"], -e["right_rate"]))
+    out: list[dict[str, float]] = []
+    best = -1.0
+    for e in pts:
+        if e["right_rate"] > best:
+            out.append(e)
+            best = e["right_rate"]
+    return out
+
+
+def pick(table: list[dict[str, float]], budget: float) -> dict[str, float]:
+    ok = [e for e in table if e["wrong_rate"] <= budget]
+    return max(ok, key=lambda e: e["right_rate"]) if ok else table[0]
+
+
+def main(report: bool = False) -> None:
     t0 = time.time()
     val = D.load_qqp("val")
     adv = D.load_adversarial("train")
     idf, default_idf = build_idf(val.first + val.second)
-    r = D.retrieve(val, k=K)
-    parse = {t: analyse(t) for t in set(val.first) | set(val.second)}
-    rows, feats, labels, vetoes = [], [], [], []
-    for i in range(len(val.second)):
-        q = parse[val.second[i]]
-        for j in range(K):
-            if r.sims[i, j] < min(FLOORS):
-                continue
-            c = parse[r.entries[r.cand[i, j]]]
-            feats.append(pair_features(q, c, float(r.sims[i, j]), idf, default_idf))
-            labels.append(bool(r.right[i, j]))
-            vetoes.append(compare(q, c).first_failure() is not None)
-            rows.append((i, j))
+    rep = Replay(val, idf, default_idf)
     ea, eb = D.embed(adv.first), D.embed(adv.second)
     adv_cos = (ea * eb).sum(1)
     adv_feats = [
-        pair_features(analyse(b), analyse(a), float(s), idf, default_idf)
+        pair_features(
+            analyse(b),
+            analyse(a),
+            float(s),
+            idf,
+            default_idf,
+            (float(s), FEATURE_FLOOR, 0),
+            trivially_equivalent(b, a),
+        )
         for a, b, s in zip(adv.first, adv.second, adv_cos, strict=True)
     ]
-    x = np.vstack(feats + adv_feats)
-    y = np.array(labels + adv.label.tolist())
-    w = np.array([1.0] * len(feats) + [5.0] * len(adv_feats))
-    n_val = len(feats)
-    print(f"{n_val} val candidates ({sum(labels)} right), {len(adv_feats)} adversarial")
-    # out-of-fold scores, folds grouped by query row
+    n_val = len(rep.y)
+    x = np.vstack([rep.x, *adv_feats])
+    y = np.concatenate([rep.y, adv.label])
+    w = np.array([1.0] * n_val + [5.0] * len(adv_feats))
+    print(f"{n_val} val candidates ({rep.y.sum()} right), {len(adv_feats)} adversarial")
     qrow = np.array(
-        [i for i, _ in rows] + [len(val.second) + k for k in range(len(adv_feats))]
+        [i for i, _ in rep.rows] + [len(val.second) + k for k in range(len(adv_feats))]
     )
     fold = np.random.default_rng(SEED).integers(0, 5, qrow.max() + 1)[qrow]
     oof = np.zeros(len(y))
@@ -134,37 +222,20 @@ def main() -> None:
         oof[fold == f] = m.predict_proba(x[fold == f])[:, 1]
         print(f"fold {f} done {time.time() - t0:.0f}s", flush=True)
     model = fit(x, y, w)
-    # calibration tables on val (out-of-fold)
-    score = np.full(r.sims.shape, -1.0)
-    veto = np.zeros(r.sims.shape, bool)
-    for (i, j), s, v in zip(rows, oof[:n_val], vetoes, strict=True):
-        score[i, j] = s
-        veto[i, j] = v
-    calibration: dict[str, list[dict[str, float]]] = {}
-    for kind, ok in (("learned", np.ones_like(veto)), ("combined", ~veto)):
-        table = []
-        for floor in FLOORS:
-            for tau in TAUS:
-                ch = first_accepted(r.sims, score, ok, floor, tau)
-                s = D.score_decisions(r, ch)
-                table.append(
-                    {
-                        "floor": floor,
-                        "tau": tau,
-                        "wrong_rate": round(s["wrong_rate"], 5),
-                        "right_rate": round(s["right_rate"], 5),
-                        "precision": round(s["precision"], 5),
-                    }
-                )
-        calibration[kind] = table
+    rep.set_scores(oof[:n_val])
+    calibration = {
+        "learned": frontier(rep, veto=False),
+        "combined": frontier(rep, veto=True),
+    }
     adv_oof = oof[n_val:]
     print("adversarial train OOF acc @0.5:", ((adv_oof >= 0.5) == adv.label).mean())
     payload = {
-        "version": 1,
+        "version": 2,
         "trained_on": "qqp_pairs_val.csv (Quora Question Pairs, via MeanCache) + "
         "benchmarks/data/adversarial.jsonl train split",
         "embedding_model": D.MODEL,
         "features": list(FEATURE_NAMES),
+        "feature_floor": FEATURE_FLOOR,
         "model": export(model),
         "idf": idf,
         "default_idf": default_idf,
@@ -172,7 +243,6 @@ def main() -> None:
     }
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps(payload, separators=(",", ":"), sort_keys=True))
-    # sanity: numpy inference matches sklearn
     from stagecache.quality._learned import GBDT
 
     g = GBDT.from_dict(payload["model"])  # type: ignore[arg-type]
@@ -180,14 +250,31 @@ def main() -> None:
     mine = np.array([g.predict(row) for row in x[:200]])
     assert np.allclose(ref, mine, atol=1e-6), np.abs(ref - mine).max()
     print(f"wrote {OUT} ({OUT.stat().st_size / 1e6:.2f} MB) in {time.time() - t0:.0f}s")
+    budgets = (0.005, 0.01, 0.02, 0.03, 0.04, 0.05)
     for kind, table in calibration.items():
-        for target in (0.005, 0.01, 0.02):
-            best = max(
-                (e for e in table if e["wrong_rate"] <= target),
-                key=lambda e: e["right_rate"],
-            )
-            print(kind, target, best)
+        for b in budgets:
+            print("val", kind, b, pick(table, b))
+    if report:
+        sets = [
+            D.load_qqp("test"),
+            D.load_mock(),
+            D.load_contextual(),
+            D.load_adversarial("heldout"),
+        ]
+        for ps in sets:
+            ev = Replay(ps, idf, default_idf)
+            ev.set_scores(model.predict_proba(ev.x)[:, 1] if len(ev.x) else [])
+            for b in budgets:
+                e = pick(calibration["combined"], b)
+                s = D.score_decisions(
+                    ev.r, ev.choose(True, e["floor"], e["high"], e["tau"])
+                )
+                print(
+                    f"{ps.name} combined@{b} floor={e['floor']} high={e['high']} "
+                    f"tau={e['tau']}: right {s['right_rate']:.3f} "
+                    f"wrong {s['wrong_rate']:.3f} prec {s['precision']:.3f}"
+                )
 
 
 if __name__ == "__main__":
-    main()
+    main(report="--report" in sys.argv)

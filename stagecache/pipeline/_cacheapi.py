@@ -19,7 +19,7 @@ from stagecache.cache import SemanticCache
 from stagecache.errors import InputError
 from stagecache.memory import MemoryStore
 from stagecache.pipeline._events import EventBus
-from stagecache.stages._keys import key_parts
+from stagecache.stages._keys import key_parts, user_source
 from stagecache.types import Embedder, Stage
 
 __all__ = ["CacheAPI", "ImportSummary"]
@@ -79,7 +79,7 @@ class CacheAPI:
         count = await self.engine.purge_user(user_id)
         purge_sources = getattr(self._embedder, "purge_sources", None)
         if purge_sources is not None:
-            await _maybe_await(purge_sources(user_id))
+            await _maybe_await(purge_sources(user_source(user_id)))
         if self._memory is not None:
             self._memory.forget_user(user_id)
         return count

@@ -25,7 +25,7 @@ from stagecache.types import Embedder, Vectors
 if TYPE_CHECKING:
     from stagecache.cache import KeyParts
 
-__all__ = ["ensure_embedding", "fingerprint", "key_parts"]
+__all__ = ["ensure_embedding", "fingerprint", "key_parts", "user_source"]
 
 _encoder = msgspec.json.Encoder()
 
@@ -41,10 +41,24 @@ def _hash_text(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
 
+def user_source(user_id: str) -> str:
+    """The id an embedding-cache row is tied to for ``user_id`` (a hash, not the id)."""
+    return (
+        "user:" + hashlib.sha256(user_id.encode("utf-8", "surrogatepass")).hexdigest()
+    )
+
+
 async def ensure_embedding(turn: Turn, embedder: Embedder) -> Vectors:
     """The query's vector (1-D, float32), embedding it once per turn."""
     if turn.embedding is None:
-        vectors = await embedder.embed([turn.query])
+        user_id = turn.caller.user_id
+        if user_id and hasattr(embedder, "purge_sources"):
+            # Tie the embedding-cache row to the user, so purge_user removes it.
+            vectors = await embedder.embed(
+                [turn.query], sources=(user_source(user_id),)
+            )  # type: ignore[call-arg]
+        else:
+            vectors = await embedder.embed([turn.query])
         if vectors.ndim != 2 or vectors.shape[0] != 1:
             raise EmbeddingError(
                 f"embedder {embedder.model_id!r} returned shape {vectors.shape} "

@@ -69,7 +69,8 @@ def make_pipeline(
         llm = options.pop("llm", None) or ScriptedLLM(fn)
         if config is None and VERIFIER:
             config = PipelineConfig(verifier={"kind": VERIFIER})
-        pipeline = build(config, llm=llm, embedder=embedder, **options)
+        options.setdefault("embedder", embedder)
+        pipeline = build(config, llm=llm, **options)
         return pipeline, llm
 
     return make

@@ -367,3 +367,24 @@ async def test_import_pairs_warms_the_cache_through_the_guards(
     assert hit.cache.hit and hit.answer == "Use the reset link."
     assert billing.cache.hit and "bill@example.com" not in billing.answer
     assert llm.calls == 0
+
+
+async def test_purge_removes_the_users_embedding_cache_rows(
+    make_pipeline: Make, embedder: Any, tmp_path: Any
+) -> None:
+    import sqlite3
+
+    from stagecache.embeddings import CachedEmbedder
+
+    db = tmp_path / "emb.sqlite3"
+    cached = CachedEmbedder(embedder, path=str(db))
+    pipeline, _ = make_pipeline(embedder=cached)
+    async with pipeline:
+        await pipeline.run("Where is my parcel 4711?", caller=ALICE)
+        await pipeline.run("What time is it in Lima?", caller=BOB)
+        removed = await pipeline.cache.purge_user("alice")
+    assert removed == 1
+    with sqlite3.connect(db) as conn:
+        keys = {r[0] for r in conn.execute("SELECT key FROM vectors")}
+    assert cached.key("Where is my parcel 4711?") not in keys
+    assert cached.key("What time is it in Lima?") in keys
