@@ -196,13 +196,19 @@ class Turn(msgspec.Struct, kw_only=True):
 
     @property
     def history(self) -> list[Message]:
-        """Every message before the last user message, system messages excluded."""
+        """Every non-system message but the last user message.
+
+        Tool results or assistant messages *after* the last user message count as
+        history too: a turn in the middle of a tool loop is not a plain question.
+        """
         last = -1
         for i in range(len(self.messages) - 1, -1, -1):
             if self.messages[i].role == "user":
                 last = i
                 break
-        return [m for m in self.messages[: max(last, 0)] if m.role != "system"]
+        return [
+            m for i, m in enumerate(self.messages) if i != last and m.role != "system"
+        ]
 
     def stop(self, stage: str, reason: str, answer: str) -> Turn:
         """End the turn early with ``answer``; the runner runs no further stage."""

@@ -109,6 +109,11 @@ class Pipeline:
         return self._runner.stages
 
     @property
+    def components(self) -> tuple[Any, ...]:
+        """The shared parts (embedder, cache engine, exporters) the pipeline owns."""
+        return self._components
+
+    @property
     def cache(self) -> CacheAPI:
         """Operator API of the semantic cache (purge, invalidate, import, feedback).
 

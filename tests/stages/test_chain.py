@@ -388,3 +388,15 @@ async def test_purge_removes_the_users_embedding_cache_rows(
         keys = {r[0] for r in conn.execute("SELECT key FROM vectors")}
     assert cached.key("Where is my parcel 4711?") not in keys
     assert cached.key("What time is it in Lima?") in keys
+
+
+async def test_a_turn_inside_a_tool_loop_is_not_cached(make_pipeline: Make) -> None:
+    pipeline, _ = make_pipeline()
+    loop = [
+        {"role": "user", "content": "Update my email to a@b.c"},
+        {"role": "assistant", "content": "Calling update_email."},
+        {"role": "tool", "content": "done"},
+    ]
+    async with pipeline:
+        result = await pipeline.run(loop, caller=ALICE)
+    assert result.cache.status == "skip" and result.cache.reason == "multi_turn_off"
