@@ -1,0 +1,136 @@
+"""The proxy's upstream: a raw-forwarding model client for the pipeline.
+
+The proxy must hand back what the upstream said, byte for byte where it can: its
+status codes, its error bodies, every field of its completion. So the LLM stage's
+client here forwards the client's own request body and keeps the upstream's reply
+(or error) on the request, where the proxy finds it after the pipeline has run;
+the pipeline only gets the text, usage and tool calls it needs for the cache.
+"""
+
+from __future__ import annotations
+
+import contextvars
+from typing import Any
+
+import httpx
+
+from stagecache._model import ToolCall, Turn, Usage
+from stagecache.errors import LLMError
+from stagecache.integrations._common import json_arguments
+from stagecache.stages.llm import Completion
+
+__all__ = ["CURRENT", "ForwardingModel", "ProxyRequest", "UpstreamError"]
+
+
+class UpstreamError(LLMError):
+    """The upstream answered with an error status (kept verbatim)."""
+
+    def __init__(self, status: int, content: bytes, content_type: str) -> None:
+        super().__init__(f"upstream answered {status}", status_code=status)
+        self.status = status
+        self.content = content
+        self.content_type = content_type
+
+
+class ProxyRequest:
+    """One proxied request: what goes upstream and what came back."""
+
+    __slots__ = ("body", "error", "headers", "response")
+
+    def __init__(self, body: dict[str, Any], headers: dict[str, str]) -> None:
+        self.body = body
+        self.headers = headers
+        self.response: dict[str, Any] | None = None
+        self.error: UpstreamError | None = None
+
+
+CURRENT: contextvars.ContextVar[ProxyRequest | None] = contextvars.ContextVar(
+    "stagecache_proxy_request", default=None
+)
+
+
+class ForwardingModel:
+    """Forwards the proxied request to an OpenAI-compatible upstream.
+
+    Args:
+        base_url: the upstream's base, e.g. ``http://127.0.0.1:8000/v1``.
+        timeout_s: per-request timeout.
+        client: an httpx client to use (default: one of its own).
+    """
+
+    model_id = "upstream"
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        timeout_s: float = 120.0,
+        client: httpx.AsyncClient | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        limits = httpx.Limits(max_connections=512, max_keepalive_connections=256)
+        self.client = client or httpx.AsyncClient(timeout=timeout_s, limits=limits)
+
+    async def aclose(self) -> None:
+        """Close the connection pool."""
+        await self.client.aclose()
+
+    async def post(
+        self, body: dict[str, Any], headers: dict[str, str]
+    ) -> httpx.Response:
+        """POST ``body`` to ``/chat/completions`` as it is."""
+        return await self.client.post(
+            self.base_url + "/chat/completions", json=body, headers=headers
+        )
+
+    async def complete(self, turn: Turn) -> Completion:
+        """Forward the current proxied request; keep the upstream's reply on it.
+
+        Raises:
+            UpstreamError: the upstream answered with an error status.
+            LLMError: it could not be reached or sent something that is not JSON.
+        """
+        request = CURRENT.get()
+        if request is None:
+            raise LLMError("ForwardingModel only answers requests of the proxy")
+        body = {**request.body, "stream": False}
+        body.pop("stream_options", None)
+        if turn.memory:
+            facts = "Known about the user:\n" + "\n".join(f"- {m}" for m in turn.memory)
+            body["messages"] = [{"role": "system", "content": facts}, *body["messages"]]
+        try:
+            response = await self.post(body, request.headers)
+        except httpx.HTTPError as exc:
+            raise LLMError(f"cannot reach the upstream: {exc}") from exc
+        if response.status_code >= 400:
+            request.error = UpstreamError(
+                response.status_code,
+                response.content,
+                response.headers.get("content-type", "application/json"),
+            )
+            raise request.error
+        try:
+            data = response.json()
+            message = data["choices"][0]["message"]
+        except (ValueError, KeyError, IndexError, TypeError):
+            raise LLMError("the upstream's reply has no choices[0].message") from None
+        request.response = data
+        calls = [
+            ToolCall(
+                name=str((c.get("function") or {}).get("name", "")),
+                arguments=json_arguments((c.get("function") or {}).get("arguments")),
+            )
+            for c in message.get("tool_calls") or []
+        ]
+        content = message.get("content")
+        usage = data.get("usage") or {}
+        return Completion(
+            # A tool-call reply has no storable text: it is never stored.
+            text=content if isinstance(content, str) and not calls else "",
+            usage=Usage(
+                prompt_tokens=int(usage.get("prompt_tokens") or 0),
+                completion_tokens=int(usage.get("completion_tokens") or 0),
+            ),
+            tool_calls=calls,
+            model=str(data.get("model", "")),
+        )

@@ -1,0 +1,450 @@
+"""AutoGen: a ``ChatCompletionClient`` that runs the stagecache chain around another.
+
+::
+
+    from autogen_agentchat.agents import AssistantAgent
+    from stagecache.integrations.autogen import StagecacheChatCompletionClient
+
+    client = StagecacheChatCompletionClient.default(
+        inner_client, caller=stagecache.Caller(user_id="alice")
+    )
+    agent = AssistantAgent("assistant", model_client=client)
+
+Every ``create``/``create_stream`` becomes one :meth:`stagecache.Pipeline.run`: the
+guards, the semantic cache, write-invalidation and the traces apply to the agent's
+model calls. On a miss the pipeline's LLM stage calls the *inner* client through
+:class:`AutoGenModel` with the original AutoGen messages, tools and arguments, so
+the inner client sees exactly what the agent sent. A response made of
+``FunctionCall`` s passes through unchanged and is never stored (its text part is
+empty); a call of a tool not listed in ``read_only_tools`` evicts the caller's
+scope. A cached answer comes back as a ``CreateResult`` with ``cached=True`` and zero
+usage; ``create_stream`` replays it as chunks followed by that result.
+
+Requests the cache cannot key faithfully go straight to the inner client: images in
+a user message, and ``json_output`` (the key has no place for a response schema).
+Needs ``pip install 'stagecache[autogen]'`` (autogen-core/ext 0.4+).
+"""
+
+from __future__ import annotations
+
+import contextvars
+from collections.abc import AsyncGenerator, Callable, Collection, Mapping, Sequence
+from types import MappingProxyType
+from typing import Any, Literal
+
+from stagecache._model import Caller, Result, ToolCall, ToolSpec, Turn, Usage
+from stagecache.errors import LLMError
+from stagecache.integrations._common import (
+    json_arguments,
+    keyed_order,
+    reorder,
+    require_extra,
+    resolve_caller,
+)
+from stagecache.pipeline import Pipeline
+from stagecache.stages.llm import Completion
+
+require_extra("autogen_core", "autogen")
+
+from autogen_core import CancellationToken, FunctionCall  # noqa: E402
+from autogen_core.models import (  # noqa: E402
+    AssistantMessage,
+    ChatCompletionClient,
+    CreateResult,
+    FunctionExecutionResultMessage,
+    LLMMessage,
+    ModelCapabilities,
+    ModelInfo,
+    RequestUsage,
+    SystemMessage,
+    UserMessage,
+)
+from autogen_core.tools import Tool, ToolSchema  # noqa: E402
+
+__all__ = ["AutoGenModel", "StagecacheChatCompletionClient"]
+
+_NO_ARGS: Mapping[str, Any] = MappingProxyType({})
+ToolChoice = Tool | Literal["auto", "required", "none"]
+
+
+class _Request:
+    """One ``create`` call on its way through the pipeline (see ``_CURRENT``)."""
+
+    __slots__ = ("client", "kwargs", "messages", "result")
+
+    def __init__(
+        self,
+        client: ChatCompletionClient,
+        messages: Sequence[LLMMessage],
+        kwargs: dict[str, Any],
+    ) -> None:
+        self.client = client
+        self.messages = messages
+        self.kwargs = kwargs
+        self.result: CreateResult | None = None
+
+
+# The LLM stage only sees the Turn; the original AutoGen request (messages with
+# function calls, tool objects, extra arguments) reaches AutoGenModel through this.
+_CURRENT: contextvars.ContextVar[_Request | None] = contextvars.ContextVar(
+    "stagecache_autogen_request", default=None
+)
+
+
+class AutoGenModel:
+    """The pipeline's model client for AutoGen: calls a ``ChatCompletionClient``.
+
+    Inside :class:`StagecacheChatCompletionClient` it calls that wrapper's inner
+    client with the agent's original request; called directly (``pipeline.run``) it
+    converts the turn to AutoGen messages and calls ``inner``.
+
+    Args:
+        inner: the client used outside a wrapped call (optional).
+        model_id: the id reported to the pipeline.
+    """
+
+    def __init__(
+        self, inner: ChatCompletionClient | None = None, *, model_id: str = "autogen"
+    ) -> None:
+        self._inner = inner
+        self.model_id = model_id
+
+    async def complete(self, turn: Turn) -> Completion:
+        """Ask the AutoGen client; function calls become :class:`ToolCall` s.
+
+        Raises:
+            LLMError: no client to call.
+        """
+        request = _CURRENT.get()
+        if request is not None:
+            client, messages, kwargs = request.client, request.messages, request.kwargs
+        elif self._inner is not None:
+            client, messages, kwargs = self._inner, _messages_of(turn), {}
+        else:
+            raise LLMError("AutoGenModel has no inner client to call")
+        result = await client.create(_with_memory(messages, turn.memory), **kwargs)
+        if request is not None:
+            request.result = result
+        return _completion_of(result, self.model_id)
+
+
+class StagecacheChatCompletionClient(ChatCompletionClient):
+    """Wraps any AutoGen ``ChatCompletionClient`` in a stagecache pipeline.
+
+    Args:
+        inner: the model client that answers misses.
+        pipeline: the chain to run; its model client should be an
+            :class:`AutoGenModel` (see :meth:`default`), so misses reach ``inner``.
+        caller: the identity every call runs as.
+        caller_from: returns the identity of the current call (a contextvar lookup,
+            say); it wins over ``caller`` when it returns one.
+        read_only_tools: names of tools that change nothing; a call of any other
+            tool evicts the caller's scope.
+        model: the model id in cache keys (default: the inner client's model).
+        chunk_chars: size of the chunks a cached answer is streamed in.
+        owns_pipeline: close the pipeline in :meth:`close`.
+    """
+
+    component_type = "model"
+
+    def __init__(
+        self,
+        inner: ChatCompletionClient,
+        pipeline: Pipeline,
+        caller: Caller | None = None,
+        caller_from: Callable[[], Caller | None] | None = None,
+        *,
+        read_only_tools: Collection[str] = (),
+        model: str | None = None,
+        chunk_chars: int = 16,
+        owns_pipeline: bool = False,
+    ) -> None:
+        self._inner = inner
+        self._pipeline = pipeline
+        self._caller = caller
+        self._caller_from = caller_from
+        self._read_only = frozenset(read_only_tools)
+        self._model = model or _model_name(inner)
+        self._chunk = max(1, chunk_chars)
+        self._owns = owns_pipeline
+        self._actual = RequestUsage(prompt_tokens=0, completion_tokens=0)
+        self._total = RequestUsage(prompt_tokens=0, completion_tokens=0)
+        self.last_result: Result | None = None
+
+    @classmethod
+    def default(
+        cls,
+        inner: ChatCompletionClient,
+        caller: Caller | None = None,
+        caller_from: Callable[[], Caller | None] | None = None,
+        *,
+        read_only_tools: Collection[str] = (),
+        model: str | None = None,
+        **pipeline_options: Any,
+    ) -> StagecacheChatCompletionClient:
+        """The wrapper around :meth:`stagecache.Pipeline.default` (which it owns).
+
+        Args:
+            inner: the model client that answers misses.
+            caller: as for the constructor.
+            caller_from: as for the constructor.
+            read_only_tools: as for the constructor.
+            model: as for the constructor.
+            **pipeline_options: for ``Pipeline.default`` (``embedder=``, ``cache=``).
+        """
+        model_id = model or _model_name(inner)
+        pipeline = Pipeline.default(
+            llm=AutoGenModel(inner, model_id=model_id), **pipeline_options
+        )
+        return cls(
+            inner,
+            pipeline,
+            caller,
+            caller_from,
+            read_only_tools=read_only_tools,
+            model=model_id,
+            owns_pipeline=True,
+        )
+
+    @property
+    def pipeline(self) -> Pipeline:
+        """The chain this client runs."""
+        return self._pipeline
+
+    async def create(
+        self,
+        messages: Sequence[LLMMessage],
+        *,
+        tools: Sequence[Tool | ToolSchema] = (),
+        tool_choice: ToolChoice = "auto",
+        json_output: bool | type[Any] | None = None,
+        extra_create_args: Mapping[str, Any] = _NO_ARGS,
+        cancellation_token: CancellationToken | None = None,
+    ) -> CreateResult:
+        """Answer from the cache, or through the chain from the inner client."""
+        kwargs: dict[str, Any] = {
+            "tools": tools,
+            "tool_choice": tool_choice,
+            "json_output": json_output,
+            "extra_create_args": extra_create_args,
+            "cancellation_token": cancellation_token,
+        }
+        chat = None if json_output is not None else _chat_of(messages)
+        if chat is None:
+            result = await self._inner.create(messages, **kwargs)
+            self._count(result)
+            return result
+        request = _Request(self._inner, messages, kwargs)
+        token = _CURRENT.set(request)
+        try:
+            outcome = await self._pipeline.run(
+                chat,
+                caller=resolve_caller(self._caller, self._caller_from),
+                model=self._model,
+                tools=[self._spec(t) for t in tools],
+            )
+        finally:
+            _CURRENT.reset(token)
+        self.last_result = outcome
+        result = _result_of(outcome, request.result)
+        self._count(result)
+        return result
+
+    async def create_stream(
+        self,
+        messages: Sequence[LLMMessage],
+        *,
+        tools: Sequence[Tool | ToolSchema] = (),
+        tool_choice: ToolChoice = "auto",
+        json_output: bool | type[Any] | None = None,
+        extra_create_args: Mapping[str, Any] = _NO_ARGS,
+        cancellation_token: CancellationToken | None = None,
+        include_usage: bool | None = None,
+    ) -> AsyncGenerator[str | CreateResult, None]:
+        """Stream the answer: text chunks, then the final ``CreateResult``.
+
+        The answer is produced whole first (the output guard must see all of it
+        before any of it leaves), then replayed in chunks, hit or miss.
+        """
+        result = await self.create(
+            messages,
+            tools=tools,
+            tool_choice=tool_choice,
+            json_output=json_output,
+            extra_create_args=extra_create_args,
+            cancellation_token=cancellation_token,
+        )
+        if isinstance(result.content, str):
+            text = result.content
+            for start in range(0, len(text), self._chunk):
+                yield text[start : start + self._chunk]
+        yield result
+
+    async def close(self) -> None:
+        """Close the inner client (and the pipeline when this client owns it)."""
+        await self._inner.close()
+        if self._owns:
+            await self._pipeline.aclose()
+
+    def actual_usage(self) -> RequestUsage:
+        """Tokens the inner model really spent (cache hits count zero)."""
+        return self._actual
+
+    def total_usage(self) -> RequestUsage:
+        """Tokens of every answer returned (same as actual: hits cost nothing)."""
+        return self._total
+
+    def count_tokens(
+        self, messages: Sequence[LLMMessage], *, tools: Sequence[Tool | ToolSchema] = ()
+    ) -> int:
+        """As the inner client counts them."""
+        return self._inner.count_tokens(messages, tools=tools)
+
+    def remaining_tokens(
+        self, messages: Sequence[LLMMessage], *, tools: Sequence[Tool | ToolSchema] = ()
+    ) -> int:
+        """As the inner client counts them."""
+        return self._inner.remaining_tokens(messages, tools=tools)
+
+    @property
+    def capabilities(self) -> ModelCapabilities:
+        """The inner client's (deprecated in AutoGen; see ``model_info``)."""
+        return self._inner.capabilities
+
+    @property
+    def model_info(self) -> ModelInfo:
+        """The inner client's model info."""
+        return self._inner.model_info
+
+    def _spec(self, tool: Tool | ToolSchema) -> ToolSpec:
+        schema: Mapping[str, Any] = tool.schema if isinstance(tool, Tool) else tool
+        name = str(schema["name"])
+        return ToolSpec(
+            name=name,
+            description=str(schema.get("description", "")),
+            read_only_hint=name in self._read_only,
+            parameters=dict(schema.get("parameters") or {}),
+        )
+
+    def _count(self, result: CreateResult) -> None:
+        usage = result.usage
+        self._total = RequestUsage(
+            prompt_tokens=self._total.prompt_tokens + usage.prompt_tokens,
+            completion_tokens=self._total.completion_tokens + usage.completion_tokens,
+        )
+        if not result.cached:
+            self._actual = RequestUsage(
+                prompt_tokens=self._actual.prompt_tokens + usage.prompt_tokens,
+                completion_tokens=self._actual.completion_tokens
+                + usage.completion_tokens,
+            )
+
+
+def _model_name(client: ChatCompletionClient) -> str:
+    create_args = getattr(client, "_create_args", None)
+    if isinstance(create_args, Mapping) and isinstance(create_args.get("model"), str):
+        return str(create_args["model"])
+    return type(client).__name__
+
+
+def _text_of(message: LLMMessage) -> tuple[str, str] | None:
+    """``(role, text)`` of an AutoGen message; None when it carries an image."""
+    if isinstance(message, SystemMessage):
+        return "system", message.content
+    if isinstance(message, UserMessage):
+        if isinstance(message.content, str):
+            return "user", message.content
+        if not all(isinstance(part, str) for part in message.content):
+            return None
+        return "user", "\n".join(str(part) for part in message.content)
+    if isinstance(message, AssistantMessage):
+        if isinstance(message.content, str):
+            return "assistant", message.content
+        calls = "; ".join(f"{c.name}({c.arguments})" for c in message.content)
+        return "assistant", f"[tool calls] {calls}"
+    if isinstance(message, FunctionExecutionResultMessage):
+        return "tool", "\n".join(r.content for r in message.content)
+    return None
+
+
+def _chat_of(messages: Sequence[LLMMessage]) -> list[dict[str, str]] | None:
+    """The messages as the pipeline keys them, or None when they can't be keyed."""
+    pairs = [_text_of(m) for m in messages]
+    if not pairs or any(p is None for p in pairs):
+        return None
+    roles = [p[0] for p in pairs if p is not None]
+    if "user" not in roles:
+        return None
+    chat = [{"role": p[0], "content": p[1]} for p in pairs if p is not None]
+    return reorder(chat, keyed_order(roles))
+
+
+def _messages_of(turn: Turn) -> list[LLMMessage]:
+    out: list[LLMMessage] = []
+    if turn.instructions and not any(m.role == "system" for m in turn.messages):
+        out.append(SystemMessage(content=turn.instructions))
+    for m in turn.messages:
+        if m.role == "system":
+            out.append(SystemMessage(content=m.content))
+        elif m.role == "assistant":
+            out.append(AssistantMessage(content=m.content, source="assistant"))
+        else:
+            out.append(UserMessage(content=m.content, source=m.role))
+    return out
+
+
+def _with_memory(
+    messages: Sequence[LLMMessage], memory: Sequence[str]
+) -> Sequence[LLMMessage]:
+    """Memory facts joined onto the first system message (or a new one)."""
+    if not memory:
+        return messages
+    facts = "Known about the user:\n" + "\n".join(f"- {m}" for m in memory)
+    first = messages[0] if messages else None
+    if isinstance(first, SystemMessage):
+        merged = SystemMessage(content=f"{first.content}\n\n{facts}")
+        return [merged, *messages[1:]]
+    return [SystemMessage(content=facts), *messages]
+
+
+def _completion_of(result: CreateResult, model: str) -> Completion:
+    usage = Usage(
+        prompt_tokens=result.usage.prompt_tokens,
+        completion_tokens=result.usage.completion_tokens,
+    )
+    if isinstance(result.content, str):
+        return Completion(text=result.content, usage=usage, model=model)
+    calls = [
+        ToolCall(name=c.name, arguments=json_arguments(c.arguments))
+        for c in result.content
+        if isinstance(c, FunctionCall)
+    ]
+    # No text: a function-call response is never stored (nothing to answer with).
+    return Completion(text="", usage=usage, tool_calls=calls, model=model)
+
+
+def _result_of(outcome: Result, raw: CreateResult | None) -> CreateResult:
+    """The ``CreateResult`` the agent gets for a pipeline outcome."""
+    zero = RequestUsage(prompt_tokens=0, completion_tokens=0)
+    if outcome.blocked is not None:
+        return CreateResult(
+            finish_reason="content_filter",
+            content=outcome.answer,
+            usage=zero,
+            cached=False,
+        )
+    if outcome.cache.hit or raw is None:
+        usage = RequestUsage(
+            prompt_tokens=outcome.usage.prompt_tokens,
+            completion_tokens=outcome.usage.completion_tokens,
+        )
+        return CreateResult(
+            finish_reason="stop",
+            content=outcome.answer,
+            usage=zero if outcome.cache.hit else usage,
+            cached=outcome.cache.hit,
+        )
+    if isinstance(raw.content, str):
+        # The post-guard answer (redactions applied), with the model's metadata.
+        return raw.model_copy(update={"content": outcome.answer})
+    return raw

@@ -1,0 +1,140 @@
+"""A fake OpenAI-compatible upstream and a uvicorn runner, for tests and examples."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+
+class FakeUpstream:
+    """Answers ``answer to: <last user message>``; counts its calls.
+
+    ``gone-model`` gets a 404 and ``broken`` a 500, in OpenAI's error shape.
+    """
+
+    def __init__(self, delay_s: float = 0.0) -> None:
+        self.calls = 0
+        self.delay_s = delay_s
+        self.app = Starlette(
+            routes=[
+                Route("/v1/chat/completions", self.chat, methods=["POST"]),
+                Route("/v1/models", self.models, methods=["GET"]),
+            ]
+        )
+
+    async def models(self, request: Request) -> Response:
+        data = [{"id": "gpt-test", "object": "model", "created": 0, "owned_by": "t"}]
+        return JSONResponse({"object": "list", "data": data})
+
+    async def chat(self, request: Request) -> Response:
+        import anyio
+
+        self.calls += 1
+        body = json.loads(await request.body())
+        model = body["model"]
+        if model in ("gone-model", "broken"):
+            status = 404 if model == "gone-model" else 500
+            error = {
+                "message": f"upstream says {status}",
+                "type": "invalid_request_error" if status == 404 else "server_error",
+                "param": None,
+                "code": "model_not_found" if status == 404 else None,
+            }
+            return JSONResponse({"error": error}, status_code=status)
+        if self.delay_s:
+            await anyio.sleep(self.delay_s)
+        question = [m for m in body["messages"] if m["role"] == "user"][-1]["content"]
+        answer = f"answer to: {question}"
+        created = int(time.time())
+        if body.get("stream"):
+            return StreamingResponse(
+                _stream(answer, model, created), media_type="text/event-stream"
+            )
+        return JSONResponse(
+            {
+                "id": f"chatcmpl-up{self.calls}",
+                "object": "chat.completion",
+                "created": created,
+                "model": model,
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {
+                            "role": "assistant",
+                            "content": answer,
+                            "refusal": None,
+                        },
+                        "logprobs": None,
+                        "finish_reason": "stop",
+                    }
+                ],
+                "usage": {
+                    "prompt_tokens": 9,
+                    "completion_tokens": 4,
+                    "total_tokens": 13,
+                },
+                "system_fingerprint": None,
+            }
+        )
+
+
+async def _stream(answer: str, model: str, created: int) -> AsyncIterator[bytes]:
+    base = {
+        "id": "chatcmpl-up",
+        "object": "chat.completion.chunk",
+        "created": created,
+        "model": model,
+        "system_fingerprint": None,
+    }
+    deltas: list[tuple[dict[str, Any], str | None]] = [
+        ({"role": "assistant", "content": "", "refusal": None}, None),
+        *(({"content": answer[i : i + 8]}, None) for i in range(0, len(answer), 8)),
+        ({}, "stop"),
+    ]
+    for delta, finish in deltas:
+        choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+        yield f"data: {json.dumps({**base, 'choices': [choice]})}\n\n".encode()
+    yield b"data: [DONE]\n\n"
+
+
+class ServerThread:
+    """Runs an ASGI app with uvicorn on a free loopback port, in a thread."""
+
+    def __init__(self, app: Any) -> None:
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._sock.bind(("127.0.0.1", 0))
+        self.port = self._sock.getsockname()[1]
+        config = uvicorn.Config(app, log_level="warning", lifespan="on")
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(
+            target=self._server.run, kwargs={"sockets": [self._sock]}, daemon=True
+        )
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> ServerThread:
+        self._thread.start()
+        deadline = time.monotonic() + 120
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the server did not start")
+            time.sleep(0.05)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout=30)
+        self._sock.close()
