@@ -296,14 +296,20 @@ class SemanticCache(Maintenance):
         verdict: Verdict | None = None
         chosen: tuple[Candidate, Entry] | None = None
         verifier = self.verifier
-        for cand, entry in candidates:
-            if verifier is None:
-                chosen = (cand, entry)
-                break
-            verdict = verifier.verify(query, cand)
-            if verdict.accept:
-                chosen = (cand, entry)
-                break
+        ranked = getattr(verifier, "verify_ranked", None)
+        if verifier is None:
+            chosen = candidates[0] if candidates else None
+        elif ranked is not None and candidates:
+            # The verifier sees every candidate at once (the gap to the runner-up is
+            # evidence: a query close to several different entries is ambiguous).
+            index, verdict = ranked(query, [c for c, _ in candidates])
+            chosen = candidates[index] if index is not None else None
+        else:
+            for cand, entry in candidates:
+                verdict = verifier.verify(query, cand)
+                if verdict.accept:
+                    chosen = (cand, entry)
+                    break
         listed = [c for c, _ in candidates]
         if chosen is None:
             reason = "rejected_by_verifier" if candidates else "no_candidate"

@@ -131,12 +131,15 @@ class Maintenance(CacheCore):
             record = self._records.get(entry_id)
             if record is not None:
                 groups.setdefault(record.state, []).append(entry_id)
+        forget = getattr(self.verifier, "forget", None)  # per-entry verifier state
         for state, ids in groups.items():
             async with state.lock:
                 index = await self._ensure_hot(state)
                 for entry_id in ids:
                     index.remove(entry_id)
                     self._drop_record(entry_id)
+                    if forget is not None:
+                        forget(entry_id)
                 if not state.by_qkey:
                     self._drop_scope(state)
                 elif isinstance(index, HnswIndex) and index.deleted > max(
