@@ -6,10 +6,11 @@ For each data set (GPTCache mock pairs, QQP test split, contextual follow-ups, t
 adversarial set) the cache is warmed with the first texts and queried with the
 second ones, top-5 candidates by cosine (all-MiniLM-L6-v2), scored as described in
 ``../shared/data/README.md``: a hit on the row's own entry (or one with an identical
-first text) of a positive row is right, any other hit is wrong. Each method is run
-through the real ``verify(query, candidate)`` API, best candidate first, first
-accepted wins. Writes ``benchmarks/results/quality.md`` and one
-precision-vs-hit-rate PNG per data set.
+first text) of a positive row is right, any other hit is wrong. Each method runs
+the way the engine runs it: candidates down to the verifier's
+``candidate_threshold`` (or the cache threshold when that is None) are offered to
+``verify_ranked(query, candidates)``. Writes ``benchmarks/results/quality.md`` and
+one precision-vs-hit-rate PNG per data set.
 """
 
 from __future__ import annotations
@@ -26,103 +27,106 @@ import _quality_data as D
 
 from stagecache._model import Candidate
 from stagecache.quality import VerifierConfig, make_verifier
-from stagecache.quality._verifier import _parse
+from stagecache.quality._invariants import normalise_text
+from stagecache.quality._verifier import _norm, _parse
 
 RESULTS = D.ROOT / "benchmarks" / "results"
 PLAIN = (0.75, 0.8, 0.85, 0.9, 0.92, 0.95, 0.97)
-RATES = (0.005, 0.01, 0.02, 0.05)
+RATES = (0.01, 0.02, 0.03, 0.05)
+DEFAULT = VerifierConfig(adaptive=False)
 
 
-def methods() -> list[tuple[str, VerifierConfig]]:
+def methods() -> list[tuple[str, VerifierConfig, float]]:
+    """(label, config, cache threshold) of every method."""
     out = [
-        (
-            f"plain cosine >= {t}",
-            VerifierConfig(kind="none", similarity_threshold=t, adaptive=False),
-        )
+        (f"plain cosine >= {t}", VerifierConfig(kind="none", adaptive=False), t)
         for t in PLAIN
     ]
     out += [
         (
             f"structural, cosine >= {t}",
-            VerifierConfig(kind="structural", similarity_threshold=t, adaptive=False),
+            VerifierConfig(kind="structural", adaptive=False),
+            t,
         )
         for t in (0.85, 0.92)
     ]
     for kind in ("learned", "combined"):
         out += [
             (
-                f"{kind}, max_wrong_hit_rate={r}",
+                f"{kind}, max_wrong_hit_rate={r}"
+                + (" **(default)**" if kind == "combined" and r == 0.02 else ""),
                 VerifierConfig(kind=kind, max_wrong_hit_rate=r, adaptive=False),
+                0.92,
             )
             for r in RATES
         ]
     return out
 
 
-def run_method(r: D.Retrieval, cfg: VerifierConfig, timed: int = 0):  # type: ignore[no-untyped-def]
+def run_method(  # type: ignore[no-untyped-def]
+    r: D.Retrieval, cfg: VerifierConfig, cache_threshold: float, timed: int = 0
+):
     v = make_verifier(cfg)
+    floor = (
+        v.candidate_threshold if v.candidate_threshold is not None else cache_threshold
+    )
     n, k = r.cand.shape
     chosen = np.full(n, -1)
     lat: list[float] = []
     for i in range(n):
         q = r.ps.second[i]
+        cands = [
+            Candidate(str(r.cand[i, j]), r.entries[r.cand[i, j]], float(r.sims[i, j]))
+            for j in range(k)
+            if r.sims[i, j] >= floor
+        ]
         t0 = time.perf_counter()
-        for j in range(k):
-            s = float(r.sims[i, j])
-            if s < v.candidate_threshold:
-                break
-            c = Candidate(
-                entry_id=str(r.cand[i, j]), query=r.entries[r.cand[i, j]], similarity=s
-            )
-            if v.verify(q, c).accept:
-                chosen[i] = j
-                break
+        idx, _ = v.verify_ranked(q, cands) if cands else (None, None)
         if i < timed:
             lat.append(time.perf_counter() - t0)
-    return D.score_decisions(r, chosen), lat, v
+        if idx is not None:
+            chosen[i] = idx
+    return D.score_decisions(r, chosen), chosen, lat, v
 
 
-def curve(r: D.Retrieval, kind: str, floor: float) -> list[tuple[float, float, float]]:
-    """(threshold, hit rate, precision) for the learned kinds over their score."""
-    v = make_verifier(
-        VerifierConfig(
-            kind=kind,
-            score_threshold=0.0,  # type: ignore[arg-type]
-            candidate_threshold=floor,
-            adaptive=False,
-        )
-    )
-    n, k = r.cand.shape
-    score = np.full((n, k), -1.0)
-    for i in range(n):
-        for j in range(k):
-            s = float(r.sims[i, j])
-            if s < floor:
-                break
-            c = Candidate(str(r.cand[i, j]), r.entries[r.cand[i, j]], s)
-            verdict = v.verify(r.ps.second[i], c)
-            score[i, j] = (
-                verdict.score if not verdict.reason.startswith("structural") else -1
-            )
-    out = []
-    for tau in np.linspace(0.0, 1.0, 101):
-        acc = score >= tau
-        ch = np.where(acc.any(1), acc.argmax(1), -1)
-        s = D.score_decisions(r, ch)
-        out.append((float(tau), s["hit_rate"], s["precision"]))
-    return out
+def exact_wrong(r: D.Retrieval, chosen: np.ndarray) -> int:
+    """Wrong hits (by the strict rule) on an entry whose text equals the query."""
+    n = 0
+    for i in np.where(chosen >= 0)[0]:
+        j = chosen[i]
+        if not r.right[i, j] and normalise_text(r.ps.second[i]) == normalise_text(
+            r.entries[r.cand[i, j]]
+        ):
+            n += 1
+    return n
 
 
-def plot(name: str, curves: dict[str, list[tuple[float, float]]]) -> None:
+def near_duplicate_wrong(r: D.Retrieval, chosen: np.ndarray) -> tuple[int, int]:
+    """(wrong hits, those whose hit entry has cosine >= 0.95 to the true entry)."""
+    e = D.embed(r.entries)
+    index = {t: i for i, t in enumerate(r.entries)}
+    wrong = near = 0
+    for i in np.where(chosen >= 0)[0]:
+        j = chosen[i]
+        if r.right[i, j]:
+            continue
+        wrong += 1
+        own = index[r.ps.first[i]]
+        if float(e[r.cand[i, j]] @ e[own]) >= 0.95:
+            near += 1
+    return wrong, near
+
+
+def plot(name: str, pts: dict[str, list[tuple[float, float]]]) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4.5))
-    for label, pts in curves.items():
-        xs, ys = zip(*pts, strict=True)
-        ax.plot(xs, ys, label=label, marker="." if "plain" in label else None)
+    for label, xy in pts.items():
+        xs, ys = zip(*xy, strict=True)
+        ax.plot(xs, ys, label=label, marker="o")
     ax.set_xlabel("hit rate (hits / queries)")
     ax.set_ylabel("precision (right hits / hits)")
     ax.set_title(f"{name}: precision vs hit rate (all-MiniLM-L6-v2, top-5)")
@@ -144,26 +148,28 @@ def adversarial_table(lines: list[str]) -> None:
         "",
     ]
     cfgs = [
-        ("plain 0.92", VerifierConfig(kind="none", adaptive=False)),
-        ("structural 0.92", VerifierConfig(kind="structural", adaptive=False)),
-        ("learned 1%", VerifierConfig(kind="learned", adaptive=False)),
-        ("combined 1%", VerifierConfig(adaptive=False)),
+        ("plain 0.92", VerifierConfig(kind="none", adaptive=False), 0.92),
+        ("structural 0.92", VerifierConfig(kind="structural", adaptive=False), 0.92),
+        (
+            "learned 3%",
+            VerifierConfig(kind="learned", max_wrong_hit_rate=0.03, adaptive=False),
+            0.92,
+        ),
+        ("combined 3% (default)", DEFAULT, 0.92),
     ]
-    lines.append("| split | category | n | " + " | ".join(c for c, _ in cfgs) + " |")
+    lines.append("| split | category | n | " + " | ".join(c for c, _, _ in cfgs) + " |")
     lines.append("|---|---|---|" + "---|" * len(cfgs))
+    verifiers = [(make_verifier(c), t) for _, c, t in cfgs]
     for split in ("train", "heldout"):
         ps = D.load_adversarial(split)
         ea, eb = D.embed(ps.first), D.embed(ps.second)
         cos = (ea * eb).sum(1)
-        verifiers = [make_verifier(c) for _, c in cfgs]
-        acc = np.array(
-            [
-                [v.verify(b, Candidate(str(i), a, float(s))).accept for v in verifiers]
-                for i, (a, b, s) in enumerate(
-                    zip(ps.first, ps.second, cos, strict=True)
-                )
-            ]
-        )
+        acc = np.zeros((len(cos), len(verifiers)), bool)
+        for i, (a, b, s) in enumerate(zip(ps.first, ps.second, cos, strict=True)):
+            for k, (v, t) in enumerate(verifiers):
+                floor = v.candidate_threshold or t
+                verdict = v.verify(b, Candidate(str(i), a, float(s)))
+                acc[i, k] = s >= floor and verdict.accept
         cats = np.array(ps.category)
         for cat in sorted(set(ps.category)):
             m = cats == cat
@@ -177,6 +183,24 @@ def adversarial_table(lines: list[str]) -> None:
         )
 
 
+def invariant_rows() -> list[str]:
+    v = make_verifier(DEFAULT)
+    pairs = [
+        ("How do I reset my password?", "How do I reset my password?", 1.0),
+        ("How can I reset my password?", "How do I reset my password?", 0.99),
+        ("how to reset my password", "How do I reset my password?", 0.97),
+        ("What's the capital of France?", "What is the capital of France?", 0.99),
+        ("Is it safe to eat raw eggs?", "Is it not safe to eat raw eggs?", 0.97),
+        ("What is 15% tip on $80?", "What is 20% tip on $80?", 0.99),
+    ]
+    out = ["| query | cached | cosine | default verdict |", "|---|---|---|---|"]
+    for q, c, s in pairs:
+        verdict = v.verify(q, Candidate("e", c, s))
+        word = "accept" if verdict.accept else "reject"
+        out.append(f"| {q} | {c} | {s:.2f} | {word} ({verdict.reason}) |")
+    return out
+
+
 def main() -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     sets = [
@@ -185,55 +209,151 @@ def main() -> None:
         D.load_contextual(),
         D.load_adversarial("heldout"),
     ]
+    body: list[str] = []
+    summary: dict[str, dict[str, float]] = {}
+    timed = 2000
+    for ps in sets:
+        r = D.retrieve(ps)
+        body += [
+            f"## {ps.name} ({len(ps.second)} queries)",
+            "",
+            "| method | floor | high | tau | right | wrong | precision "
+            "| wrong on exact repeats | p50 µs | p95 µs |",
+            "|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        pts: dict[str, list[tuple[float, float]]] = {}
+        for label, cfg, cache_t in methods():
+            _parse.cache_clear()
+            _norm.cache_clear()
+            s, chosen, lat, v = run_method(r, cfg, cache_t, timed)
+            lat_us = sorted(x * 1e6 for x in lat)
+            p50 = statistics.median(lat_us)
+            p95 = lat_us[int(0.95 * (len(lat_us) - 1))]
+            ew = exact_wrong(r, chosen)
+            floor = getattr(v, "floor", None) or cache_t
+            high = getattr(v, "high", None)
+            high_s = "off" if high is None or high > 1 else f"{high:.2f}"
+            tau_s = f"{v.threshold:.2f}" if cfg.kind in ("learned", "combined") else "-"
+            body.append(
+                f"| {label} | {floor:.2f} | {high_s} | {tau_s} | "
+                f"{s['right_rate']:.1%} | {s['wrong_rate']:.1%} | {s['precision']:.3f} "
+                f"| {ew} | {p50:.0f} | {p95:.0f} |"
+            )
+            group = label.split(",")[0].split(" cosine")[0]
+            pts.setdefault(group, []).append((s["hit_rate"], s["precision"]))
+            if "(default)" in label or label in (
+                "plain cosine >= 0.92",
+                "structural, cosine >= 0.92",
+            ):
+                key = "default" if "(default)" in label else label
+                row = dict(s)
+                row["exact_wrong"] = ew
+                row["p50"] = p50
+                if ps.name == "mock":
+                    _, near = near_duplicate_wrong(r, chosen)
+                    row["near_dup"] = near
+                summary.setdefault(ps.name, {})[key] = row  # type: ignore[assignment]
+            print(ps.name, label, s, f"p50={p50:.0f}us", flush=True)
+        body.append("")
+        if ps.name != "contextual":
+            plot(ps.name, pts)
+            body += [f"![{ps.name}](quality_{ps.name}.png)", ""]
+    adversarial_table(body)
+    head = header(summary)
+    (RESULTS / "quality.md").write_text("\n".join(head + body) + "\n")
+    print("wrote", RESULTS / "quality.md")
+
+
+def header(summary: dict[str, dict[str, dict[str, float]]]) -> list[str]:
+    d = {k: v["default"] for k, v in summary.items()}
+    mock, qqp, ctx = d["mock"], d["qqp_test"], d["contextual"]
+    n_qqp = qqp["queries"]
+    adj_right = (qqp["right"] + qqp["exact_wrong"]) / n_qqp
+    adj_prec = (qqp["right"] + qqp["exact_wrong"]) / max(qqp["hits"], 1)
+    p50 = max(x["p50"] for x in d.values())
+
+    def ok(cond: bool) -> str:
+        return "**met**" if cond else "**not met**"
+
+    mock_ok = mock["wrong_rate"] <= 0.01 and mock["right_rate"] >= 0.75
+
     lines = [
         "# Answer quality of the verifiers",
         "",
         "Generated by `python benchmarks/quality.py` (all-MiniLM-L6-v2, top-5 "
-        "candidates, best first, first accepted wins). right/wrong = right/wrong "
-        "hits as a share of all queries; precision = right hits / hits. "
-        "Learned kinds pick their candidate floor and score threshold from "
-        "`max_wrong_hit_rate` (calibrated on the QQP val split only). "
-        "Latency: added verification time per lookup (p50 / p95, µs, "
-        "this machine, 2 shared cores).",
+        "candidates, scored by the rules of `shared/data/README.md`). "
+        "Default = `VerifierConfig()` = `combined`, `max_wrong_hit_rate=0.02`.",
+        "",
+        "## Targets (issue 9) and the default",
+        "",
+        "| target | default | met? |",
+        "|---|---|---|",
+        f"| mock: wrong <= 1% with right >= 75% | right {mock['right_rate']:.1%}, "
+        f"wrong {mock['wrong_rate']:.1%} | {ok(mock_ok)} |",
+        f"| QQP test: precision >= 0.80 with right >= 15% (strict scoring) | "
+        f"precision {qqp['precision']:.3f}, right {qqp['right_rate']:.1%} | "
+        f"{ok(qqp['precision'] >= 0.8 and qqp['right_rate'] >= 0.15)} |",
+        f"| QQP test, exact repeats of another row's question counted right "
+        f"({qqp['exact_wrong']} hits) | precision {adj_prec:.3f}, right "
+        f"{adj_right:.1%} | {ok(adj_prec >= 0.8 and adj_right >= 0.15)} |",
+        f"| contextual follow-ups: no wrong hits | {ctx['wrong']} wrong "
+        f"({ctx['wrong_rate']:.1%}) | {ok(ctx['wrong'] == 0)} |",
+        f"| verification adds <= 2 ms p50 per lookup | worst set p50 {p50:.0f} µs | "
+        f"{ok(p50 <= 2000)} |",
+        "",
+        "Reference points (same replay):",
+        "",
+        "| set | plain 0.92 right / wrong / precision | structural 0.92 | default |",
+        "|---|---|---|---|",
+    ]
+    for name, rows in summary.items():
+        cells = []
+        for key in ("plain cosine >= 0.92", "structural, cosine >= 0.92", "default"):
+            x = rows[key]
+            cells.append(
+                f"{x['right_rate']:.1%} / {x['wrong_rate']:.1%} / {x['precision']:.3f}"
+            )
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    m = summary["mock"]
+    lines += [
+        "",
+        "Mock set: wrong hits whose hit entry has cosine >= 0.95 to the true origin "
+        "(near-duplicate origins: the cached answer is very likely right for the "
+        f"query): plain 0.92 {m['plain cosine >= 0.92']['near_dup']}/"
+        f"{m['plain cosine >= 0.92']['wrong']}, structural 0.92 "
+        f"{m['structural, cosine >= 0.92']['near_dup']}/"
+        f"{m['structural, cosine >= 0.92']['wrong']}, default "
+        f"{m['default']['near_dup']}/{m['default']['wrong']}.",
+        "",
+        "**Why this default.** A wrong cached answer is worse than none, so the "
+        "default is the setting that cuts wrong hits on every set while keeping "
+        "most right hits: `combined` at `max_wrong_hit_rate=0.02` has fewer wrong "
+        "hits than plain cosine 0.92 on all four sets (QQP 4.8% vs 9.6%, "
+        "adversarial 0.9% vs 37.6%, contextual 0.8% vs 1.6%, mock 1.4% vs 1.9%), "
+        "at the price of right hits (mock 48.8% vs 62.1%, QQP 11.2% vs 15.7%). "
+        "`0.03` keeps QQP right hits at ~15% but lets 6 contextual follow-ups "
+        "hit; `0.01` has no contextual wrong hit but only 4.8% QQP right hits. "
+        "Users who value hit rate over safety set `max_wrong_hit_rate = 0.03` or "
+        "the `structural` kind (plain cosine plus the structural veto).",
+        "",
+        "**Why the targets are not all met.** (1) Mock 75%/1% is out of reach "
+        "with MiniLM: plain cosine needs 0.90 for 73% right and then has 2.8% "
+        "wrong, and most wrong hits go to a near-duplicate origin (counts above; "
+        "115 of the 964 origins have another origin at cosine >= 0.95), where the "
+        "cached answer is usually a correct answer to an equivalent question. "
+        "(2) QQP repeats questions across rows: 250 hits of the default are exact "
+        "repeats of another row's question, which the strict rule counts wrong; "
+        "they are ~2.8% of queries, so strict precision cannot reach 0.80 at 15% "
+        "right for any verifier that honours the exact-repeat invariant. "
+        "(3) The learned model sees only the two texts and the cosine; QQP "
+        "near-misses need a cross-encoder or the embeddings themselves.",
+        "",
+        "Hard invariants of the default verifier:",
+        "",
+        *invariant_rows(),
         "",
     ]
-    timed = 2000
-    for ps in sets:
-        r = D.retrieve(ps)
-        lines += [
-            f"## {ps.name} ({len(ps.second)} queries)",
-            "",
-            "| method | floor | accept | right | wrong | precision | p50 µs | p95 µs |",
-            "|---|---|---|---|---|---|---|---|",
-        ]
-        plain_pts = []
-        for label, cfg in methods():
-            _parse.cache_clear()
-            s, lat, v = run_method(r, cfg, timed)
-            lat_us = sorted(x * 1e6 for x in lat)
-            p50 = statistics.median(lat_us)
-            p95 = lat_us[int(0.95 * (len(lat_us) - 1))]
-            lines.append(
-                f"| {label} | {v.candidate_threshold:.2f} | {v.threshold:.3f} | "
-                f"{s['right_rate']:.1%} | {s['wrong_rate']:.1%} | {s['precision']:.3f} "
-                f"| {p50:.0f} | {p95:.0f} |"
-            )
-            if label.startswith("plain"):
-                plain_pts.append((s["hit_rate"], s["precision"]))
-            print(ps.name, label, s, f"p50={p50:.0f}us", flush=True)
-        lines.append("")
-        if ps.name != "contextual":
-            curves = {"plain cosine (0.75..0.97)": plain_pts}
-            for kind in ("learned", "combined"):
-                c = curve(r, kind, 0.7)
-                curves[f"{kind} (floor 0.70, score sweep)"] = [
-                    (h, p) for _, h, p in c if h > 0
-                ]
-            plot(ps.name, curves)
-            lines += [f"![{ps.name}](quality_{ps.name}.png)", ""]
-    adversarial_table(lines)
-    (RESULTS / "quality.md").write_text("\n".join(lines) + "\n")
-    print("wrote", RESULTS / "quality.md")
+    return lines
 
 
 if __name__ == "__main__":

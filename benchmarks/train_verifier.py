@@ -17,7 +17,9 @@ The banded decision calibrated here (see ``stagecache/quality/_verifier.py``): a
 exact repeat or a trivially equivalent rewording (cosine >= 0.85) is accepted; a
 structural failure is rejected; below ``floor`` nothing is accepted; at or above
 ``high`` a candidate is accepted on its cosine; in between the learned score must
-reach ``tau``. For every budget the table keeps the (floor, high, tau) points on the
+reach ``tau``, except for long texts (both at least ``LONG_TOKENS`` tokens: outside
+the short questions the model was trained on), which are accepted from
+``LONG_COSINE``. For every budget the table keeps the (floor, high, tau) points on the
 right-hits / wrong-hits frontier of the val replay.
 
 Writes ``stagecache/quality/data/verifier.json``.
@@ -44,6 +46,7 @@ from stagecache.quality._invariants import (
     trivially_equivalent,
 )
 from stagecache.quality._structural import analyse, compare, tokenize
+from stagecache.quality._verifier import LONG_COSINE, LONG_TOKENS
 
 OUT = D.ROOT / "stagecache" / "quality" / "data" / "verifier.json"
 FLOORS = (0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.88, 0.9)
@@ -104,10 +107,21 @@ def export(model) -> dict[str, object]:  # type: ignore[no-untyped-def]
 
 
 class Replay:
-    """Per-candidate facts of a pair set replayed as a cache (top-K)."""
+    """Per-candidate facts of a pair set replayed as a cache (top-K).
+
+    With ``exact_is_right`` a hit on an entry whose text equals the query (after
+    normalisation) counts as right: QQP repeats many questions across rows, and the
+    strict rule would call the cached answer to the *identical* question wrong. The
+    verifiers always accept exact repeats, so the budget calibrated here is the
+    share of wrong hits on queries that are not exact repeats.
+    """
 
     def __init__(
-        self, ps: D.PairSet, idf: dict[str, float], default_idf: float
+        self,
+        ps: D.PairSet,
+        idf: dict[str, float],
+        default_idf: float,
+        exact_is_right: bool = True,
     ) -> None:
         self.r = r = D.retrieve(ps, k=K)
         parse = {t: analyse(t) for t in set(r.entries) | set(ps.second)}
@@ -115,6 +129,7 @@ class Replay:
         self.exact = np.zeros(shape, bool)
         self.trivial = np.zeros(shape, bool)
         self.veto = np.zeros(shape, bool)
+        self.long = np.zeros(shape, bool)
         self.score = np.full(shape, -1.0)
         rows, feats = [], []
         for i, q in enumerate(ps.second):
@@ -125,7 +140,10 @@ class Replay:
                 text = r.entries[r.cand[i, j]]
                 pc = parse[text]
                 self.exact[i, j] = normalise_text(q) == normalise_text(text)
+                if self.exact[i, j] and exact_is_right:
+                    r.right[i, j] = True
                 self.veto[i, j] = compare(pq, pc).first_failure() is not None
+                self.long[i, j] = min(len(pq.tokens), len(pc.tokens)) >= LONG_TOKENS
                 eq = trivially_equivalent(q, text)
                 self.trivial[i, j] = eq
                 feats.append(
@@ -140,25 +158,31 @@ class Replay:
         for (i, j), s in zip(self.rows, scores, strict=True):
             self.score[i, j] = s
 
-    def choose(
-        self, veto: bool, floor: float, high: float, tau: float
-    ) -> np.ndarray:
+    def choose(self, veto: bool, floor: float, high: float, tau: float) -> np.ndarray:
         s = self.r.sims
         ok = ~self.veto if veto else np.ones_like(self.veto)
         acc = self.exact | (
             ok
             & (
-                (self.trivial & (s >= TRIVIAL_MIN_COSINE))
-                | ((s >= floor) & ((s >= high) | (self.score >= tau)))
+                (self.trivial & ~self.veto & (s >= TRIVIAL_MIN_COSINE))
+                | (
+                    (s >= floor)
+                    & (
+                        (s >= high)
+                        | (~self.long & (self.score >= tau))
+                        | (self.long & (s >= LONG_COSINE))
+                    )
+                )
             )
         )
         return np.where(acc.any(1), acc.argmax(1), -1)
 
 
 def frontier(rep: Replay, veto: bool) -> list[dict[str, float]]:
-    """The (floor, high, tau) points no other point beats on both right and wrong."""
-    pts = []
+    """Per floor, the (high, tau) points no other beats on both right and wrong."""
+    out: list[dict[str, float]] = []
     for floor in FLOORS:
+        pts = []
         for high in HIGHS:
             for tau in TAUS:
                 s = D.score_decisions(rep.r, rep.choose(veto, floor, high, tau))
@@ -172,13 +196,12 @@ def frontier(rep: Replay, veto: bool) -> list[dict[str, float]]:
                         "precision": round(s["precision"], 5),
                     }
                 )
-    pts.sort(key=lambda e: (e["wrong_rate"], -e["right_rate"]))
-    out: list[dict[str, float]] = []
-    best = -1.0
-    for e in pts:
-        if e["right_rate"] > best:
-            out.append(e)
-            best = e["right_rate"]
+        pts.sort(key=lambda e: (e["wrong_rate"], -e["right_rate"]))
+        best = -1.0
+        for e in pts:
+            if e["right_rate"] > best:
+                out.append(e)
+                best = e["right_rate"]
     return out
 
 
@@ -262,17 +285,19 @@ def main(report: bool = False) -> None:
             D.load_adversarial("heldout"),
         ]
         for ps in sets:
-            ev = Replay(ps, idf, default_idf)
+            ev = Replay(ps, idf, default_idf, exact_is_right=False)
             ev.set_scores(model.predict_proba(ev.x)[:, 1] if len(ev.x) else [])
             for b in budgets:
                 e = pick(calibration["combined"], b)
-                s = D.score_decisions(
-                    ev.r, ev.choose(True, e["floor"], e["high"], e["tau"])
-                )
+                ch = ev.choose(True, e["floor"], e["high"], e["tau"])
+                s = D.score_decisions(ev.r, ch)
+                hit = ch >= 0
+                n_exact = int(ev.exact[np.arange(len(ch))[hit], ch[hit]].sum())
                 print(
                     f"{ps.name} combined@{b} floor={e['floor']} high={e['high']} "
                     f"tau={e['tau']}: right {s['right_rate']:.3f} "
-                    f"wrong {s['wrong_rate']:.3f} prec {s['precision']:.3f}"
+                    f"wrong {s['wrong_rate']:.3f} prec {s['precision']:.3f} "
+                    f"(exact-repeat hits {n_exact})"
                 )
 
 

@@ -2,18 +2,36 @@
 
 A semantic cache that returns a wrong answer is worse than no cache. The verifiers
 here sit between the vector search and the hit (see :mod:`stagecache.types`,
-``Verifier``): cheap structural checks, a learned pair model shipped as JSON
-weights (numpy inference), an operating point chosen from a user-set
+``Verifier``): hard invariants (exact repeats and trivial rewordings hit), cheap
+structural checks as a veto, a banded decision with a learned pair model shipped as
+JSON weights (numpy inference), an operating point chosen from a user-set
 ``max_wrong_hit_rate``, and per-entry boundaries learned from feedback.
+
+Contract with the cache engine:
+
+- ``verifier.candidate_threshold: float | None``: the cosine floor the engine
+  searches down to. When it is None (kinds ``none`` and ``structural``) the engine
+  uses the cache's ``[cache] threshold`` (default 0.92): that is the single raw
+  cosine knob, and these kinds accept every candidate offered (``structural``
+  applying its veto). The learned kinds set it to the model's feature floor
+  (0.6) so that they see the same rank context as in training; their calibrated
+  acceptance floor (``verifier.floor``, 0.6 to 0.9) is applied inside.
+- ``verifier.verify(query, candidate) -> Verdict``: one candidate, no rank context.
+- ``verifier.verify_ranked(query, candidates) -> (index | None, Verdict | None)``:
+  every candidate at or above the floor, best first; returns the index of the
+  accepted one (or None and the last rejection). The learned kinds use the other
+  candidates (gap to the best and to the next one, how many are close): the engine
+  should call it when present, and serve ``candidates[index]``.
+- ``verifier.record_feedback(entry_id, correct)`` / ``forget(entry_id)``.
 
 Example::
 
     from stagecache.quality import VerifierConfig, make_verifier
 
-    verifier = make_verifier(VerifierConfig(max_wrong_hit_rate=0.01))
+    verifier = make_verifier(VerifierConfig(max_wrong_hit_rate=0.02))
     verifier.candidate_threshold      # search the index down to this cosine
-    verdict = verifier.verify(query, candidate)
-    verifier.record_feedback(candidate.entry_id, correct=False)
+    index, verdict = verifier.verify_ranked(query, candidates)
+    verifier.record_feedback(candidates[index].entry_id, correct=False)
 """
 
 from __future__ import annotations

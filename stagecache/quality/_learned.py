@@ -96,7 +96,14 @@ class GBDT:
 class Weights:
     """Everything ``verifier.json`` ships: model, idf table, calibration tables."""
 
-    __slots__ = ("calibration", "default_idf", "features", "idf", "model")
+    __slots__ = (
+        "calibration",
+        "default_idf",
+        "feature_floor",
+        "features",
+        "idf",
+        "model",
+    )
 
     def __init__(self, data: Mapping[str, Any]) -> None:
         self.features: tuple[str, ...] = tuple(data["features"])
@@ -104,24 +111,25 @@ class Weights:
         self.idf: dict[str, float] = dict(data["idf"])
         self.default_idf = float(data["default_idf"])
         self.calibration: dict[str, list[dict[str, float]]] = data["calibration"]
+        self.feature_floor = float(data.get("feature_floor", 0.6))
 
     def operating_point(
         self, kind: str, max_wrong_hit_rate: float, floor: float | None
-    ) -> tuple[float, float, dict[str, float]]:
-        """Pick the candidate floor and score threshold for a wrong-hit budget.
+    ) -> tuple[float, float, float, dict[str, float]]:
+        """Pick the floor, high band and score threshold for a wrong-hit budget.
 
-        Among the calibrated (floor, threshold) points whose wrong-hit rate on the
+        Among the calibrated (floor, high, tau) points whose wrong-hit rate on the
         calibration data is within ``max_wrong_hit_rate``, take the one with the most
         right hits. A given ``floor`` restricts the choice to the nearest calibrated
         floor.
 
         Returns:
-            ``(floor, threshold, calibration row)``.
+            ``(floor, high, tau, calibration row)``.
         """
         table = self.calibration[kind]
         if floor is not None:
             nearest = min({e["floor"] for e in table}, key=lambda f: abs(f - floor))
-            table = [e for e in table if e["floor"] == nearest]
+            table = [e for e in table if e["floor"] == nearest] or table
         ok = [e for e in table if e["wrong_rate"] <= max_wrong_hit_rate]
         if not ok:
             # nothing meets the budget: the strictest point we have
@@ -129,7 +137,7 @@ class Weights:
         else:
             best = max(ok, key=lambda e: (e["right_rate"], e["tau"]))
         chosen_floor = best["floor"] if floor is None else floor
-        return chosen_floor, best["tau"], best
+        return chosen_floor, best["high"], best["tau"], best
 
 
 @cache

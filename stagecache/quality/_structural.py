@@ -560,6 +560,36 @@ _DIRECTION_MARKERS = {
 }
 _VERSION = re.compile(r"^v?\d+(?:\.\d+)+$|^v\d+$")
 
+# the kind of answer a question asks for; "" when generic (what / how / which)
+_ASK_PATTERNS = (
+    (
+        "time",
+        re.compile(
+            r"^(?:when\b|(?:in |during |by |since )?(?:what|which) (?:year|decade|"
+            r"century|date|month|day|era|period|time)\b|how long ago\b)"
+        ),
+    ),
+    (
+        "place",
+        re.compile(
+            r"^(?:where\b|(?:in |on |to )?(?:what|which) (?:country|city|place|"
+            r"location|continent|state|region|town|planet|ocean|river|island)\b)"
+        ),
+    ),
+    ("person", re.compile(r"^(?:who|whom|whose)\b")),
+    ("reason", re.compile(r"^why\b")),
+    ("quantity", re.compile(r"^how (?:many|much|far|tall|big|old|long|fast)\b")),
+)
+
+
+def _ask(tokens: list[str]) -> str:
+    text = " ".join(tokens)
+    for kind, pattern in _ASK_PATTERNS:
+        if pattern.match(text):
+            return kind
+    return ""
+
+
 CHECK_NAMES = (
     "negation",
     "number",
@@ -621,6 +651,7 @@ class Parsed:
     entities: frozenset[str]
     wh: str
     roles: tuple[tuple[str, str], ...]
+    ask: str = ""
 
 
 def analyse(text: str) -> Parsed:
@@ -740,6 +771,7 @@ def analyse(text: str) -> Parsed:
         entities=frozenset(entities),
         wh=wh,
         roles=tuple(roles),
+        ask=_ask(tokens),
     )
 
 
@@ -836,6 +868,15 @@ def compare(a: Parsed, b: Parsed) -> Checks:
     different_ask = different_ask and short
     if not different_ask:
         different_ask = a.wh in _STRICT_WH and b.wh in _STRICT_WH and a.wh != b.wh
+    if not different_ask:
+        # "In what year was X discovered?" / "Who discovered X?"
+        # ("who won the cup" is answered by a country: person and place may agree)
+        different_ask = (
+            short
+            and bool(a.ask and b.ask)
+            and a.ask != b.ask
+            and {a.ask, b.ask} != {"person", "place"}
+        )
     return Checks(
         negation=negation,
         number=number,

@@ -1,27 +1,44 @@
 """The verifiers and their configuration.
 
-A verifier sits between the vector search and the hit: the cache engine offers it
-each candidate whose cosine is at least the *candidate threshold*, best first, and
-serves the first one it accepts. The candidate threshold can be low (0.6 to 0.75)
-because the verifier, not the cosine, decides:
+The engine searches the index down to a cosine floor and offers the candidates it
+found, best first; the verifier picks the one that really answers the query (or
+none). The floor is the verifier's ``candidate_threshold`` when it is not None,
+else the cache's own ``[cache] threshold`` (the single raw cosine knob):
 
-- ``none``: plain cosine rule (``similarity >= similarity_threshold``);
-- ``structural``: the cosine rule plus the structural checks (negation, numbers,
-  dates, versions, units, entities, direction, different ask) as a veto;
-- ``learned``: a gradient-boosted model over pair features scores the candidate;
-- ``combined`` (default): structural veto, then the learned score.
+- ``none``: accept every candidate the engine offers (the plain cosine rule, with
+  the cache threshold as the cosine); ``candidate_threshold = None``.
+- ``structural``: the same, with the structural checks (negation, numbers, dates,
+  versions, units, entities, direction, different ask) as a veto;
+  ``candidate_threshold = None``.
+- ``learned``: a banded decision with a gradient-boosted pair model in the middle
+  band; ``candidate_threshold`` is the model's feature floor (0.6, so the rank
+  context matches training) and ``floor`` the calibrated acceptance floor.
+- ``combined`` (default): ``learned`` behind the structural veto.
+
+Every kind honours the hard invariants (:mod:`stagecache.quality._invariants`): an
+exact repeat (normalised text equal) is always accepted, and a trivially
+equivalent rewording at a high cosine is accepted unless a structural check fails.
+The banded decision of the learned kinds, in order:
+
+1. exact repeat: accept;
+2. a structural check fails: reject (``combined``);
+3. trivially equivalent and cosine >= ``TRIVIAL_MIN_COSINE``: accept;
+4. cosine < floor: reject;
+5. cosine >= ``high`` (calibrated; may be off): accept;
+6. both texts long (>= ``LONG_TOKENS`` tokens, outside the short questions the
+   model was trained on): accept from ``LONG_COSINE``;
+7. otherwise the learned score must reach ``tau``.
 
 The user sets the acceptable wrong-hit rate (``max_wrong_hit_rate``), not a cosine:
-the learned kinds pick their candidate floor and score threshold from calibration
-tables shipped with the weights (measured out-of-fold on the QQP validation split
-replayed as a cache). ``score_threshold`` and ``similarity_threshold`` stay
-available for raw control. Feedback (``record_feedback``) moves per-entry and
-per-scope boundaries (see :mod:`stagecache.quality._adaptive`).
+``(floor, high, tau)`` come from calibration tables shipped with the weights,
+measured out-of-fold on the QQP validation split replayed as a cache. Feedback
+(``record_feedback``) moves per-entry and per-scope boundaries (see
+:mod:`stagecache.quality._adaptive`).
 """
 
 from __future__ import annotations
 
-import math
+from collections.abc import Sequence
 from functools import lru_cache
 from typing import Literal
 
@@ -30,11 +47,18 @@ import msgspec
 from stagecache._model import Candidate, Verdict
 from stagecache.errors import ConfigError
 from stagecache.quality._adaptive import AdaptiveThresholds
-from stagecache.quality._features import pair_features
+from stagecache.quality._features import RankContext, pair_features, rank_contexts
+from stagecache.quality._invariants import (
+    TRIVIAL_MIN_COSINE,
+    normalise_text,
+    trivially_equivalent,
+)
 from stagecache.quality._learned import Weights, load_weights
 from stagecache.quality._structural import Parsed, analyse, compare
 
 __all__ = [
+    "LONG_COSINE",
+    "LONG_TOKENS",
     "LearnedVerifier",
     "PlainVerifier",
     "StructuralVerifier",
@@ -45,6 +69,8 @@ __all__ = [
 
 VerifierKind = Literal["none", "structural", "learned", "combined"]
 _KINDS = ("none", "structural", "learned", "combined")
+LONG_TOKENS = 15
+LONG_COSINE = 0.92
 
 
 class VerifierConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -54,23 +80,21 @@ class VerifierConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         kind: ``none`` | ``structural`` | ``learned`` | ``combined``.
         max_wrong_hit_rate: the acceptable share of lookups answered wrongly; the
             learned kinds pick their operating point from calibration data to stay
-            within it. None: use ``score_threshold``.
-        candidate_threshold: cosine below which a candidate is not even verified.
-            None: the calibrated floor (learned kinds) or ``similarity_threshold``.
-        score_threshold: raw learned-score threshold (0..1); overrides
-            ``max_wrong_hit_rate`` when set.
-        similarity_threshold: the raw cosine threshold of ``none`` and
-            ``structural``.
+            within it. Ignored by ``none`` and ``structural`` (their cosine is the
+            cache threshold).
+        candidate_threshold: learned kinds only: pin the cosine floor the engine
+            searches down to (None: the calibrated floor).
+        score_threshold: learned kinds only: raw learned-score threshold (0..1);
+            overrides ``max_wrong_hit_rate`` and switches the high band off.
         adaptive: learn per-entry and per-scope boundaries from feedback.
         feedback_margin: how far above a known wrong hit's score an entry's
             boundary moves.
     """
 
     kind: VerifierKind = "combined"
-    max_wrong_hit_rate: float | None = 0.01
+    max_wrong_hit_rate: float | None = 0.02
     candidate_threshold: float | None = None
     score_threshold: float | None = None
-    similarity_threshold: float = 0.92
     adaptive: bool = True
     feedback_margin: float = 0.05
 
@@ -87,7 +111,7 @@ class VerifierConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
                 f"{self.max_wrong_hit_rate!r} must be between 0 and 1 (exclusive)",
                 field="verifier.max_wrong_hit_rate",
             )
-        for name in ("candidate_threshold", "score_threshold", "similarity_threshold"):
+        for name in ("candidate_threshold", "score_threshold"):
             value = getattr(self, name)
             if value is not None and not (0.0 <= value <= 1.0):
                 raise ConfigError(
@@ -112,8 +136,17 @@ def _parse(text: str) -> Parsed:
     return analyse(text)
 
 
+@lru_cache(maxsize=8192)
+def _norm(text: str) -> str:
+    return normalise_text(text)
+
+
+def _exact(query: str, candidate: Candidate) -> bool:
+    return _norm(query) == _norm(candidate.query)
+
+
 class _Base:
-    """Shared threshold and feedback handling."""
+    """Shared feedback handling and ``verify_ranked``."""
 
     __slots__ = ("_adaptive", "candidate_threshold", "name", "threshold")
 
@@ -121,7 +154,7 @@ class _Base:
         self,
         name: str,
         threshold: float,
-        candidate_threshold: float,
+        candidate_threshold: float | None,
         adaptive: AdaptiveThresholds | None,
     ) -> None:
         self.name = name
@@ -129,17 +162,42 @@ class _Base:
         self.candidate_threshold = candidate_threshold
         self._adaptive = adaptive
 
-    def _decide(self, candidate: Candidate, score: float, reason: str) -> Verdict:
-        if candidate.similarity < self.candidate_threshold:
-            return Verdict(False, score, "below candidate threshold")
-        t = self.threshold
+    def _boundary(self, entry_id: str, base: float) -> float:
+        if self._adaptive is None:
+            return base
+        return self._adaptive.threshold(entry_id, base)
+
+    def _accept(self, candidate: Candidate, score: float, reason: str) -> Verdict:
         if self._adaptive is not None:
-            t = self._adaptive.threshold(candidate.entry_id, t)
-        if score >= t:
-            if self._adaptive is not None:
-                self._adaptive.seen(candidate.entry_id, score)
-            return Verdict(True, score, reason)
-        return Verdict(False, score, f"score {score:.3f} < {t:.3f}")
+            self._adaptive.seen(candidate.entry_id, score)
+        return Verdict(True, score, reason)
+
+    def verify(self, query: str, candidate: Candidate) -> Verdict:
+        """Accept or reject one candidate (no rank context)."""
+        return self._verify(query, candidate, None)
+
+    def _verify(
+        self, query: str, candidate: Candidate, context: RankContext | None
+    ) -> Verdict:
+        raise NotImplementedError
+
+    def verify_ranked(
+        self, query: str, candidates: Sequence[Candidate]
+    ) -> tuple[int | None, Verdict | None]:
+        """Pick the first acceptable candidate of one lookup (best first).
+
+        Returns:
+            ``(index, verdict)`` of the accepted candidate, or ``(None, verdict of
+            the last rejected candidate)`` (``(None, None)`` when there were none).
+        """
+        floor = self.candidate_threshold if self.candidate_threshold is not None else 0
+        contexts = rank_contexts([c.similarity for c in candidates], floor)
+        verdict: Verdict | None = None
+        for i, (cand, ctx) in enumerate(zip(candidates, contexts, strict=True)):
+            verdict = self._verify(query, cand, ctx)
+            if verdict.accept:
+                return i, verdict
+        return None, verdict
 
     def record_feedback(self, entry_id: str, correct: bool) -> None:
         """Learn from a user's judgement of the latest hit of ``entry_id``."""
@@ -153,67 +211,122 @@ class _Base:
 
 
 class PlainVerifier(_Base):
-    """The plain cosine rule: accept when ``similarity >= threshold``."""
+    """The plain cosine rule: accept what the engine offers (cache threshold).
+
+    Feedback still works per entry: after a wrong hit an entry only answers
+    candidates more similar than that hit by ``feedback_margin``.
+    """
 
     __slots__ = ()
 
-    def verify(self, query: str, candidate: Candidate) -> Verdict:
-        """Accept or reject one candidate."""
-        return self._decide(candidate, candidate.similarity, "similarity")
+    def _verify(
+        self, query: str, candidate: Candidate, context: RankContext | None
+    ) -> Verdict:
+        if _exact(query, candidate):
+            return self._accept(candidate, candidate.similarity, "exact repeat")
+        t = self._boundary(candidate.entry_id, 0.0)
+        if candidate.similarity < t:
+            return Verdict(
+                False, candidate.similarity, f"feedback: similarity < {t:.3f}"
+            )
+        return self._accept(candidate, candidate.similarity, "similarity")
 
 
-class StructuralVerifier(_Base):
-    """The cosine rule with the structural checks as a veto."""
+class StructuralVerifier(PlainVerifier):
+    """The plain rule with the structural checks as a veto."""
 
     __slots__ = ()
 
-    def verify(self, query: str, candidate: Candidate) -> Verdict:
-        """Accept or reject one candidate."""
+    def _verify(
+        self, query: str, candidate: Candidate, context: RankContext | None
+    ) -> Verdict:
+        if _exact(query, candidate):
+            return self._accept(candidate, candidate.similarity, "exact repeat")
         failed = compare(_parse(query), _parse(candidate.query)).first_failure()
         if failed is not None:
             return Verdict(False, candidate.similarity, f"structural: {failed}")
-        return self._decide(candidate, candidate.similarity, "similarity+structural")
+        return super()._verify(query, candidate, context)
 
 
 class LearnedVerifier(_Base):
-    """The learned score, optionally behind the structural veto (``combined``)."""
+    """The banded decision: invariants, veto, high band, learned score."""
 
-    __slots__ = ("_veto", "_weights")
+    __slots__ = ("_veto", "_weights", "floor", "high")
 
     def __init__(
         self,
         name: str,
         threshold: float,
         candidate_threshold: float,
+        floor: float,
+        high: float,
         adaptive: AdaptiveThresholds | None,
         weights: Weights,
         veto: bool,
     ) -> None:
         super().__init__(name, threshold, candidate_threshold, adaptive)
+        self.floor = floor
+        self.high = high
         self._weights = weights
         self._veto = veto
 
-    def score(self, query: str, candidate: Candidate) -> float:
+    def score(
+        self,
+        query: str,
+        candidate: Candidate,
+        context: RankContext | None = None,
+        equivalent: bool | None = None,
+    ) -> float:
         """The model's probability that ``candidate`` answers ``query`` rightly."""
         w = self._weights
+        if context is None:
+            context = (candidate.similarity, self.candidate_threshold or 0.0, 0)
+        if equivalent is None:
+            equivalent = trivially_equivalent(query, candidate.query)
         x = pair_features(
             _parse(query),
             _parse(candidate.query),
             candidate.similarity,
             w.idf,
             w.default_idf,
+            context,
+            equivalent,
         )
         return w.model.predict(x)
 
-    def verify(self, query: str, candidate: Candidate) -> Verdict:
-        """Accept or reject one candidate."""
-        if candidate.similarity < self.candidate_threshold:
+    def _verify(
+        self, query: str, candidate: Candidate, context: RankContext | None
+    ) -> Verdict:
+        sim = candidate.similarity
+        if _exact(query, candidate):
+            return self._accept(candidate, 1.0, "exact repeat")
+        pq, pc = _parse(query), _parse(candidate.query)
+        checks = compare(pq, pc)
+        failed = checks.first_failure()
+        if self._veto and failed is not None:
+            return Verdict(False, 0.0, f"structural: {failed}")
+        floor = self.floor
+        equivalent = trivially_equivalent(query, candidate.query)
+        trivial = equivalent and sim >= TRIVIAL_MIN_COSINE and failed is None
+        if not trivial and sim < floor:
             return Verdict(False, 0.0, "below candidate threshold")
-        if self._veto:
-            failed = compare(_parse(query), _parse(candidate.query)).first_failure()
-            if failed is not None:
-                return Verdict(False, 0.0, f"structural: {failed}")
-        return self._decide(candidate, self.score(query, candidate), self.name)
+        score = self.score(query, candidate, context, equivalent)
+        t = self._boundary(candidate.entry_id, self.threshold)
+        # feedback raised this entry's boundary above the model's score: no band
+        # overrides it
+        blocked = t > self.threshold and score < t
+        if not blocked:
+            if trivial:
+                return self._accept(candidate, score, "trivially equivalent")
+            if sim >= self.high:
+                return self._accept(candidate, score, "high cosine")
+            if min(len(pq.tokens), len(pc.tokens)) >= LONG_TOKENS:
+                if sim >= LONG_COSINE:
+                    return self._accept(candidate, score, "long text, high cosine")
+                return Verdict(False, score, f"long text, cosine < {LONG_COSINE}")
+        if score >= t:
+            return self._accept(candidate, score, self.name)
+        return Verdict(False, score, f"score {score:.3f} < {t:.3f}")
 
 
 Verifiers = PlainVerifier | StructuralVerifier | LearnedVerifier
@@ -224,12 +337,13 @@ def make_verifier(config: VerifierConfig | None = None) -> Verifiers:
 
     Args:
         config: the verifier settings; None means the defaults (``combined``,
-            ``max_wrong_hit_rate=0.01``).
+            ``max_wrong_hit_rate=0.02``).
 
     Returns:
         A verifier with ``name``, ``verify(query, candidate)``,
-        ``candidate_threshold`` (the cosine floor the engine should search with),
-        ``threshold`` (the score it accepts from) and ``record_feedback``.
+        ``verify_ranked(query, candidates)``, ``candidate_threshold`` (the cosine
+        floor the engine should search down to, or None for the cache
+        threshold), ``threshold`` and ``record_feedback``.
 
     Raises:
         ConfigError: the weights of a learned kind cannot be loaded.
@@ -239,25 +353,34 @@ def make_verifier(config: VerifierConfig | None = None) -> Verifiers:
     adaptive = (
         AdaptiveThresholds(rate, margin=cfg.feedback_margin) if cfg.adaptive else None
     )
-    if cfg.kind in ("none", "structural"):
+    if cfg.kind == "none":
+        return PlainVerifier("none", 0.0, None, adaptive)
+    if cfg.kind == "structural":
+        return StructuralVerifier("structural", 0.0, None, adaptive)
+    weights = load_weights()
+    if cfg.score_threshold is not None:
         floor = (
             cfg.candidate_threshold
             if cfg.candidate_threshold is not None
-            else cfg.similarity_threshold
+            else weights.feature_floor
         )
-        cls = PlainVerifier if cfg.kind == "none" else StructuralVerifier
-        return cls(cfg.kind, cfg.similarity_threshold, floor, adaptive)
-    weights = load_weights()
-    if cfg.score_threshold is not None:
-        floor = cfg.candidate_threshold if cfg.candidate_threshold is not None else 0.7
-        threshold = cfg.score_threshold
+        threshold, high = cfg.score_threshold, 2.0
     else:
         assert cfg.max_wrong_hit_rate is not None  # checked by the config
-        floor, threshold, _ = weights.operating_point(
+        floor, high, threshold, _ = weights.operating_point(
             cfg.kind, cfg.max_wrong_hit_rate, cfg.candidate_threshold
         )
-    if not math.isfinite(threshold):
-        threshold = 1.0
+    # The engine searches down to the model's feature floor (or a lower pinned
+    # floor) so that the rank context (runner-up, close candidates) is the one the
+    # model was trained on; the calibrated floor is applied here.
+    search = min(floor, weights.feature_floor)
     return LearnedVerifier(
-        cfg.kind, threshold, floor, adaptive, weights, veto=cfg.kind == "combined"
+        cfg.kind,
+        threshold,
+        search,
+        floor,
+        high,
+        adaptive,
+        weights,
+        veto=cfg.kind == "combined",
     )

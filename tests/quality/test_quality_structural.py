@@ -46,6 +46,11 @@ def failure(a: str, b: str) -> str | None:
             "different_ask",
         ),
         ("Why is the sky blue?", "When is the sky blue?", "different_ask"),
+        (
+            "In what year was penicillin discovered?",
+            "Who discovered penicillin?",
+            "different_ask",
+        ),
     ],
 )
 def test_check_fires_on_a_change(a: str, b: str, check: str) -> None:
@@ -75,6 +80,14 @@ def test_check_fires_on_a_change(a: str, b: str, check: str) -> None:
             "How can I move money from PayPal into my bank account?",
         ),
         ("What is the capital of Australia?", "What's the capital city of Australia?"),
+        # each check with its feature present on both sides, unchanged
+        ("Is it not safe to eat raw eggs?", "Is eating raw eggs not safe?"),
+        ("Who won the World Cup in 2018?", "2018 World Cup: who won it?"),
+        ("What year did World War 2 end?", "When did World War 2 end?"),
+        ("How do I install Docker?", "What are the steps to install Docker?"),
+        ("Weather in Berlin tomorrow", "Berlin weather forecast for tomorrow"),
+        ("Convert USD to EUR", "How do I convert from USD to EUR?"),
+        ("Is 100 mg of caffeine a lot?", "Is 100 milligrams of caffeine too much?"),
     ],
 )
 def test_paraphrase_passes_every_check(a: str, b: str) -> None:
