@@ -1,5 +1,5 @@
 """The semantic cache engine: scopes, exact key parts, per-scope vector indexes,
-TTL, LRU caps and pluggable backends (memory, sqlite).
+TTL, LRU caps and pluggable backends (memory, sqlite, redis).
 
 Typical use (the cache stages do this for you)::
 
@@ -20,6 +20,7 @@ from stagecache.cache._engine import Lookup, SemanticCache, StoreItem
 from stagecache.cache._flight import Flight, SingleFlight
 from stagecache.cache._index import FlatIndex, HnswIndex, ScopeIndex, build_index
 from stagecache.cache._memory import MemoryBackend
+from stagecache.cache._redis import RedisBackend
 from stagecache.cache._scope import Scope, normalise_query, resolve_scope, scope_hash
 from stagecache.cache._settings import (
     BackendSettings,
@@ -41,6 +42,7 @@ __all__ = [
     "KeyParts",
     "Lookup",
     "MemoryBackend",
+    "RedisBackend",
     "Scope",
     "ScopeIndex",
     "SemanticCache",

@@ -42,6 +42,10 @@ def make_backend(settings: CacheSettings) -> Backend:
         if not b.path:
             raise CacheError("backend.path: the sqlite backend needs a file path")
         return SqliteBackend(b.path, busy_timeout_s=b.busy_timeout_s)
+    if b.kind == "redis":
+        from stagecache.cache._redis import RedisBackend
+
+        return RedisBackend.from_settings(settings)
     return MemoryBackend()
 
 

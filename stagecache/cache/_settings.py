@@ -20,7 +20,7 @@ from stagecache.errors import ConfigError
 __all__ = ["BackendSettings", "CacheSettings", "KeyParts", "TtlPattern"]
 
 _SCOPES = ("per_user", "per_session", "shared")
-_BACKENDS = ("memory", "sqlite")
+_BACKENDS = ("memory", "sqlite", "redis")
 
 
 class TtlPattern(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -40,11 +40,33 @@ class BackendSettings(
             survives restarts; indexes are rebuilt from it at warm-up).
         path: the SQLite file (required for ``sqlite``).
         busy_timeout_s: how long SQLite waits for a lock held by another process.
+        redis_url: ``redis`` only (see docs/redis.md): ``redis://[user:pw@]host:
+            port/db``, ``rediss://`` for TLS, or ``unix:///path``.
+        redis_namespace: prefix of every key; workers sharing a cache share it.
+        redis_username: ACL user (overrides the URL's).
+        redis_password: ACL password (overrides the URL's; default: the
+            ``STAGECACHE_REDIS_PASSWORD`` variable).
+        redis_tls_ca_file: CA bundle that signed the server's TLS certificate.
+        redis_socket_timeout_s: limit of every Redis call (default: half of
+            ``timeout_s``).
+        redis_stream_maxlen: change events kept; a worker further behind resyncs.
+        encrypt_values: seal queries, answers and metadata with AES-256-GCM, key
+            from ``STAGECACHE_CACHE_KEY`` (32 bytes, base64).
+        ephemeral_key: with ``encrypt_values`` and no key set, use a random one.
     """
 
-    kind: Literal["memory", "sqlite"] = "memory"
+    kind: Literal["memory", "sqlite", "redis"] = "memory"
     path: str | None = None
     busy_timeout_s: float = 5.0
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_namespace: str = "stagecache"
+    redis_username: str | None = None
+    redis_password: str | None = None
+    redis_tls_ca_file: str | None = None
+    redis_socket_timeout_s: float | None = None
+    redis_stream_maxlen: int = 100_000
+    encrypt_values: bool = False
+    ephemeral_key: bool = False
 
 
 class KeyParts(msgspec.Struct, frozen=True):
@@ -186,6 +208,9 @@ class CacheSettings(
                 "backend.path", "the sqlite backend needs a file path, e.g. 'cache.db'"
             )
         _positive(fail, "backend.busy_timeout_s", backend.busy_timeout_s)
+        from stagecache.cache._redis_config import check_redis
+
+        check_redis(backend, fail)
 
 
 def _positive(fail: Callable[[str, str], ConfigError], name: str, value: float) -> None:
