@@ -317,10 +317,25 @@ def build(
         tracing=enabled,
         default_model=section.model,
         default_instructions=section.instructions,
-        components=[embedder, engine, *exporters],
+        components=[embedder, _MatchDim(embedder, engine), engine, *exporters],
         cache=api,
         record_query_text=section.record_query_text,
     )
+
+
+class _MatchDim:
+    """Gives the cache engine the embedder's dimension once the model is loaded.
+
+    The dimension of a local model is known only after loading it, which belongs in
+    ``warm_up()``, so it cannot be passed when the engine is built.
+    """
+
+    def __init__(self, embedder: Embedder, engine: SemanticCache) -> None:
+        self._embedder = embedder
+        self._engine = engine
+
+    async def warm_up(self) -> None:
+        self._engine.dim = self._embedder.dim
 
 
 def load(path: str | Path, *, llm: LLMClient | None = None, **options: Any) -> Pipeline:

@@ -102,8 +102,22 @@ class CacheCore:
 
     @property
     def dim(self) -> int:
-        """The embedding dimension."""
+        """The embedding dimension (settable until the first store)."""
         return self._dim
+
+    @dim.setter
+    def dim(self, value: int) -> None:
+        if value != self._dim and self._records:
+            raise CacheError(
+                f"cannot change the dimension from {self._dim} to {value}: the "
+                "cache already holds entries"
+            )
+        self._dim = int(value)
+
+    @property
+    def _io_timeout(self) -> float:
+        """The limit of one backend write, inside shielded sections."""
+        return self._settings.timeout_s
 
     @property
     def _write_lock(self) -> anyio.Lock:

@@ -324,7 +324,9 @@ class SemanticCache(Maintenance):
         record = self._records.get(cand.entry_id)
         if record is not None:
             self._touch(cand.entry_id, record, now)
-        with anyio.CancelScope(shield=True):
+        # Recency and hit counts are bookkeeping: a slow backend skips them rather
+        # than hold the hit (the shield keeps a cancelled caller from tearing them).
+        with anyio.CancelScope(shield=True), anyio.move_on_after(self._io_timeout):
             await self._backend.touch(
                 cand.entry_id,
                 last_used=now,
@@ -421,7 +423,10 @@ class SemanticCache(Maintenance):
             last_used=now,
         )
         try:
-            await self._backend.put(entry)
+            # Bounded inside the caller's shield: a hung backend must not hold the
+            # request (or every store queued behind the write lock) forever.
+            with anyio.fail_after(self._io_timeout):
+                await self._backend.put(entry)
         except BaseException:
             if not len(state) and state.index is not None and not len(state.index):
                 self._scopes.pop(scope.key, None)  # do not leave an empty scope behind
@@ -471,7 +476,8 @@ class SemanticCache(Maintenance):
         entry.created_at = now
         entry.expires_at = now + ttl
         entry.last_used = now
-        await self._backend.put(entry)
+        with anyio.fail_after(self._io_timeout):
+            await self._backend.put(entry)
         record.expires_at = now + ttl
         self._touch(entry_id, record, now)
         heapq.heappush(self._expiry, (now + ttl, entry_id))

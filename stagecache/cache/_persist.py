@@ -1,11 +1,14 @@
 """Saving scope indexes to ``index_dir`` and loading them back.
 
 A saved scope is two files named by the sha256 of its scope key: ``<name>.json``
-(manifest: kind, dim, the full scope key and the ids) and ``<name>.npy`` (flat
-matrix) or ``<name>.hnsw`` (hnswlib graph). Files are written to a temporary name
-and renamed, manifest last, so a crash never leaves a manifest pointing at a half
-file. A manifest that does not match what the caller expects (scope key, dim, the
-set of ids) is ignored, and the engine rebuilds from the backend instead.
+(manifest: kind, dim, the full scope key, the ids and the sha256 of the data file)
+and ``<name>.npy`` (flat matrix) or ``<name>.hnsw`` (hnswlib graph). The checksum
+is verified before a file is loaded: a damaged file could otherwise answer with
+another entry's vector (flat) or crash the process inside hnswlib (graph). Files
+are written to a temporary name and renamed, manifest last, so a crash never leaves
+a manifest pointing at a half file. A manifest that does not match what the caller
+expects (scope key, dim, the set of ids, the checksum) is ignored, and the engine
+rebuilds from the backend instead.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ class _Manifest(msgspec.Struct):
     key: str
     ids: list[str]
     labels: list[int] = []
+    sha256: str = ""
 
 
 def file_base(index_dir: str, scope_key: str) -> Path:
@@ -50,12 +54,16 @@ def save_index(index_dir: str, scope_key: str, index: ScopeIndex, dim: int) -> N
         tmp = base.with_suffix(".npy.tmp")
         with tmp.open("wb") as fh:
             np.save(fh, vectors)
+        digest = _sha256(tmp)
         os.replace(tmp, base.with_suffix(".npy"))
-        manifest = _Manifest(kind="flat", dim=dim, key=scope_key, ids=ids)
+        manifest = _Manifest(
+            kind="flat", dim=dim, key=scope_key, ids=ids, sha256=digest
+        )
     else:
         id_of = index.labels()
         tmp = base.with_suffix(".hnsw.tmp")
         index.raw.save_index(str(tmp))  # type: ignore[attr-defined]
+        digest = _sha256(tmp)
         os.replace(tmp, base.with_suffix(".hnsw"))
         manifest = _Manifest(
             kind="hnsw",
@@ -63,10 +71,19 @@ def save_index(index_dir: str, scope_key: str, index: ScopeIndex, dim: int) -> N
             key=scope_key,
             ids=list(id_of.values()),
             labels=list(id_of),
+            sha256=digest,
         )
     tmp = base.with_suffix(".json.tmp")
     tmp.write_bytes(msgspec.json.encode(manifest))
     os.replace(tmp, base.with_suffix(".json"))
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def load_index(
@@ -92,7 +109,10 @@ def load_index(
         return None
     if expect is not None and set(manifest.ids) != expect:
         return None
+    data = base.with_suffix(".npy" if manifest.kind == "flat" else ".hnsw")
     try:
+        if not manifest.sha256 or _sha256(data) != manifest.sha256:
+            return None  # damaged or foreign: rebuild from the backend
         if manifest.kind == "flat":
             vectors: Any = np.load(base.with_suffix(".npy"), allow_pickle=False)
             if vectors.shape != (len(manifest.ids), dim) or vectors.dtype != np.float32:

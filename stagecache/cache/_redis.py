@@ -69,6 +69,9 @@ SEEN_MAX = 65_536
 TOUCH_DELAY_S = 0.02
 
 
+#: Connections per worker and client; requests beyond wait for a free one.
+_MAX_CONNECTIONS = 64
+
 class RedisBackend:
     """Cache entries in Redis, shared by every worker of a namespace.
 
@@ -190,7 +193,7 @@ class RedisBackend:
     # -- lifecycle -------------------------------------------------------------
 
     def _client(self, socket_timeout_s: float) -> Redis:
-        from redis.asyncio import Redis
+        from redis.asyncio import BlockingConnectionPool, Redis
         from redis.asyncio.retry import Retry
         from redis.backoff import NoBackoff
         from redis.exceptions import ConnectionError as RedisConnectionError
@@ -200,7 +203,16 @@ class RedisBackend:
         # One immediate retry on a broken connection (a pooled socket that died
         # with a restarted server); never back off inside a request.
         retry = Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,))
-        return Redis.from_url(self.url, retry=retry, **options)
+        # A blocking pool: a burst of requests waits (bounded) for a connection
+        # instead of failing with "Too many connections".
+        pool = BlockingConnectionPool.from_url(
+            self.url,
+            max_connections=_MAX_CONNECTIONS,
+            timeout=socket_timeout_s,
+            retry=retry,
+            **options,
+        )
+        return Redis.from_pool(pool)
 
     async def open(self) -> None:
         """Connect, load the scripts, and start following the change stream.

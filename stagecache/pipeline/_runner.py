@@ -19,6 +19,7 @@ releases) run whatever happens.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -224,13 +225,15 @@ class Runner:
                     message=str(exc)[:200],
                 )
             )
-        _log.warning(
-            "stage failed",
-            stage=stage.name,
-            policy=policy,
-            error_type=type(exc).__name__,
-            error=str(exc)[:200],
-        )
+        # A broken log sink (a closed pipe) must not fail the turn.
+        with contextlib.suppress(Exception):
+            _log.warning(
+                "stage failed",
+                stage=stage.name,
+                policy=policy,
+                error_type=type(exc).__name__,
+                error=str(exc)[:200],
+            )
         turn.errors.append(f"{stage.name}: {type(exc).__name__}: {exc}")
         if policy == "continue":
             return turn

@@ -7,6 +7,7 @@ here, so the cache stages' own ``continue`` policy is a second line of defence.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -104,9 +105,11 @@ class CacheOps:
                     scope_mode=self.cache.settings.scope,
                 )
             )
-        _log.warning(
-            "cache operation failed; the request goes on without the cache",
-            operation=operation,
-            error_type=kind,
-            error=str(exc)[:200],
-        )
+        # A broken log sink (a closed pipe) must not fail the turn.
+        with contextlib.suppress(Exception):
+            _log.warning(
+                "cache operation failed; the request goes on without the cache",
+                operation=operation,
+                error_type=kind,
+                error=str(exc)[:200],
+            )

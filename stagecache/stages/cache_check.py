@@ -47,13 +47,14 @@ class CacheCheckConfig(
         single_flight: identical concurrent misses wait for the first one's answer
             instead of each calling the model.
         flight_wait_s: the longest a follower waits for the leader.
-        timeout_s: the stage's own limit (the cache operations are bounded by
-            ``[cache] timeout_s``).
+        timeout_s: the stage's own limit, embedding included (the backend calls
+            are also bounded by ``[cache] timeout_s``): a hung embedder becomes a
+            ``cache.error`` after this long, and the model answers.
     """
 
     single_flight: bool = True
     flight_wait_s: float = 60.0
-    timeout_s: float | None = None
+    timeout_s: float | None = 2.0
 
 
 class _Ctx(Protocol):
@@ -89,6 +90,9 @@ class CacheCheck:
         ops = self._ops
         settings = ops.cache.settings
         turn.cache.threshold = settings.threshold
+        # Pessimistic until an outcome is recorded: if the stage is cut off by its
+        # timeout (a hung embedder), the turn reports a cache error, not "off".
+        turn.cache.status, turn.cache.reason = "error", "stage_failed"
         turn.scratch["scope_mode"] = settings.scope
         prepared = self._prepare(turn)
         if isinstance(prepared, Skip):
