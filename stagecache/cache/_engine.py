@@ -41,9 +41,11 @@ from stagecache.errors import InputError
 
 __all__ = ["Lookup", "SemanticCache", "StoreItem"]
 
-# Flat searches up to this many rows run inline (~0.1 ms, less than a worker-thread
-# round trip); bigger ones and every hnswlib search go to a worker thread.
-# Measured in benchmarks/results/index.md.
+# Flat searches up to this many rows, and every hnswlib search (0.07-0.2 ms for one
+# query even at 100k entries), run inline: less than a worker-thread round trip
+# (0.05 ms idle, far more on a busy loop). Bigger flat searches (a scope between
+# this and its promotion to hnswlib) go to a worker thread.
+# Measured in benchmarks/results/index.md and benchmarks/results/peers.md.
 INLINE_SEARCH_MAX = 2048
 # A stored vector this close to an existing one (same parts) refreshes that entry.
 DEDUPE_COSINE = 0.9999
@@ -194,7 +196,7 @@ class SemanticCache(Maintenance):
     ) -> list[tuple[str, float]]:
         async with state.lock:
             index = await self._ensure_hot(state)
-            if isinstance(index, FlatIndex) and len(index) <= INLINE_SEARCH_MAX:
+            if not isinstance(index, FlatIndex) or len(index) <= INLINE_SEARCH_MAX:
                 return index.search(vector, k)
             return await anyio.to_thread.run_sync(index.search, vector, k)
 
