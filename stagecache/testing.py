@@ -3,6 +3,8 @@
 - :class:`ScriptedLLM`: a model client whose answer is a function of the prompt.
 - :func:`capture_spans`: a tracer provider with an in-memory exporter.
 - :class:`EventCapture` / :func:`capture_events`: every event a pipeline publishes.
+- :class:`SharedEmbedder`: one loaded model shared by many pipelines (tests, demos),
+  with a switch to make it fail.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import anyio
 from stagecache._model import ToolCall, Turn, Usage
 from stagecache.pipeline._events import Event, EventBus
 from stagecache.stages.llm import Completion
+from stagecache.types import Embedder, Vectors
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
@@ -158,3 +161,35 @@ def capture_events(bus: EventBus) -> Iterator[EventCapture]:
         yield capture
     finally:
         unsubscribe()
+
+
+class SharedEmbedder:
+    """An embedder view without ``warm_up``/``aclose``: pipelines cannot unload it.
+
+    A pipeline closes its components on exit; wrap a model loaded once (per test
+    session, per process) to share it between many pipelines.
+
+    Attributes:
+        fail: set to an exception to make every ``embed`` call raise it.
+        calls: how many times ``embed`` was called.
+    """
+
+    def __init__(self, inner: Embedder) -> None:
+        self.inner = inner
+        self.fail: BaseException | None = None
+        self.calls = 0
+
+    @property
+    def model_id(self) -> str:
+        return self.inner.model_id
+
+    @property
+    def dim(self) -> int:
+        return self.inner.dim
+
+    async def embed(self, texts: Sequence[str]) -> Vectors:
+        """Embed with the shared model (or raise ``fail``)."""
+        self.calls += 1
+        if self.fail is not None:
+            raise self.fail
+        return await self.inner.embed(texts)

@@ -92,7 +92,7 @@ class CacheCheck:
         turn.cache.threshold = settings.threshold
         # Pessimistic until an outcome is recorded: if the stage is cut off by its
         # timeout (a hung embedder), the turn reports a cache error, not "off".
-        turn.cache.status, turn.cache.reason = "error", "stage_failed"
+        _mark_unfinished(turn)
         turn.scratch["scope_mode"] = settings.scope
         prepared = self._prepare(turn)
         if isinstance(prepared, Skip):
@@ -217,3 +217,7 @@ def _int(value: str | None) -> int | None:
         return int(value) if value is not None else None
     except ValueError:
         return None
+
+
+def _mark_unfinished(turn: Turn) -> None:
+    turn.cache.status, turn.cache.reason = "error", "stage_failed"

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
 import pytest
 
 from stagecache.config import PipelineConfig, parse_config
 from stagecache.embeddings import SentenceTransformerEmbedder
+from stagecache.testing import SharedEmbedder
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -22,32 +21,17 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-class SharedEmbedder:
-    """The session's model behind the Embedder protocol, without ``aclose``.
-
-    A pipeline closes its components on exit; this thin view keeps it from
-    unloading the model every other test module still uses.
-    """
-
-    def __init__(self, inner: SentenceTransformerEmbedder) -> None:
-        self._inner = inner
-        self.model_id = inner.model_id
-        self.dim = inner.dim
-
-    async def embed(self, texts: Sequence[str]) -> np.ndarray[Any, Any]:
-        return await self._inner.embed(texts)
-
-
 @pytest.fixture(scope="session")
-def embedder() -> SharedEmbedder:
-    return SharedEmbedder(SentenceTransformerEmbedder())
+def embedder(minilm: SentenceTransformerEmbedder) -> SharedEmbedder:
+    """A session-wide view of the root conftest's model (async tests here run on
+    asyncio only, so this one may be session-scoped)."""
+    return SharedEmbedder(minilm)
 
 
 #: Two CPU cores are shared by the whole test run: a 1 s cache timeout turns a slow
 #: embedding into a cache.error and makes tests flaky, not more truthful. The
-#: structural verifier: the default learned one (max_wrong_hit_rate 0.01) rejects
-#: even "How do I ..." / "How can I ..." today; these tests are about the
-#: integrations, not about where the quality bar sits.
+#: structural verifier keeps these tests about the integrations, not about where
+#: the quality bar of the default verifier sits.
 RAW_CONFIG: dict[str, Any] = {
     "verifier": {"kind": "structural"},
     "cache": {"timeout_s": 30.0},
