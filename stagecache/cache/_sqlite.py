@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from functools import partial
 from pathlib import Path
@@ -60,8 +59,6 @@ _COLUMNS = (
     "expires_at, last_used, hits, positive, negative"
 )
 _INSERT = f"INSERT OR REPLACE INTO entries ({_COLUMNS}) VALUES ({', '.join('?' * 17)})"
-_TOUCH_BATCH = 256  # pending counter updates written together
-_TOUCH_FLUSH_S = 1.0  # ... or after this long
 _MISSING = ("unable to open", "disk i/o", "readonly", "database is locked", "full")
 
 
@@ -73,7 +70,7 @@ class SqliteBackend:
         busy_timeout_s: how long to wait for a lock held by another process.
     """
 
-    __slots__ = ("_busy_timeout_s", "_conn", "_flushed_at", "_lock", "_pending", "path")
+    __slots__ = ("_busy_timeout_s", "_conn", "_lock", "path")
     name = "sqlite"
     stores_vectors = True
 
@@ -82,10 +79,6 @@ class SqliteBackend:
         self._busy_timeout_s = busy_timeout_s
         self._conn: sqlite3.Connection | None = None
         self._lock = threading.Lock()
-        # Hit bookkeeping (recency, counters) is written in batches: a hit then
-        # costs no disk write. Reads overlay what is pending, so nothing is stale.
-        self._pending: dict[str, tuple[float, int, int, int]] = {}
-        self._flushed_at = time.monotonic()
 
     async def open(self) -> None:
         """Open (or create) the file and check that it is a healthy cache file."""
@@ -117,9 +110,7 @@ class SqliteBackend:
         self._conn = conn
 
     async def aclose(self) -> None:
-        """Write pending bookkeeping and close the connection; idempotent."""
-        if self._conn is not None and self._pending:
-            await self.flush()
+        """Close the connection; idempotent."""
         conn, self._conn = self._conn, None
         if conn is not None:
             await anyio.to_thread.run_sync(conn.close)
@@ -170,7 +161,7 @@ class SqliteBackend:
         marks = ", ".join("?" * len(ids))
         sql = f"SELECT {_COLUMNS} FROM entries WHERE entry_id IN ({marks})"
         rows = await self._run("get", lambda c: c.execute(sql, ids).fetchall())
-        return {e.entry_id: self._overlay(e) for e in map(self._from_row, rows)}
+        return {e.entry_id: e for e in map(self._from_row, rows)}
 
     async def touch(
         self,
@@ -181,32 +172,13 @@ class SqliteBackend:
         positive: int,
         negative: int,
     ) -> None:
-        """Update the counters of one entry (batched; see :meth:`flush`)."""
-        self._pending[entry_id] = (last_used, hits, positive, negative)
-        if (
-            len(self._pending) >= _TOUCH_BATCH
-            or time.monotonic() - self._flushed_at >= _TOUCH_FLUSH_S
-        ):
-            await self.flush()
-
-    async def flush(self) -> None:
-        """Write the pending counter updates in one transaction."""
-        pending, self._pending = self._pending, {}
-        self._flushed_at = time.monotonic()
-        if not pending:
-            return
+        """Update the counters of one entry."""
         sql = (
             "UPDATE entries SET last_used = ?, hits = ?, positive = ?, negative = ? "
             "WHERE entry_id = ?"
         )
-        rows = [(*v, k) for k, v in pending.items()]
-        await self._run("touch", lambda c: c.executemany(sql, rows))
-
-    def _overlay(self, entry: Entry) -> Entry:
-        pending = self._pending.get(entry.entry_id)
-        if pending is not None:
-            entry.last_used, entry.hits, entry.positive, entry.negative = pending
-        return entry
+        args = (last_used, hits, positive, negative, entry_id)
+        await self._run("touch", lambda c: c.execute(sql, args))
 
     async def delete(self, entry_ids: Sequence[str]) -> int:
         """Delete by id; returns how many existed."""
@@ -261,7 +233,7 @@ class SqliteBackend:
             if not rows:
                 return
             last = rows[-1][0]
-            yield [self._overlay(self._from_row(r[1:])) for r in rows]
+            yield [self._from_row(r[1:]) for r in rows]
 
     def subscribe(self, callback: Callable[[Change], None]) -> Callable[[], None]:
         """Other processes' writes are picked up at the next warm-up, not live."""

@@ -7,7 +7,9 @@ model to be free, closes the batch and runs the function once, in a worker threa
 (``anyio.to_thread.run_sync``). Every caller gets back exactly its own rows.
 
 While the model is busy the open batch keeps growing, so under load batches grow by
-themselves and a lone caller pays at most ``window_ms`` of extra latency.
+themselves. The default window is 0 (no waiting): measured here, a 2 ms window cost
+a lone caller a third of its throughput on a 1 ms model call and did not raise the
+throughput of 64 concurrent callers, which natural batching already coalesces.
 
 - An exception from the function reaches every caller of that batch.
 - A cancelled caller just stops waiting; the batch runs for the others. The leader's
@@ -77,7 +79,7 @@ class MicroBatcher:
         self,
         fn: BatchFn,
         *,
-        window_ms: float = 2.0,
+        window_ms: float = 0.0,
         max_batch: int = 64,
         concurrency: int = 1,
     ) -> None:

@@ -91,7 +91,7 @@ async def test_wrong_dimension_rows_raise_a_clear_error(embed, tmp_path) -> None
 
 
 @pytest.mark.anyio
-async def test_sqlite_hit_counts_are_batched_but_never_lost(embed, tmp_path) -> None:
+async def test_sqlite_hit_counts_persist_across_a_reopen(embed, tmp_path) -> None:
     db = tmp_path / "c.db"
     async with SemanticCache(CacheSettings(), backend=SqliteBackend(db)) as cache:
         scope = cache.scope_for(Caller(user_id="alice"))
@@ -99,10 +99,8 @@ async def test_sqlite_hit_counts_are_batched_but_never_lost(embed, tmp_path) -> 
         entry_id = await cache.store(scope, Q, embed(Q), PARTS, "a")
         for _ in range(3):
             assert (await cache.lookup(scope, embed(Q), PARTS, Q)).hit is not None
-        # Pending counters are visible before they are written ...
         seen = await cache.backend.get_many([entry_id or ""])
         assert seen[entry_id or ""].hits == 3
-    # ... and written when the backend closes.
     backend = SqliteBackend(db)
     await backend.open()
     try:
