@@ -274,7 +274,7 @@ async def main(args: argparse.Namespace) -> None:
         f"(memory backend, hnswlib tier, one shared answer string): "
         f"**{per_entry:,.0f} bytes per entry**, of which the stored query strings "
         f"are {query_bytes:,.0f} bytes; so {per_entry - query_bytes:,.0f} bytes "
-        "beyond the texts (the 384-dim float32 vector alone is 1,536 bytes, kept "
+        "beyond the texts (the 384-dim float32 vector alone is 1,536 bytes; the "
         "memory backend keeps it only in the index). RSS is coarse: allocator arenas "
         "make it a close upper bound, not an exact figure.",
         "",

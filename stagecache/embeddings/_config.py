@@ -49,7 +49,7 @@ class _Base(
 ):
     """Fields every kind shares: micro-batching and the embedding cache."""
 
-    batch_window_ms: float = 0.0
+    batch_window_ms: float = 2.0
     max_batch: int = 64
     cache: bool = True
     cache_path: str | None = None

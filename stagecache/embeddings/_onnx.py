@@ -159,7 +159,7 @@ class OnnxEmbedder:
         quantize: Quantize = "int8",
         cache_dir: str | os.PathLike[str] | None = None,
         max_batch: int = 64,
-        batch_window_ms: float = 0.0,
+        batch_window_ms: float = 2.0,
         threads: int | None = None,
         model_id: str | None = None,
     ) -> None:

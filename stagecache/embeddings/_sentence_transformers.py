@@ -75,7 +75,7 @@ class SentenceTransformerEmbedder:
         *,
         device: str = "cpu",
         max_batch: int = 64,
-        batch_window_ms: float = 0.0,
+        batch_window_ms: float = 2.0,
         normalize: bool = True,
         model_id: str | None = None,
         cache_dir: str | os.PathLike[str] | None = None,

@@ -151,3 +151,15 @@ def test_invalid_settings_are_rejected() -> None:
         MicroBatcher(_Recorder(), max_batch=0)
     with pytest.raises(ValueError, match="window_ms"):
         MicroBatcher(_Recorder(), window_ms=-1)
+
+
+async def test_a_lone_caller_never_waits_for_the_window() -> None:
+    fn = _Recorder()
+    batcher = MicroBatcher(fn, window_ms=60_000, max_batch=64)
+    # One caller at a time: each batch holds one text, so no batch is held open for
+    # company (a 60 s window would trip the 10 s limit below).
+    with anyio.fail_after(10):
+        for i in range(3):
+            await batcher([f"text {i}"])
+    assert fn.sizes == [1, 1, 1]
+
