@@ -85,7 +85,7 @@ async def _demo(args: argparse.Namespace) -> int:
             )
     print(
         f"\nLLM calls: {llm.calls} of {len(DEMO_SCRIPT)} requests; "
-        f"time saved: {saved:.1f} s (at {args.delay:.1f} s per model call)"
+        f"time saved: {saved:.2f} s (at {args.delay:g} s per model call)"
     )
     return 0
 

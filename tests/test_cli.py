@@ -38,7 +38,7 @@ def test_demo_prints_hits_misses_and_the_savings() -> None:
     assert "blocked" in outcomes
     calls = int(re.search(r"LLM calls: (\d+) of 11 requests", out).group(1))  # type: ignore[union-attr]
     assert calls == outcomes.count("miss")
-    assert re.search(r"time saved: \d+\.\d s", out)
+    assert re.search(r"time saved: \d+\.\d\d s \(at 0\.05 s per model call\)", out)
     assert "billing@example.com" not in out  # the output guard redacted it
 
 

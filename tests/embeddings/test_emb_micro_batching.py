@@ -122,6 +122,15 @@ async def test_cancelled_waiter_does_not_break_the_others() -> None:
         if scope.cancelled_caught:
             cancelled.append(i)
 
+    # Prime the adaptive window: after a batch that coalesced two callers, the next
+    # leader holds its batch open, so all six below join one batch led by task 0.
+    gate.set()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(batcher, ["warm a"])
+        tg.start_soon(batcher, ["warm b"])
+    gate.clear()
+    fn.sizes.clear()
+
     scopes: dict[int, list[anyio.CancelScope]] = {i: [] for i in range(6)}
     async with anyio.create_task_group() as tg:
         for i in range(6):
