@@ -30,6 +30,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+import anyio
 import msgspec
 from opentelemetry.trace import TracerProvider
 
@@ -270,14 +271,21 @@ def build(
     section = config.pipeline
     enabled = section.tracing if tracing is None else tracing
     events = EventBus()
+    given_provider = tracer_provider
     if tracer_provider is None and enabled:
         tracer_provider = _otlp_tracing(config, file)
     tracer = make_tracer(tracer_provider, enabled=enabled)
     if embedder is None:
         from stagecache.embeddings import make_embedder
 
-        embedder = make_embedder(_check_embedder(config, file))
-    model = llm if llm is not None else _llm(config.llm)
+        embedder = make_embedder(_check_embedder(config, file), events=events)
+    owned: list[Any] = []  # built here from the config, so closed with the pipeline
+    model = llm
+    if model is None:
+        model = _llm(config.llm)
+        owned.append(model)
+    if tracer_provider is not None and tracer_provider is not given_provider:
+        owned.append(_ProviderCloser(tracer_provider))
     engine = SemanticCache(
         config.cache, verifier=_verifier(config, file), events=events
     )
@@ -317,10 +325,28 @@ def build(
         tracing=enabled,
         default_model=section.model,
         default_instructions=section.instructions,
-        components=[embedder, _MatchDim(embedder, engine), engine, *exporters],
+        components=[
+            embedder,
+            _MatchDim(embedder, engine),
+            engine,
+            *exporters,
+            *(o for o in owned if o is not None),
+        ],
         cache=api,
         record_query_text=section.record_query_text,
     )
+
+
+class _ProviderCloser:
+    """Flushes and shuts down a tracer provider the pipeline created itself."""
+
+    def __init__(self, provider: TracerProvider) -> None:
+        self._provider = provider
+
+    async def aclose(self) -> None:
+        shutdown = getattr(self._provider, "shutdown", None)
+        if shutdown is not None:
+            await anyio.to_thread.run_sync(shutdown)
 
 
 class _MatchDim:

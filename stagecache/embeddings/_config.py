@@ -28,6 +28,7 @@ from stagecache.embeddings._onnx import OnnxEmbedder
 from stagecache.embeddings._openai import OpenAIEmbedder
 from stagecache.embeddings._sentence_transformers import SentenceTransformerEmbedder
 from stagecache.errors import ConfigError
+from stagecache.pipeline._events import EventBus
 from stagecache.types import Embedder
 
 __all__ = [
@@ -193,11 +194,12 @@ def _choices(cls: type[_Base], field: str) -> str | None:
     return None
 
 
-def make_embedder(cfg: EmbedderConfig) -> Embedder:
+def make_embedder(cfg: EmbedderConfig, *, events: EventBus | None = None) -> Embedder:
     """Build the embedder a config describes: micro-batched and, by default, cached.
 
     Args:
         cfg: the decoded config.
+        events: where the embedding cache publishes its hit/miss counts.
 
     Returns:
         The embedder (a :class:`CachedEmbedder` around the model when
@@ -258,4 +260,5 @@ def make_embedder(cfg: EmbedderConfig) -> Embedder:
         memory_items=cfg.memory_items,
         casefold=cfg.casefold,
         version=cfg.cache_version,
+        events=events,
     )

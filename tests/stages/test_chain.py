@@ -400,3 +400,16 @@ async def test_a_turn_inside_a_tool_loop_is_not_cached(make_pipeline: Make) -> N
     async with pipeline:
         result = await pipeline.run(loop, caller=ALICE)
     assert result.cache.status == "skip" and result.cache.reason == "multi_turn_off"
+
+
+async def test_the_configured_embedding_cache_reports_hits_and_misses() -> None:
+    from stagecache.config import build
+    from stagecache.pipeline._events import EmbeddingCacheStats
+
+    pipeline = build(llm=ScriptedLLM(lambda p: "ok"))  # embedder from the config
+    with capture_events(pipeline.events) as cap:
+        async with pipeline:
+            await pipeline.run(Q, caller=ALICE)
+            await pipeline.run(Q, caller=ALICE)
+    stats = cap.of(EmbeddingCacheStats)
+    assert [(s.hits, s.misses) for s in stats] == [(0, 1), (1, 0)]  # type: ignore[attr-defined]
