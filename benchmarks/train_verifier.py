@@ -27,6 +27,7 @@ Writes ``stagecache/quality/data/verifier.json``.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import sys
@@ -39,7 +40,12 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _quality_data as D
 
-from stagecache.quality._features import FEATURE_NAMES, pair_features, rank_contexts
+from stagecache.quality._features import (
+    FEATURE_NAMES,
+    ambiguity_margins,
+    pair_features,
+    rank_contexts,
+)
 from stagecache.quality._invariants import (
     TRIVIAL_MIN_COSINE,
     normalise_text,
@@ -51,7 +57,9 @@ from stagecache.quality._verifier import LONG_COSINE, LONG_TOKENS
 OUT = D.ROOT / "stagecache" / "quality" / "data" / "verifier.json"
 FLOORS = (0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.88, 0.9)
 HIGHS = (0.93, 0.94, 0.95, 0.96, 0.97, 0.98, 0.99, 1.01)
-TAUS = tuple(round(x, 3) for x in np.linspace(0.01, 0.99, 99))
+TAUS = tuple(round(x, 3) for x in np.linspace(0.02, 0.98, 49))
+LONG_FLOORS = (0.8, 0.85, 0.88, 0.9, 0.92)
+LONG_MARGINS = (0.0, 0.01, 0.02, 0.03, 0.05)
 FEATURE_FLOOR = min(FLOORS)
 K = 5
 SEED = 9
@@ -131,10 +139,13 @@ class Replay:
         self.veto = np.zeros(shape, bool)
         self.long = np.zeros(shape, bool)
         self.score = np.full(shape, -1.0)
+        self.margin = np.full(shape, -1.0)
         rows, feats = [], []
         for i, q in enumerate(ps.second):
             sims = [float(s) for s in r.sims[i] if s >= FEATURE_FLOOR]
             ctx = rank_contexts(sims, FEATURE_FLOOR)
+            texts = [normalise_text(r.entries[r.cand[i, j]]) for j in range(len(sims))]
+            self.margin[i, : len(sims)] = ambiguity_margins(sims, texts, FEATURE_FLOOR)
             pq = parse[q]
             for j in range(len(sims)):
                 text = r.entries[r.cand[i, j]]
@@ -158,21 +169,24 @@ class Replay:
         for (i, j), s in zip(self.rows, scores, strict=True):
             self.score[i, j] = s
 
-    def choose(self, veto: bool, floor: float, high: float, tau: float) -> np.ndarray:
+    def choose(
+        self,
+        veto: bool,
+        floor: float,
+        high: float,
+        tau: float,
+        long_floor: float = LONG_COSINE,
+        long_margin: float = 0.0,
+    ) -> np.ndarray:
         s = self.r.sims
         ok = ~self.veto if veto else np.ones_like(self.veto)
         acc = self.exact | (
             ok
             & (
                 (self.trivial & ~self.veto & (s >= TRIVIAL_MIN_COSINE))
-                | (
-                    (s >= floor)
-                    & (
-                        (s >= high)
-                        | (~self.long & (self.score >= tau))
-                        | (self.long & (s >= LONG_COSINE))
-                    )
-                )
+                | ((s >= floor) & (s >= high))
+                | (~self.long & (s >= floor) & (self.score >= tau))
+                | (self.long & (s >= long_floor) & (self.margin >= long_margin))
             )
         )
         return np.where(acc.any(1), acc.argmax(1), -1)
@@ -183,19 +197,22 @@ def frontier(rep: Replay, veto: bool) -> list[dict[str, float]]:
     out: list[dict[str, float]] = []
     for floor in FLOORS:
         pts = []
-        for high in HIGHS:
-            for tau in TAUS:
-                s = D.score_decisions(rep.r, rep.choose(veto, floor, high, tau))
-                pts.append(
-                    {
-                        "floor": floor,
-                        "high": high,
-                        "tau": tau,
-                        "wrong_rate": round(s["wrong_rate"], 5),
-                        "right_rate": round(s["right_rate"], 5),
-                        "precision": round(s["precision"], 5),
-                    }
-                )
+        for high, tau, lf, lm in itertools.product(
+            HIGHS, TAUS, LONG_FLOORS, LONG_MARGINS
+        ):
+            s = D.score_decisions(rep.r, rep.choose(veto, floor, high, tau, lf, lm))
+            pts.append(
+                {
+                    "floor": floor,
+                    "high": high,
+                    "tau": tau,
+                    "long_floor": lf,
+                    "long_margin": lm,
+                    "wrong_rate": round(s["wrong_rate"], 5),
+                    "right_rate": round(s["right_rate"], 5),
+                    "precision": round(s["precision"], 5),
+                }
+            )
         pts.sort(key=lambda e: (e["wrong_rate"], -e["right_rate"]))
         best = -1.0
         for e in pts:
@@ -289,7 +306,14 @@ def main(report: bool = False) -> None:
             ev.set_scores(model.predict_proba(ev.x)[:, 1] if len(ev.x) else [])
             for b in budgets:
                 e = pick(calibration["combined"], b)
-                ch = ev.choose(True, e["floor"], e["high"], e["tau"])
+                ch = ev.choose(
+                    True,
+                    e["floor"],
+                    e["high"],
+                    e["tau"],
+                    e["long_floor"],
+                    e["long_margin"],
+                )
                 s = D.score_decisions(ev.r, ch)
                 hit = ch >= 0
                 n_exact = int(ev.exact[np.arange(len(ch))[hit], ch[hit]].sum())

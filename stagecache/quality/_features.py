@@ -21,7 +21,13 @@ import numpy.typing as npt
 
 from stagecache.quality._structural import CHECK_NAMES, Parsed, compare
 
-__all__ = ["FEATURE_NAMES", "RankContext", "pair_features", "rank_contexts"]
+__all__ = [
+    "FEATURE_NAMES",
+    "RankContext",
+    "ambiguity_margins",
+    "pair_features",
+    "rank_contexts",
+]
 
 FEATURE_NAMES: tuple[str, ...] = (
     "cosine",
@@ -70,6 +76,28 @@ def rank_contexts(similarities: list[float], floor: float) -> list[RankContext]:
         nxt = max(nxt, floor)
         close = sum(1 for k, o in enumerate(sims) if k != j and abs(o - s) <= CLOSE)
         out.append((top, nxt, close))
+    return out
+
+
+def ambiguity_margins(
+    similarities: list[float], texts: list[str], floor: float
+) -> list[float]:
+    """How far each candidate stands above its closest rival (best first).
+
+    A rival is another candidate with a different (normalised) text: two entries
+    of the same question are not a choice. A candidate with no rival above
+    ``floor`` stands ``similarity - floor`` clear. A query about as close to two
+    different entries as to one cannot tell which one answers it (the ratio test
+    of feature matching).
+    """
+    out: list[float] = []
+    for j, (s, t) in enumerate(zip(similarities, texts, strict=True)):
+        rivals = [
+            o
+            for k, (o, u) in enumerate(zip(similarities, texts, strict=True))
+            if k != j and u != t
+        ]
+        out.append(s - max(max(rivals, default=floor), floor))
     return out
 
 

@@ -30,6 +30,7 @@ _CONTRACTIONS = (
 _TOKEN = re.compile(
     r"\$?\d+(?:[.,:]\d+)*(?:st|nd|rd|th|pm|am|%|k)?|[a-z]+(?:[-/][a-z0-9]+)*"
 )
+_INTERJECTION = re.compile(r"\s*no\b\s*(?:[,.!;:\-]|$)", re.IGNORECASE)
 _RAW_TOKEN = re.compile(r"[A-Za-z][A-Za-z0-9]*(?:[-.][A-Za-z0-9]+)*")
 
 STOPWORDS = frozenset(
@@ -658,6 +659,8 @@ def analyse(text: str) -> Parsed:
     """Parse ``text`` into the facts the checks compare."""
     tokens = tokenize(text)
     n = len(tokens)
+    # "No, ..." answers a question; "No alternative is mentioned" negates
+    interjection = bool(_INTERJECTION.match(text))
     negations = 0
     numbers: set[float] = set()
     versions: set[str] = set()
@@ -667,8 +670,8 @@ def analyse(text: str) -> Parsed:
     for i, tok in enumerate(tokens):
         prev = tokens[i - 1] if i else ""
         nxt = tokens[i + 1] if i + 1 < n else ""
-        if (tok in _NEGATIONS and not (i == 0 and tok == "no")) or tok.endswith(
-            "-free"
+        if (tok in _NEGATIONS and not (i == 0 and tok == "no" and interjection)) or (
+            tok.endswith("-free")
         ):
             negations += 1
         if tok[0].isdigit() or tok[0] == "$":
@@ -808,6 +811,10 @@ class Checks:
 # Fuzzy checks (entities, negation, direction, different ask) are for queries;
 # long statements carry many facts and reword them freely.
 _SHORT = 40
+# texts of at least this many tokens sharing less than this share of their words
+# are rewordings (see ``compare``)
+_REWORD_TOKENS = 15
+_REWORD_OVERLAP = 0.5
 
 
 def _entities_matched(x: Parsed, y: Parsed) -> frozenset[str]:
@@ -817,7 +824,8 @@ def _entities_matched(x: Parsed, y: Parsed) -> frozenset[str]:
     return frozenset(
         e
         for e in x.entities
-        if e not in y.tokens
+        if e not in y.entities
+        and e not in y.tokens
         and _stem(e) not in y.stems
         and e.replace("-", "") not in squashed
     )
@@ -839,7 +847,13 @@ def compare(a: Parsed, b: Parsed) -> Checks:
             bool(a.source_units and b.source_units) and a.source_units != b.source_units
         )
     short = len(a.tokens) <= _SHORT and len(b.tokens) <= _SHORT
-    if not short:
+    # A statement reworded as a whole ("without copying" / "zero-copy", "not
+    # mandatory" / "optional") flips the negation count with the meaning kept; in a
+    # long text a negation or a swap only counts between near-identical wordings.
+    reworded = min(len(a.tokens), len(b.tokens)) >= _REWORD_TOKENS and len(
+        a.stems & b.stems
+    ) < _REWORD_OVERLAP * len(a.stems | b.stems)
+    if not short or reworded:
         negation = False
     only_a = _entities_matched(a, b)
     only_b = _entities_matched(b, a)
@@ -857,7 +871,7 @@ def compare(a: Parsed, b: Parsed) -> Checks:
         for w in roles_a
         if w in roles_b and roles_a[w] != roles_b[w]
     ]
-    direction = short and any((rb, ra) in moved for ra, rb in moved)
+    direction = short and not reworded and any((rb, ra) in moved for ra, rb in moved)
     diff_a = a.stems - b.stems
     diff_b = b.stems - a.stems
     different_ask = any((x, y) in _ANTONYM_PAIRS for x in diff_a for y in diff_b)

@@ -26,13 +26,16 @@ The banded decision of the learned kinds, in order:
 4. cosine < floor: reject;
 5. cosine >= ``high`` (calibrated; may be off): accept;
 6. both texts long (>= ``LONG_TOKENS`` tokens, outside the short questions the
-   model was trained on): accept from ``LONG_COSINE``;
+   model mostly saw): accept from the calibrated ``long_floor`` when the candidate
+   stands at least ``long_margin`` above its closest rival (a different entry;
+   :func:`~stagecache.quality._features.ambiguity_margins`): a long query about as
+   close to two entries cannot tell which one answers it;
 7. otherwise the learned score must reach ``tau``.
 
 The user sets the acceptable wrong-hit rate (``max_wrong_hit_rate``), not a cosine:
-``(floor, high, tau)`` come from calibration tables shipped with the weights,
-measured out-of-fold on the QQP validation split replayed as a cache. Feedback
-(``record_feedback``) moves per-entry and per-scope boundaries (see
+``(floor, high, tau, long_floor, long_margin)`` come from calibration tables
+shipped with the weights, measured out-of-fold on the QQP validation split replayed
+as a cache. Feedback (``record_feedback``) moves per-entry and per-scope boundaries (see
 :mod:`stagecache.quality._adaptive`).
 """
 
@@ -47,7 +50,12 @@ import msgspec
 from stagecache._model import Candidate, Verdict
 from stagecache.errors import ConfigError
 from stagecache.quality._adaptive import AdaptiveThresholds
-from stagecache.quality._features import RankContext, pair_features, rank_contexts
+from stagecache.quality._features import (
+    RankContext,
+    ambiguity_margins,
+    pair_features,
+    rank_contexts,
+)
 from stagecache.quality._invariants import (
     TRIVIAL_MIN_COSINE,
     normalise_text,
@@ -177,7 +185,11 @@ class _Base:
         return self._verify(query, candidate, None)
 
     def _verify(
-        self, query: str, candidate: Candidate, context: RankContext | None
+        self,
+        query: str,
+        candidate: Candidate,
+        context: RankContext | None,
+        margin: float | None = None,
     ) -> Verdict:
         raise NotImplementedError
 
@@ -191,10 +203,12 @@ class _Base:
             the last rejected candidate)`` (``(None, None)`` when there were none).
         """
         floor = self.candidate_threshold if self.candidate_threshold is not None else 0
-        contexts = rank_contexts([c.similarity for c in candidates], floor)
+        sims = [c.similarity for c in candidates]
+        contexts = rank_contexts(sims, floor)
+        margins = ambiguity_margins(sims, [_norm(c.query) for c in candidates], floor)
         verdict: Verdict | None = None
         for i, (cand, ctx) in enumerate(zip(candidates, contexts, strict=True)):
-            verdict = self._verify(query, cand, ctx)
+            verdict = self._verify(query, cand, ctx, margins[i])
             if verdict.accept:
                 return i, verdict
         return None, verdict
@@ -220,7 +234,11 @@ class PlainVerifier(_Base):
     __slots__ = ()
 
     def _verify(
-        self, query: str, candidate: Candidate, context: RankContext | None
+        self,
+        query: str,
+        candidate: Candidate,
+        context: RankContext | None,
+        margin: float | None = None,
     ) -> Verdict:
         if _exact(query, candidate):
             return self._accept(candidate, candidate.similarity, "exact repeat")
@@ -238,20 +256,24 @@ class StructuralVerifier(PlainVerifier):
     __slots__ = ()
 
     def _verify(
-        self, query: str, candidate: Candidate, context: RankContext | None
+        self,
+        query: str,
+        candidate: Candidate,
+        context: RankContext | None,
+        margin: float | None = None,
     ) -> Verdict:
         if _exact(query, candidate):
             return self._accept(candidate, candidate.similarity, "exact repeat")
         failed = compare(_parse(query), _parse(candidate.query)).first_failure()
         if failed is not None:
             return Verdict(False, candidate.similarity, f"structural: {failed}")
-        return super()._verify(query, candidate, context)
+        return super()._verify(query, candidate, context, margin)
 
 
 class LearnedVerifier(_Base):
     """The banded decision: invariants, veto, high band, learned score."""
 
-    __slots__ = ("_veto", "_weights", "floor", "high")
+    __slots__ = ("_veto", "_weights", "floor", "high", "long_floor", "long_margin")
 
     def __init__(
         self,
@@ -263,10 +285,14 @@ class LearnedVerifier(_Base):
         adaptive: AdaptiveThresholds | None,
         weights: Weights,
         veto: bool,
+        long_floor: float = LONG_COSINE,
+        long_margin: float = 0.0,
     ) -> None:
         super().__init__(name, threshold, candidate_threshold, adaptive)
         self.floor = floor
         self.high = high
+        self.long_floor = long_floor
+        self.long_margin = long_margin
         self._weights = weights
         self._veto = veto
 
@@ -295,7 +321,11 @@ class LearnedVerifier(_Base):
         return w.model.predict(x)
 
     def _verify(
-        self, query: str, candidate: Candidate, context: RankContext | None
+        self,
+        query: str,
+        candidate: Candidate,
+        context: RankContext | None,
+        margin: float | None = None,
     ) -> Verdict:
         sim = candidate.similarity
         if _exact(query, candidate):
@@ -308,7 +338,8 @@ class LearnedVerifier(_Base):
         floor = self.floor
         equivalent = trivially_equivalent(query, candidate.query)
         trivial = equivalent and sim >= TRIVIAL_MIN_COSINE and failed is None
-        if not trivial and sim < floor:
+        long = min(len(pq.tokens), len(pc.tokens)) >= LONG_TOKENS
+        if not trivial and sim < (self.long_floor if long else floor):
             return Verdict(False, 0.0, "below candidate threshold")
         score = self.score(query, candidate, context, equivalent)
         t = self._boundary(candidate.entry_id, self.threshold)
@@ -320,10 +351,20 @@ class LearnedVerifier(_Base):
                 return self._accept(candidate, score, "trivially equivalent")
             if sim >= self.high:
                 return self._accept(candidate, score, "high cosine")
-            if min(len(pq.tokens), len(pc.tokens)) >= LONG_TOKENS:
-                if sim >= LONG_COSINE:
-                    return self._accept(candidate, score, "long text, high cosine")
-                return Verdict(False, score, f"long text, cosine < {LONG_COSINE}")
+            if long:
+                if margin is None:  # the only candidate
+                    margin = sim - (self.candidate_threshold or 0.0)
+                if sim < self.long_floor:
+                    return Verdict(
+                        False, score, f"long text, cosine < {self.long_floor:.2f}"
+                    )
+                if margin < self.long_margin:
+                    return Verdict(
+                        False,
+                        score,
+                        f"long text, ambiguous: {margin:.3f} above the runner-up",
+                    )
+                return self._accept(candidate, score, "long text, clear best match")
         if score >= t:
             return self._accept(candidate, score, self.name)
         return Verdict(False, score, f"score {score:.3f} < {t:.3f}")
@@ -365,11 +406,14 @@ def make_verifier(config: VerifierConfig | None = None) -> Verifiers:
             else weights.feature_floor
         )
         threshold, high = cfg.score_threshold, 2.0
+        long_floor, long_margin = LONG_COSINE, 0.0
     else:
         assert cfg.max_wrong_hit_rate is not None  # checked by the config
-        floor, high, threshold, _ = weights.operating_point(
+        floor, high, threshold, row = weights.operating_point(
             cfg.kind, cfg.max_wrong_hit_rate, cfg.candidate_threshold
         )
+        long_floor = row.get("long_floor", LONG_COSINE)
+        long_margin = row.get("long_margin", 0.0)
     # The engine searches down to the model's feature floor (or a lower pinned
     # floor) so that the rank context (runner-up, close candidates) is the one the
     # model was trained on; the calibrated floor is applied here.
@@ -383,4 +427,6 @@ def make_verifier(config: VerifierConfig | None = None) -> Verifiers:
         adaptive,
         weights,
         veto=cfg.kind == "combined",
+        long_floor=long_floor,
+        long_margin=long_margin,
     )

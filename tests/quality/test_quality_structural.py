@@ -104,3 +104,58 @@ def test_long_statements_skip_fuzzy_checks() -> None:
     a = "No, the feature is not part of v2.10.0" + filler
     b = "The feature does not exist in v2.10.0" + filler
     assert failure(a, b) is None
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "check"),
+    [
+        # "No" opening a statement negates it; only "No," answers a question
+        (
+            "No refund is possible after 30 days.",
+            "A refund is possible after 30 days.",
+            "negation",
+        ),
+        (
+            "Why is my Docker container running after the reboot finished?"
+            " I restarted the whole host machine twice and checked the logs",
+            "Why is my Docker container not running after the reboot finished?"
+            " I restarted the whole host machine twice and checked the logs",
+            "negation",
+        ),
+    ],
+)
+def test_negation_fires_in_statements_and_long_near_identical_texts(
+    a: str, b: str, check: str
+) -> None:
+    assert failure(a, b) == check
+
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        ("No, you can return it within 30 days.", "You can return it within 30 days."),
+        # an entity the other text names too is not a swap, wherever it stands
+        (
+            "You can push your dataset to the Hugging Face Hub by utilizing"
+            " `Dataset.push_to_hub()`.",
+            "You can upload your dataset to the Hugging Face Hub using"
+            " `Dataset.push_to_hub()`.",
+        ),
+        # a long statement reworded as a whole keeps its meaning while its
+        # negation count flips ("without copying" / "zero-copy")
+        (
+            "The slice method produces a view of the table without any copying,"
+            " and you may give an offset and a length for the view you need.",
+            "The slice method computes a zero-copy slice of the table, with the"
+            " option to specify an offset and length.",
+        ),
+        (
+            "The parameter is not mandatory and is set to True by default; it is"
+            " employed to incorporate the datasets provided by the community.",
+            "The parameter is optional and defaults to True. It is used to include"
+            " the community provided datasets in the listing.",
+        ),
+    ],
+)
+def test_rewordings_pass_the_fuzzy_checks(a: str, b: str) -> None:
+    assert failure(a, b) is None

@@ -176,3 +176,51 @@ def test_right_feedback_lowers_a_learned_entrys_boundary() -> None:
     v.threshold = s + 0.02
     assert v.verify(q, c).accept  # e1 learned it may go lower
     assert not v.verify(q, cand(c.query, 0.9, "e2")).accept
+
+
+LONG_Q = (
+    "The cache keeps previously downloaded and processed datasets on disk, so"
+    " the next load reads them quickly without downloading them again."
+)
+LONG_A = (
+    "The cache stores previously downloaded and processed datasets, allowing"
+    " faster access to the data without the need to download it again."
+)
+LONG_B = (
+    "The cache directory can be moved by setting an environment variable"
+    " before the library is imported, which changes where datasets are kept."
+)
+
+
+def test_ambiguity_margins_ignore_rivals_with_the_same_text() -> None:
+    from stagecache.quality._features import ambiguity_margins
+
+    m = ambiguity_margins([0.95, 0.94, 0.80], ["a", "a", "b"], 0.6)
+    assert m == pytest.approx([0.15, 0.14, 0.80 - 0.95])
+    assert ambiguity_margins([0.9], ["a"], 0.6) == pytest.approx([0.3])
+    assert ambiguity_margins([0.7, 0.65], ["a", "b"], 0.68) == pytest.approx(
+        [0.02, 0.65 - 0.7]
+    )
+
+
+def test_a_long_query_between_two_entries_is_a_miss() -> None:
+    v = make_verifier(VerifierConfig(adaptive=False))
+    assert isinstance(v, LearnedVerifier) and v.long_margin > 0
+    sim = max(v.long_floor, v.floor) + 0.02
+    clear = [cand(LONG_A, sim, "a"), cand(LONG_B, v.candidate_threshold or 0.6, "b")]
+    idx, verdict = v.verify_ranked(LONG_Q, clear)
+    assert idx == 0 and verdict is not None
+    assert verdict.reason == "long text, clear best match"
+    close = [cand(LONG_A, sim, "a"), cand(LONG_B, sim - v.long_margin / 2, "b")]
+    idx, verdict = v.verify_ranked(LONG_Q, close)
+    assert idx is None and verdict is not None and not verdict.accept
+    # the same text cached twice (two entries) is not a rival
+    twin = [cand(LONG_A, sim, "a"), cand(LONG_A, sim - 0.001, "a2")]
+    assert v.verify_ranked(LONG_Q, twin)[0] == 0
+
+
+def test_a_long_candidate_below_the_long_floor_is_a_miss() -> None:
+    v = make_verifier(VerifierConfig(adaptive=False))
+    assert isinstance(v, LearnedVerifier)
+    verdict = v.verify(LONG_Q, cand(LONG_A, v.long_floor - 0.01))
+    assert not verdict.accept
