@@ -21,6 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(os.environ.get("STAGECACHE_DATA", ROOT.parent / "shared" / "data"))
 CACHE = ROOT / "benchmarks" / ".cache"
 ADVERSARIAL = ROOT / "benchmarks" / "data" / "adversarial.jsonl"
+LONG = ROOT / "benchmarks" / "data" / "long_statements.jsonl"
 MODEL = "all-MiniLM-L6-v2"
 
 
@@ -62,6 +63,26 @@ def load_contextual() -> PairSet:
     return PairSet(
         "contextual", first, second, np.zeros(len(rows), bool), [""] * len(rows)
     )
+
+
+def load_long() -> PairSet:
+    """Our long-statement calibration set (answer-like texts, close rivals)."""
+    rows = [json.loads(x) for x in LONG.read_text().splitlines() if x.strip()]
+    return PairSet(
+        "long_statements",
+        [r["a"] for r in rows],
+        [r["b"] for r in rows],
+        np.array([bool(r["same"]) for r in rows]),
+        [r["category"] for r in rows],
+    )
+
+
+def load_contextual_rows() -> list[tuple[str, str, str]]:
+    """(main query, main response, follow-up query) of every conversation."""
+    rows = json.loads((DATA / "contextual_queries.json").read_text())
+    return [
+        (r["Main Query"], r["Main Query Response"], r["Follow-Up Query"]) for r in rows
+    ]
 
 
 def load_adversarial(split: str | None = None) -> PairSet:
