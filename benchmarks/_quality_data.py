@@ -66,14 +66,17 @@ def load_contextual() -> PairSet:
 
 
 def load_long() -> PairSet:
-    """Our long-statement calibration set (answer-like texts, close rivals)."""
+    """Our long-statement set (answer-like texts with rivals on the same topic).
+
+    ``category`` holds each row's topic (rows of a topic share cached texts).
+    """
     rows = [json.loads(x) for x in LONG.read_text().splitlines() if x.strip()]
     return PairSet(
         "long_statements",
         [r["a"] for r in rows],
         [r["b"] for r in rows],
         np.array([bool(r["same"]) for r in rows]),
-        [r["category"] for r in rows],
+        [r["topic"] for r in rows],
     )
 
 

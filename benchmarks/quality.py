@@ -255,6 +255,7 @@ def main() -> None:
         D.load_qqp("test"),
         D.load_contextual(),
         D.load_adversarial("heldout"),
+        D.load_long(),
     ]
     body: list[str] = []
     summary: dict[str, dict[str, float]] = {}
@@ -407,15 +408,33 @@ def header(
         'copying" / "zero-copy", "not mandatory" / "optional") flipped '
         "the negation count; negation and direction now count in long texts "
         "only between near-identical wordings (>= half the words shared). The "
-        "QQP val vetoes of wrong hits barely moved (entity 91 -> 86). (b) A long query "
-        "is accepted only when its best entry stands clear of the closest "
-        "*different* entry (the ratio test of feature matching): most mock "
-        "wrong hits are queries about as close to two near-duplicate origins. "
-        "The long-text floor and margin are calibrated with the rest on the QQP "
-        "val replay, which is short questions: it keeps the long floor high. "
-        "The mock target needs long texts accepted from cosine ~0.85 (plain "
-        "0.85 has 87% right); no data we may calibrate on supports that, so "
-        "the default does not do it.",
+        "QQP val vetoes of wrong hits barely moved (entity 91 -> 86). A new "
+        "check catches two key terms that traded places in otherwise identical "
+        'texts ("in the stroma ... in the thylakoid" / the reverse). (b) A '
+        "long query is accepted only when its best entry stands clear of the "
+        "closest *different* entry (the ratio test of feature matching): most "
+        "mock wrong hits are queries about as close to two near-duplicate "
+        "origins. The long-text floor and margin are calibrated with the rest "
+        "on the QQP val replay. The mock target needs long texts accepted from "
+        "cosine ~0.85 (plain 0.85 has 87% right) and short ones on a looser "
+        "learned threshold than QQP allows; no data we may calibrate on "
+        "supports either, so the default does not do it.",
+        "",
+        "**Our long-statement set** (`benchmarks/data/long_statements.jsonl`, "
+        "written for this: 328 answer-like statements in 13 domains, 186 "
+        "paraphrases and 142 near-misses that contradict the cached statement) "
+        "shows the weak side of the long-text band: it decides on the cosine "
+        "and the margin, and a contradiction reworded at cosine 0.90-0.97 "
+        "passes (table below). The measured alternative, `python "
+        "benchmarks/train_verifier.py --with-long --report` (the model also "
+        "trained on this set, folds grouped by topic, and the long band "
+        "calibrated on it with a learned-score threshold), cuts its wrong hits "
+        "to 1.2% (out-of-fold) at the default budget but drops the mock set to "
+        "29.3% right (0.2% wrong), QQP unchanged (12.0% / 4.9%): the model "
+        "learns to distrust long rewordings. We ship the val-calibrated band "
+        "because it is better on the public sets and equal elsewhere; a cache "
+        "of long statements that may contradict each other should lower "
+        "`max_wrong_hit_rate`.",
         "",
         "**Why the QQP target is not met.** (1) QQP repeats questions across "
         f"rows: {qqp['exact_wrong']} hits of the default are exact repeats of "

@@ -4,13 +4,19 @@
     python benchmarks/train_verifier.py --report   # also print replay results on
                                                    # the evaluation sets (no tuning)
 
+    python benchmarks/train_verifier.py --with-long
+        # the measured alternative (not shipped): also train on our long-statement
+        # set and calibrate the long-text band on it (see results/quality.md)
+
 Data: only ``qqp_pairs_val.csv`` (shared data) and the ``train`` part of
-``benchmarks/data/adversarial.jsonl``. The QQP val split is replayed as a cache
-(warm with question1, query with question2, top-5 candidates) so the model learns on
-the candidates it will really see, with their rank context (gap to the best and to
-the next candidate), not on isolated pairs. A gradient-boosted tree ensemble
-(scikit-learn, training only) is exported to JSON and evaluated by numpy at run
-time. Scores for calibration are out-of-fold (5 folds grouped by query), so the
+``benchmarks/data/adversarial.jsonl``; with ``--with-long`` also
+``benchmarks/data/long_statements.jsonl`` (answer-like statements with rivals on the
+same topic, written for this; folds grouped by topic). The QQP val split is replayed
+as a cache (warm with question1, query with question2, top-5 candidates) so the
+model learns on the candidates it will really see, with their rank context (gap to
+the best and to the next candidate), not on isolated pairs. A gradient-boosted tree
+ensemble (scikit-learn, training only) is exported to JSON and evaluated by numpy at
+run time. Scores for calibration are out-of-fold (5 folds grouped by query), so the
 operating-point table is not fitted on the scores it measures.
 
 The banded decision calibrated here (see ``stagecache/quality/_verifier.py``): an
@@ -19,8 +25,12 @@ structural failure is rejected; below ``floor`` nothing is accepted; at or above
 ``high`` a candidate is accepted on its cosine; in between the learned score must
 reach ``tau``, except for long texts (both at least ``LONG_TOKENS`` tokens: outside
 the short questions the model was trained on), which are accepted from
-``LONG_COSINE``. For every budget the table keeps the (floor, high, tau) points on the
-right-hits / wrong-hits frontier of the val replay.
+``long_floor`` when they stand ``long_margin`` clear of the closest different entry.
+For every budget the table keeps the (floor, high, tau, long band) points on the
+right-hits / wrong-hits frontier of the val replay; with ``--with-long`` each
+point's long-text band (floor, margin, score threshold) is then the one with the
+most right hits on the long-statement replay whose wrong-hit rate there stays within
+the point's val wrong-hit rate.
 
 Writes ``stagecache/quality/data/verifier.json``.
 """
@@ -60,6 +70,8 @@ HIGHS = (0.93, 0.94, 0.95, 0.96, 0.97, 0.98, 0.99, 1.01)
 TAUS = tuple(round(x, 3) for x in np.linspace(0.02, 0.98, 49))
 LONG_FLOORS = (0.8, 0.85, 0.88, 0.9, 0.92)
 LONG_MARGINS = (0.0, 0.01, 0.02, 0.03, 0.05)
+LONG_TAUS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+LONG_WEIGHT = 3.0
 FEATURE_FLOOR = min(FLOORS)
 K = 5
 SEED = 9
@@ -177,6 +189,7 @@ class Replay:
         tau: float,
         long_floor: float = LONG_COSINE,
         long_margin: float = 0.0,
+        long_tau: float = 0.0,
     ) -> np.ndarray:
         s = self.r.sims
         ok = ~self.veto if veto else np.ones_like(self.veto)
@@ -186,7 +199,12 @@ class Replay:
                 (self.trivial & ~self.veto & (s >= TRIVIAL_MIN_COSINE))
                 | ((s >= floor) & (s >= high))
                 | (~self.long & (s >= floor) & (self.score >= tau))
-                | (self.long & (s >= long_floor) & (self.margin >= long_margin))
+                | (
+                    self.long
+                    & (s >= long_floor)
+                    & (self.margin >= long_margin)
+                    & (self.score >= long_tau)
+                )
             )
         )
         return np.where(acc.any(1), acc.argmax(1), -1)
@@ -208,6 +226,7 @@ def frontier(rep: Replay, veto: bool) -> list[dict[str, float]]:
                     "tau": tau,
                     "long_floor": lf,
                     "long_margin": lm,
+                    "long_tau": 0.0,
                     "wrong_rate": round(s["wrong_rate"], 5),
                     "right_rate": round(s["right_rate"], 5),
                     "precision": round(s["precision"], 5),
@@ -222,12 +241,55 @@ def frontier(rep: Replay, veto: bool) -> list[dict[str, float]]:
     return out
 
 
+def tune_long(
+    table: list[dict[str, float]], rep: Replay, lrep: Replay, kind: str
+) -> list[dict[str, float]]:
+    """Set each row's long-text band from the long-statement replay.
+
+    QQP questions are short: the val replay hardly constrains the long-text band.
+    For every calibrated row, take the (long_floor, long_margin, long_tau) with the
+    most right hits on our long-statement replay (out-of-fold scores) whose
+    wrong-hit rate there, and on the val replay, stays within the row's own val
+    wrong-hit rate; if none does, the strictest band.
+    """
+    veto = kind == "combined"
+    out = []
+    grid = list(itertools.product(LONG_FLOORS, LONG_MARGINS, LONG_TAUS))
+    for e in table:
+        best: tuple[float, ...] | None = None
+        budget = e["wrong_rate"] + 1e-9
+        for band in grid:
+            args = (veto, e["floor"], e["high"], e["tau"], *band)
+            sl = D.score_decisions(lrep.r, lrep.choose(*args))
+            if sl["wrong_rate"] > budget:
+                continue
+            if best is None or sl["right_rate"] > best[3]:
+                best = (*band, sl["right_rate"])
+        band = best[:3] if best is not None else grid[-1]
+        args = (veto, e["floor"], e["high"], e["tau"], *band)
+        sl = D.score_decisions(lrep.r, lrep.choose(*args))
+        sv = D.score_decisions(rep.r, rep.choose(*args))
+        row = dict(e)
+        row.update(
+            long_floor=band[0],
+            long_margin=band[1],
+            long_tau=band[2],
+            wrong_rate=round(sv["wrong_rate"], 5),
+            right_rate=round(sv["right_rate"], 5),
+            precision=round(sv["precision"], 5),
+            long_wrong_rate=round(sl["wrong_rate"], 5),
+            long_right_rate=round(sl["right_rate"], 5),
+        )
+        out.append(row)
+    return out
+
+
 def pick(table: list[dict[str, float]], budget: float) -> dict[str, float]:
     ok = [e for e in table if e["wrong_rate"] <= budget]
     return max(ok, key=lambda e: e["right_rate"]) if ok else table[0]
 
 
-def main(report: bool = False) -> None:
+def main(report: bool = False, with_long: bool = False) -> None:
     t0 = time.time()
     val = D.load_qqp("val")
     adv = D.load_adversarial("train")
@@ -247,13 +309,26 @@ def main(report: bool = False) -> None:
         )
         for a, b, s in zip(adv.first, adv.second, adv_cos, strict=True)
     ]
-    n_val = len(rep.y)
-    x = np.vstack([rep.x, *adv_feats])
-    y = np.concatenate([rep.y, adv.label])
-    w = np.array([1.0] * n_val + [5.0] * len(adv_feats))
-    print(f"{n_val} val candidates ({rep.y.sum()} right), {len(adv_feats)} adversarial")
+    long_ps = D.load_long()
+    lrep = Replay(long_ps, idf, default_idf)
+    if not with_long:
+        lrep.x, lrep.y, lrep.rows = lrep.x[:0], lrep.y[:0], []
+    topics = sorted(set(long_ps.category))
+    n_val, n_adv, n_long = len(rep.y), len(adv_feats), len(lrep.y)
+    x = np.vstack([rep.x, *adv_feats, lrep.x])
+    y = np.concatenate([rep.y, adv.label, lrep.y])
+    w = np.array([1.0] * n_val + [5.0] * n_adv + [LONG_WEIGHT] * n_long)
+    print(
+        f"{n_val} val candidates ({rep.y.sum()} right), {n_adv} adversarial, "
+        f"{n_long} long-statement candidates ({lrep.y.sum()} right)"
+    )
+    # folds grouped by query (val, adversarial) and by topic (long statements:
+    # rows of one topic share their cached texts)
+    base = len(val.second) + n_adv
     qrow = np.array(
-        [i for i, _ in rep.rows] + [len(val.second) + k for k in range(len(adv_feats))]
+        [i for i, _ in rep.rows]
+        + [len(val.second) + k for k in range(n_adv)]
+        + [base + topics.index(long_ps.category[i]) for i, _ in lrep.rows]
     )
     fold = np.random.default_rng(SEED).integers(0, 5, qrow.max() + 1)[qrow]
     oof = np.zeros(len(y))
@@ -264,10 +339,15 @@ def main(report: bool = False) -> None:
     model = fit(x, y, w)
     rep.set_scores(oof[:n_val])
     calibration = {
-        "learned": frontier(rep, veto=False),
-        "combined": frontier(rep, veto=True),
+        kind: frontier(rep, veto=kind == "combined") for kind in ("learned", "combined")
     }
-    adv_oof = oof[n_val:]
+    if with_long:
+        lrep.set_scores(oof[n_val + n_adv :])
+        calibration = {
+            kind: tune_long(table, rep, lrep, kind)
+            for kind, table in calibration.items()
+        }
+    adv_oof = oof[n_val : n_val + n_adv]
     print("adversarial train OOF acc @0.5:", ((adv_oof >= 0.5) == adv.label).mean())
     payload = {
         "version": 2,
@@ -313,6 +393,7 @@ def main(report: bool = False) -> None:
                     e["tau"],
                     e["long_floor"],
                     e["long_margin"],
+                    e.get("long_tau", 0.0),
                 )
                 s = D.score_decisions(ev.r, ch)
                 hit = ch >= 0
@@ -326,4 +407,4 @@ def main(report: bool = False) -> None:
 
 
 if __name__ == "__main__":
-    main(report="--report" in sys.argv)
+    main(report="--report" in sys.argv, with_long="--with-long" in sys.argv)

@@ -653,6 +653,8 @@ class Parsed:
     wh: str
     roles: tuple[tuple[str, str], ...]
     ask: str = ""
+    # the content words (stemmed) in text order
+    order: tuple[str, ...] = ()
 
 
 def analyse(text: str) -> Parsed:
@@ -775,6 +777,9 @@ def analyse(text: str) -> Parsed:
         wh=wh,
         roles=tuple(roles),
         ask=_ask(tokens),
+        order=tuple(
+            _stem(t) for t in tokens if t not in STOPWORDS and t not in _NEGATIONS
+        ),
     )
 
 
@@ -815,6 +820,10 @@ _SHORT = 40
 # are rewordings (see ``compare``)
 _REWORD_TOKENS = 15
 _REWORD_OVERLAP = 0.5
+# a swap of key terms needs this many shared words, and this share of all words
+_SWAP_MIN_SHARED = 6
+_SWAP_OVERLAP = 0.75
+_SWAP_MIDDLE = 2
 
 
 def _entities_matched(x: Parsed, y: Parsed) -> frozenset[str]:
@@ -829,6 +838,39 @@ def _entities_matched(x: Parsed, y: Parsed) -> frozenset[str]:
         and _stem(e) not in y.stems
         and e.replace("-", "") not in squashed
     )
+
+
+def _swapped(a: Parsed, b: Parsed) -> bool:
+    """Two key terms (or short phrases) traded places, all else the same.
+
+    "Light reactions happen in the stroma, the Calvin cycle in the thylakoid" /
+    "... in the thylakoid, ... in the stroma"; "flying west is harder than flying
+    east" / "... east ... west". Over the words both texts share, one text must be
+    the other with two segments of 1-3 words exchanged and at least two words
+    between them ("difference between A and B" / "... B and A" is symmetric, and
+    "better, A or B" / "better B or A" a reordered list).
+    """
+    shared = set(a.order) & set(b.order)
+    if len(shared) < _SWAP_MIN_SHARED or len(shared) < _SWAP_OVERLAP * len(
+        set(a.order) | set(b.order)
+    ):
+        return False
+    ua = [w for w in a.order if w in shared]
+    ub = [w for w in b.order if w in shared]
+    if len(ua) != len(ub) or ua == ub:
+        return False
+    diff = [i for i, (x, y) in enumerate(zip(ua, ub, strict=True)) if x != y]
+    p, q = diff[0], diff[-1] + 1
+    for l1 in range(1, 4):
+        for l2 in range(1, 4):
+            if p + l1 + _SWAP_MIDDLE > q - l2:  # words must stand between them
+                continue
+            s1, s2 = ua[p : p + l1], ua[q - l2 : q]
+            if set(s1) & set(s2):
+                continue
+            if ua[:p] + s2 + ua[p + l1 : q - l2] + s1 + ua[q:] == ub:
+                return True
+    return False
 
 
 def compare(a: Parsed, b: Parsed) -> Checks:
@@ -872,6 +914,8 @@ def compare(a: Parsed, b: Parsed) -> Checks:
         if w in roles_b and roles_a[w] != roles_b[w]
     ]
     direction = short and not reworded and any((rb, ra) in moved for ra, rb in moved)
+    if not direction:
+        direction = _swapped(a, b)
     diff_a = a.stems - b.stems
     diff_b = b.stems - a.stems
     different_ask = any((x, y) in _ANTONYM_PAIRS for x in diff_a for y in diff_b)

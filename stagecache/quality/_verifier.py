@@ -28,12 +28,13 @@ The banded decision of the learned kinds, in order:
 6. both texts long (>= ``LONG_TOKENS`` tokens, outside the short questions the
    model mostly saw): accept from the calibrated ``long_floor`` when the candidate
    stands at least ``long_margin`` above its closest rival (a different entry;
-   :func:`~stagecache.quality._features.ambiguity_margins`): a long query about as
-   close to two entries cannot tell which one answers it;
+   :func:`~stagecache.quality._features.ambiguity_margins`: a long query about as
+   close to two entries cannot tell which one answers it) and the learned score
+   reaches ``long_tau``;
 7. otherwise the learned score must reach ``tau``.
 
 The user sets the acceptable wrong-hit rate (``max_wrong_hit_rate``), not a cosine:
-``(floor, high, tau, long_floor, long_margin)`` come from calibration tables
+``(floor, high, tau)`` and the long-text band come from calibration tables
 shipped with the weights, measured out-of-fold on the QQP validation split replayed
 as a cache. Feedback (``record_feedback``) moves per-entry and per-scope boundaries (see
 :mod:`stagecache.quality._adaptive`).
@@ -273,7 +274,15 @@ class StructuralVerifier(PlainVerifier):
 class LearnedVerifier(_Base):
     """The banded decision: invariants, veto, high band, learned score."""
 
-    __slots__ = ("_veto", "_weights", "floor", "high", "long_floor", "long_margin")
+    __slots__ = (
+        "_veto",
+        "_weights",
+        "floor",
+        "high",
+        "long_floor",
+        "long_margin",
+        "long_tau",
+    )
 
     def __init__(
         self,
@@ -287,12 +296,14 @@ class LearnedVerifier(_Base):
         veto: bool,
         long_floor: float = LONG_COSINE,
         long_margin: float = 0.0,
+        long_tau: float = 0.0,
     ) -> None:
         super().__init__(name, threshold, candidate_threshold, adaptive)
         self.floor = floor
         self.high = high
         self.long_floor = long_floor
         self.long_margin = long_margin
+        self.long_tau = long_tau
         self._weights = weights
         self._veto = veto
 
@@ -354,15 +365,15 @@ class LearnedVerifier(_Base):
             if long:
                 if margin is None:  # the only candidate
                     margin = sim - (self.candidate_threshold or 0.0)
-                if sim < self.long_floor:
-                    return Verdict(
-                        False, score, f"long text, cosine < {self.long_floor:.2f}"
-                    )
                 if margin < self.long_margin:
                     return Verdict(
                         False,
                         score,
                         f"long text, ambiguous: {margin:.3f} above the runner-up",
+                    )
+                if score < self.long_tau:
+                    return Verdict(
+                        False, score, f"long text, score {score:.3f} < {self.long_tau}"
                     )
                 return self._accept(candidate, score, "long text, clear best match")
         if score >= t:
@@ -406,7 +417,7 @@ def make_verifier(config: VerifierConfig | None = None) -> Verifiers:
             else weights.feature_floor
         )
         threshold, high = cfg.score_threshold, 2.0
-        long_floor, long_margin = LONG_COSINE, 0.0
+        long_floor, long_margin, long_tau = LONG_COSINE, 0.0, cfg.score_threshold
     else:
         assert cfg.max_wrong_hit_rate is not None  # checked by the config
         floor, high, threshold, row = weights.operating_point(
@@ -414,6 +425,7 @@ def make_verifier(config: VerifierConfig | None = None) -> Verifiers:
         )
         long_floor = row.get("long_floor", LONG_COSINE)
         long_margin = row.get("long_margin", 0.0)
+        long_tau = row.get("long_tau", 0.0)
     # The engine searches down to the model's feature floor (or a lower pinned
     # floor) so that the rank context (runner-up, close candidates) is the one the
     # model was trained on; the calibrated floor is applied here.
@@ -429,4 +441,5 @@ def make_verifier(config: VerifierConfig | None = None) -> Verifiers:
         veto=cfg.kind == "combined",
         long_floor=long_floor,
         long_margin=long_margin,
+        long_tau=long_tau,
     )

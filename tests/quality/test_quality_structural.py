@@ -159,3 +159,49 @@ def test_negation_fires_in_statements_and_long_near_identical_texts(
 )
 def test_rewordings_pass_the_fuzzy_checks(a: str, b: str) -> None:
     assert failure(a, b) is None
+
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        (
+            "The light reactions of photosynthesis take place in the stroma of the"
+            " chloroplast, while the Calvin cycle happens in the thylakoid membranes.",
+            "The light reactions of photosynthesis take place in the thylakoid"
+            " membranes of the chloroplast, while the Calvin cycle happens in the"
+            " stroma.",
+        ),
+        (
+            "Adjusting to a new time zone takes about one day per zone crossed, and"
+            " flying west is generally harder on the body than flying east.",
+            "Adjusting to a new time zone takes about one day per zone crossed, and"
+            " flying east is generally harder on the body than flying west.",
+        ),
+        (
+            "Do Pakistani women find Indian men attractive?",
+            "Do Indian women find Pakistani men attractive?",
+        ),
+    ],
+)
+def test_swapped_key_terms_fail_the_direction_check(a: str, b: str) -> None:
+    assert failure(a, b) == "direction"
+    assert failure(b, a) == "direction"
+
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        # symmetric relations and reordered lists are not swaps
+        (
+            "What is the difference between an ideal gas and a real gas?",
+            "What is the difference between a real gas and an ideal gas?",
+        ),
+        (
+            "Which coaching class is better in Lucknow, Aakash or SKD?",
+            "Which coaching class is better, SKD or Aakash, in Lucknow?",
+        ),
+        ("How do I reverse a list in Python?", "In Python, how do I reverse a list?"),
+    ],
+)
+def test_reordered_paraphrases_are_not_swaps(a: str, b: str) -> None:
+    assert failure(a, b) is None

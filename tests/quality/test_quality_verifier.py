@@ -203,10 +203,25 @@ def test_ambiguity_margins_ignore_rivals_with_the_same_text() -> None:
     )
 
 
+def long_verifier(margin: float = 0.05, tau: float = 0.0) -> LearnedVerifier:
+    return LearnedVerifier(
+        "combined",
+        0.7,
+        0.6,
+        0.9,
+        2.0,
+        None,
+        load_weights(),
+        veto=True,
+        long_floor=0.85,
+        long_margin=margin,
+        long_tau=tau,
+    )
+
+
 def test_a_long_query_between_two_entries_is_a_miss() -> None:
-    v = make_verifier(VerifierConfig(adaptive=False))
-    assert isinstance(v, LearnedVerifier) and v.long_margin > 0
-    sim = max(v.long_floor, v.floor) + 0.02
+    v = long_verifier()
+    sim = 0.9
     clear = [cand(LONG_A, sim, "a"), cand(LONG_B, v.candidate_threshold or 0.6, "b")]
     idx, verdict = v.verify_ranked(LONG_Q, clear)
     assert idx == 0 and verdict is not None
@@ -220,7 +235,19 @@ def test_a_long_query_between_two_entries_is_a_miss() -> None:
 
 
 def test_a_long_candidate_below_the_long_floor_is_a_miss() -> None:
+    v = long_verifier()
+    assert v.verify(LONG_Q, cand(LONG_A, 0.87)).accept
+    verdict = v.verify(LONG_Q, cand(LONG_A, 0.84))
+    assert not verdict.accept and verdict.reason == "below candidate threshold"
+
+
+def test_a_long_candidate_needs_the_long_score_threshold() -> None:
+    v = long_verifier(tau=1.0)
+    verdict = v.verify(LONG_Q, cand(LONG_A, 0.9))
+    assert not verdict.accept and verdict.reason.startswith("long text, score")
+
+
+def test_the_default_calibrates_a_long_text_band() -> None:
     v = make_verifier(VerifierConfig(adaptive=False))
     assert isinstance(v, LearnedVerifier)
-    verdict = v.verify(LONG_Q, cand(LONG_A, v.long_floor - 0.01))
-    assert not verdict.accept
+    assert 0.6 <= v.long_floor <= 1.0 and v.long_margin >= 0 and v.long_tau >= 0
