@@ -72,6 +72,7 @@ TOUCH_DELAY_S = 0.02
 #: Connections per worker and client; requests beyond wait for a free one.
 _MAX_CONNECTIONS = 64
 
+
 class RedisBackend:
     """Cache entries in Redis, shared by every worker of a namespace.
 

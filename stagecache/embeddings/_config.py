@@ -155,7 +155,7 @@ def embedder_config(
         ConfigError: naming the field, the bad value and the valid values.
     """
     kind = data.get("kind")
-    if kind not in _KINDS:
+    if not isinstance(kind, str) or kind not in _KINDS:
         raise ConfigError(
             f"{kind!r} is not a known embedder kind; valid kinds: "
             f"{', '.join(sorted(_KINDS))}",

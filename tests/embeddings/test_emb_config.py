@@ -40,6 +40,14 @@ def test_config_is_frozen() -> None:
         cfg.quantize = "fp32"  # type: ignore[misc]
 
 
+@pytest.mark.parametrize("kind", [[], {}, 3, None])
+def test_a_kind_that_is_not_a_string_is_a_config_error(kind: object) -> None:
+    # found by the fuzz test: an unhashable kind raised TypeError
+    with pytest.raises(ConfigError) as info:
+        embedder_config({"kind": kind})
+    assert info.value.field == "embedder.kind"
+
+
 def test_unknown_kind_lists_the_valid_kinds() -> None:
     with pytest.raises(ConfigError) as info:
         embedder_config({"kind": "bert"})

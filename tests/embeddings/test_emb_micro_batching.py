@@ -171,4 +171,3 @@ async def test_a_lone_caller_never_waits_for_the_window() -> None:
         for i in range(3):
             await batcher([f"text {i}"])
     assert fn.sizes == [1, 1, 1]
-
