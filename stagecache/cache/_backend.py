@@ -10,6 +10,10 @@ memory; a backend keeps the full :class:`Entry`. The contract, written once here
   :class:`~stagecache.errors.CacheError`, with the original as ``__cause__``.
 - ``put`` inserts or replaces by ``entry_id``; a write either happens or raises, so
   the engine can order its in-memory changes after a successful write.
+- ``put_many(entries)`` is optional (not part of the protocol): where a backend
+  has it, the engine's group commit writes a batch of concurrent stores with one
+  call (one transaction for SQLite), else with one ``put`` each. It either writes
+  them all or raises.
 - ``stores_vectors``: whether the backend keeps ``Entry.vector`` (it must, to
   rebuild indexes after a restart or in another worker). A backend that does not
   receives ``b""`` and saves the memory.

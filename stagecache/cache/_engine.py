@@ -5,19 +5,21 @@ the caller's scope only. Candidates failing the parts are skipped; if a verifier
 set it is asked about the remaining candidates, best first, up to ``top_k``, and the
 first accepted wins. Expired entries never hit.
 
-Concurrency (one event loop): every write holds the engine's write lock, so two
-identical concurrent stores see each other and make one entry; lookups do not take
-it. Index operations on a scope hold that scope's lock, because a search may run
-in a worker thread. Writers take the write lock then scope locks, lookups only a
-scope lock, so no cycle can form. Writes run in a shielded cancel scope and change
-the backend before memory: a cancelled or failed store leaves index and backend
-agreeing (at worst the backend holds a row the index lacks, never the reverse, and
-a row without an index entry is re-indexed at the next warm-up).
+Concurrency (one event loop): every write holds the engine's write lock; lookups
+do not take it. Stores are group-committed (``_storebatch``): concurrent stores
+queue up and the writer of the moment writes them all in one backend call, so a
+burst costs a few writes, not one lock turn each, and two identical concurrent
+stores still see each other and make one entry. Index operations on a scope hold
+that scope's lock, because a search may run in a worker thread. Writers take the
+write lock then scope locks, lookups only a scope lock, so no cycle can form.
+Writes run in a shielded cancel scope and change the backend before memory: a
+cancelled or failed store leaves index and backend agreeing (at worst the backend
+holds a row the index lacks, never the reverse, and a row without an index entry
+is re-indexed at the next warm-up).
 """
 
 from __future__ import annotations
 
-import heapq
 from collections.abc import Sequence
 from types import TracebackType
 from typing import Any
@@ -29,26 +31,17 @@ from numpy.typing import NDArray
 
 from stagecache._model import Candidate, Verdict
 from stagecache.cache._backend import Entry
-from stagecache.cache._core import new_entry_id
 from stagecache.cache._flight import Flight
 from stagecache.cache._index import FlatIndex, HnswIndex
-from stagecache.cache._maintain import Maintenance
 from stagecache.cache._persist import delete_saved
-from stagecache.cache._scope import Scope, normalise_query, query_key
+from stagecache.cache._scope import Scope, normalise_query
 from stagecache.cache._settings import KeyParts
-from stagecache.cache._state import Record, ScopeState
+from stagecache.cache._state import ScopeState
+from stagecache.cache._storebatch import INLINE_SEARCH_MAX, BatchedStore
 from stagecache.errors import InputError
 
 __all__ = ["Lookup", "SemanticCache", "StoreItem"]
 
-# Flat searches up to this many rows, and every hnswlib search (0.07-0.2 ms for one
-# query even at 100k entries), run inline: less than a worker-thread round trip
-# (0.05 ms idle, far more on a busy loop). Bigger flat searches (a scope between
-# this and its promotion to hnswlib) go to a worker thread.
-# Measured in benchmarks/results/index.md and benchmarks/results/peers.md.
-INLINE_SEARCH_MAX = 2048
-# A stored vector this close to an existing one (same parts) refreshes that entry.
-DEDUPE_COSINE = 0.9999
 # Nearest neighbours fetched per lookup, beyond top_k, so that entries skipped for
 # mismatching key parts do not hide a matching one just behind them.
 SEARCH_EXTRA = 16
@@ -87,7 +80,7 @@ class StoreItem(msgspec.Struct, kw_only=True):
     ttl_s: float | None = None
 
 
-class SemanticCache(Maintenance):
+class SemanticCache(BatchedStore):
     """A scoped semantic cache over a pluggable backend.
 
     Args:
@@ -384,106 +377,9 @@ class SemanticCache(Maintenance):
         vectors = [self._check_vector(item.vector) for item in items]
         if self._changes:
             await self.apply_changes()
-        async with self._write_lock:
-            with anyio.CancelScope(shield=True):
-                ids = [
-                    await self._store_one(item, v)
-                    for item, v in zip(items, vectors, strict=True)
-                ]
-        return ids
-
-    async def _store_one(self, item: StoreItem, v: NDArray[np.float32]) -> str | None:
-        now = self._now()
-        await self._sweep(now)
-        scope, parts = item.scope, item.parts
-        ttl = item.ttl_s if item.ttl_s is not None else self.ttl_for(item.query)
-        if ttl <= 0:
-            return None
-        state = self._scopes.get(scope.key)
-        if state is not None:
-            existing = await self._duplicate_of(state, item, v)
-            if existing is not None:
-                return await self._refresh(existing, item, now, ttl)
-        await self._make_room(scope.user_id)
-        state = self._scopes.get(scope.key)  # eviction may have dropped it
-        if state is None:
-            state = ScopeState(scope.key, scope.mode, scope.hash, FlatIndex(self._dim))
-            self._scopes[scope.key] = state
-        entry_id = new_entry_id()
-        entry = Entry(
-            entry_id=entry_id,
-            scope_key=scope.key,
-            scope_mode=scope.mode,
-            user_id=scope.user_id,
-            query=item.query,
-            answer=item.answer,
-            parts=parts,
-            vector=v.tobytes() if self._backend.stores_vectors else b"",
-            metadata=dict(item.metadata),
-            created_at=now,
-            expires_at=now + ttl,
-            last_used=now,
-        )
-        try:
-            # Bounded inside the caller's shield: a hung backend must not hold the
-            # request (or every store queued behind the write lock) forever.
-            with anyio.fail_after(self._io_timeout):
-                await self._backend.put(entry)
-        except BaseException:
-            if not len(state) and state.index is not None and not len(state.index):
-                self._scopes.pop(scope.key, None)  # do not leave an empty scope behind
-            raise
-        async with state.lock:
-            index = await self._ensure_hot(state)
-            index.add([entry_id], v.reshape(1, -1))
-            self._add_record(
-                state, entry_id, scope.user_id, parts, item.query, now + ttl, now
-            )
-            await self._maybe_promote(state)
-        await self._unload_excess(keep=state)
-        return entry_id
-
-    async def _duplicate_of(
-        self, state: ScopeState, item: StoreItem, v: NDArray[np.float32]
-    ) -> str | None:
-        user, parts = item.scope.user_id, item.parts
-        entry_id = state.by_qkey.get(query_key(item.query, parts, user))
-        if entry_id is not None:
-            return entry_id
-        for other, sim in await self._search(state, v, 4):
-            if sim < DEDUPE_COSINE:
-                break
-            record = self._records.get(other)
-            if (
-                record is not None
-                and record.state is state
-                and record.parts == parts
-                and record.user_id == user
-            ):
-                return other
-        return None
-
-    async def _refresh(
-        self, entry_id: str, item: StoreItem, now: float, ttl: float
-    ) -> str:
-        record: Record = self._records[entry_id]
-        entry = (await self._backend.get_many([entry_id])).get(entry_id)
-        if entry is None:  # the backend lost it (foreign delete): store afresh
-            await self._remove([entry_id], "missing")
-            return (
-                await self._store_one(item, self._check_vector(item.vector)) or entry_id
-            )
-        entry.answer = item.answer
-        entry.metadata = dict(item.metadata)
-        entry.created_at = now
-        entry.expires_at = now + ttl
-        entry.last_used = now
-        with anyio.fail_after(self._io_timeout):
-            await self._backend.put(entry)
-        record.expires_at = now + ttl
-        self._touch(entry_id, record, now)
-        heapq.heappush(self._expiry, (now + ttl, entry_id))
-        return entry_id
+        if not items:
+            return []
+        return await self._store_queued(items, vectors)
 
 
 def _delete_all(index_dir: str, keys: list[str]) -> None:

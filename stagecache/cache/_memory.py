@@ -42,6 +42,11 @@ class MemoryBackend:
         if entry.user_id is not None:
             self._by_user.setdefault(entry.user_id, set()).add(entry.entry_id)
 
+    async def put_many(self, entries: Sequence[Entry]) -> None:
+        """Insert or replace many entries (the engine's group commit)."""
+        for entry in entries:
+            await self.put(entry)
+
     async def get_many(self, entry_ids: Sequence[str]) -> dict[str, Entry]:
         """The entries that exist among ``entry_ids``."""
         entries = self._entries
