@@ -446,7 +446,7 @@ def header(
         "~94% on the rest. (2) The signal is not there in MiniLM: a verifier fed "
         "the two embeddings themselves (element-wise product and absolute "
         "difference, 768 features, gradient boosting, same val replay) scored "
-        "an out-of-fold AUC of 0.8965 against 0.8973 for the shipped features, "
+        "an out-of-fold AUC of 0.8965 against 0.8976 for the shipped features, "
         "and the same QQP test operating points "
         "(`benchmarks/results/verifier_embedding_features.txt`). A cross-encoder "
         "would help; none ships its weights on PyPI.",
