@@ -24,8 +24,10 @@ class _Recorder:
         self.sizes: list[int] = []
         self.fail = fail
         self.gate = gate
+        self.started = threading.Event()  # set when a call begins
 
     def __call__(self, texts: list[str]) -> Vectors:
+        self.started.set()
         if self.gate is not None:
             self.gate.wait(10)
         self.sizes.append(len(texts))
@@ -111,7 +113,9 @@ async def test_error_reaches_every_caller_of_the_batch() -> None:
 async def test_cancelled_waiter_does_not_break_the_others() -> None:
     gate = threading.Event()
     fn = _Recorder(gate=gate)
-    batcher = MicroBatcher(fn, window_ms=5, max_batch=64)
+    # A long window and max_batch = 6: the leader holds its batch until all six
+    # callers below have joined, however slowly the machine schedules them.
+    batcher = MicroBatcher(fn, window_ms=60_000, max_batch=6)
     results: dict[int, Vectors] = {}
     cancelled: list[int] = []
 
@@ -122,24 +126,25 @@ async def test_cancelled_waiter_does_not_break_the_others() -> None:
         if scope.cancelled_caught:
             cancelled.append(i)
 
-    # Prime the adaptive window: after a batch that coalesced two callers, the next
-    # leader holds its batch open, so all six below join one batch led by task 0.
+    # Prime the adaptive window: after a batch of several texts, the next leader
+    # holds its batch open.
     gate.set()
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(batcher, ["warm a"])
-        tg.start_soon(batcher, ["warm b"])
+    await batcher(["warm a", "warm b"])
     gate.clear()
     fn.sizes.clear()
+    fn.started.clear()
 
     scopes: dict[int, list[anyio.CancelScope]] = {i: [] for i in range(6)}
     async with anyio.create_task_group() as tg:
         for i in range(6):
             tg.start_soon(call, i, scopes[i])
-        await anyio.sleep(0.05)  # all six joined; the model call is blocked on gate
+        # all six joined and the model call began (it waits on gate)
+        assert await anyio.to_thread.run_sync(fn.started.wait, 10)
         scopes[0][0].cancel()  # the leader
         scopes[3][0].cancel()  # a follower
         await anyio.sleep(0.01)
         gate.set()
+    assert fn.sizes == [6]
     assert 3 in cancelled
     for i in (1, 2, 4, 5):
         np.testing.assert_array_equal(results[i], _rows([f"t{i}"]))
