@@ -336,20 +336,24 @@ class Maintenance(CacheCore):
         if not self._changes:
             return 0
         async with self._write_lock:
-            changes, self._changes[:] = list(self._changes), []
-            for change in changes:
-                if change.kind == "clear":
-                    for state in list(self._scopes.values()):
-                        self._drop_scope(state)
-                elif change.kind == "scope" and change.scope_key is not None:
-                    gone = self._scopes.get(change.scope_key)
-                    if gone is not None:
-                        self._drop_scope(gone)
-                elif change.kind == "delete":
-                    await self._forget(change.entry_ids)
-                elif change.kind == "put" and change.entry is not None:
-                    await self._adopt([change.entry], from_files=False)
-            return len(changes)
+            return await self._apply_changes_locked()
+
+    async def _apply_changes_locked(self) -> int:
+        """``apply_changes`` for a caller that holds the write lock already."""
+        changes, self._changes[:] = list(self._changes), []
+        for change in changes:
+            if change.kind == "clear":
+                for state in list(self._scopes.values()):
+                    self._drop_scope(state)
+            elif change.kind == "scope" and change.scope_key is not None:
+                gone = self._scopes.get(change.scope_key)
+                if gone is not None:
+                    self._drop_scope(gone)
+            elif change.kind == "delete":
+                await self._forget(change.entry_ids)
+            elif change.kind == "put" and change.entry is not None:
+                await self._adopt([change.entry], from_files=False)
+        return len(changes)
 
     async def _adopt(self, entries: list[Entry], *, from_files: bool) -> None:
         """Register entries read from the backend and index their vectors.

@@ -295,22 +295,6 @@ class BatchedStore(Maintenance):
             results[w][i] = maybe.entry_id if maybe is not None else None
         return end
 
-    async def _apply_changes_locked(self) -> None:
-        """``apply_changes`` for a caller that holds the write lock already."""
-        changes, self._changes[:] = list(self._changes), []
-        for change in changes:
-            if change.kind == "clear":
-                for state in list(self._scopes.values()):
-                    self._drop_scope(state)
-            elif change.kind == "scope" and change.scope_key is not None:
-                gone = self._scopes.get(change.scope_key)
-                if gone is not None:
-                    self._drop_scope(gone)
-            elif change.kind == "delete":
-                await self._forget(change.entry_ids)
-            elif change.kind == "put" and change.entry is not None:
-                await self._adopt([change.entry], from_files=False)
-
     async def _existing(
         self,
         flat: Flat,
