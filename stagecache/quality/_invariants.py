@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from functools import lru_cache
 
 from stagecache.quality._structural import tokenize
 
@@ -89,6 +90,7 @@ def normalise_text(text: str) -> str:
     return _TRAILING.sub("", out)
 
 
+@lru_cache(maxsize=8192)
 def content_sequence(text: str) -> tuple[str, ...]:
     """The words of ``text`` in order, fillers and function words dropped."""
     low = unicodedata.normalize("NFC", text).casefold().replace("\u2019", "'")

@@ -23,7 +23,7 @@ The banded decision of the learned kinds, in order:
 1. exact repeat: accept;
 2. a structural check fails: reject (``combined``);
 3. trivially equivalent and cosine >= ``TRIVIAL_MIN_COSINE``: accept;
-4. cosine < floor: reject;
+4. cosine < floor (``long_floor`` for long texts, see 6): reject;
 5. cosine >= ``high`` (calibrated; may be off): accept;
 6. both texts long (>= ``LONG_TOKENS`` tokens, outside the short questions the
    model mostly saw): accept from the calibrated ``long_floor`` when the candidate
@@ -424,6 +424,8 @@ def make_verifier(config: VerifierConfig | None = None) -> Verifiers:
             cfg.kind, cfg.max_wrong_hit_rate, cfg.candidate_threshold
         )
         long_floor = row.get("long_floor", LONG_COSINE)
+        if cfg.candidate_threshold is not None:  # a pinned floor holds for all texts
+            long_floor = max(long_floor, floor)
         long_margin = row.get("long_margin", 0.0)
         long_tau = row.get("long_tau", 0.0)
     # The engine searches down to the model's feature floor (or a lower pinned

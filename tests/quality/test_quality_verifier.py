@@ -117,6 +117,13 @@ def test_a_pinned_candidate_threshold_is_honoured() -> None:
     assert verdict.reason == "below candidate threshold"
 
 
+def test_a_pinned_candidate_threshold_holds_for_long_texts_too() -> None:
+    v = make_verifier(VerifierConfig(candidate_threshold=0.97))
+    assert isinstance(v, LearnedVerifier) and v.long_floor >= 0.97
+    verdict = v.verify(LONG_Q, cand(LONG_A, 0.96))
+    assert not verdict.accept and verdict.reason == "below candidate threshold"
+
+
 def test_raw_score_threshold_overrides_the_budget() -> None:
     v = make_verifier(VerifierConfig(score_threshold=0.0, candidate_threshold=0.5))
     assert v.threshold == 0.0
