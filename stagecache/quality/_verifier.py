@@ -418,6 +418,8 @@ def make_verifier(config: VerifierConfig | None = None) -> Verifiers:
         )
         threshold, high = cfg.score_threshold, 2.0
         long_floor, long_margin, long_tau = LONG_COSINE, 0.0, cfg.score_threshold
+        if cfg.candidate_threshold is not None:  # a pinned floor holds for all texts
+            long_floor = max(long_floor, floor)
     else:
         assert cfg.max_wrong_hit_rate is not None  # checked by the config
         floor, high, threshold, row = weights.operating_point(

@@ -117,8 +117,13 @@ def test_a_pinned_candidate_threshold_is_honoured() -> None:
     assert verdict.reason == "below candidate threshold"
 
 
-def test_a_pinned_candidate_threshold_holds_for_long_texts_too() -> None:
-    v = make_verifier(VerifierConfig(candidate_threshold=0.97))
+@pytest.mark.parametrize("score_threshold", [None, 0.5])
+def test_a_pinned_candidate_threshold_holds_for_long_texts_too(
+    score_threshold: float | None,
+) -> None:
+    v = make_verifier(
+        VerifierConfig(candidate_threshold=0.97, score_threshold=score_threshold)
+    )
     assert isinstance(v, LearnedVerifier) and v.long_floor >= 0.97
     verdict = v.verify(LONG_Q, cand(LONG_A, 0.96))
     assert not verdict.accept and verdict.reason == "below candidate threshold"
