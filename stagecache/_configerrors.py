@@ -14,6 +14,7 @@ from typing import Any
 
 import msgspec
 
+from stagecache._validate import check_numbers, problem_at
 from stagecache.errors import ConfigError
 
 __all__ = ["convert_strict", "struct_field_names"]
@@ -21,7 +22,8 @@ __all__ = ["convert_strict", "struct_field_names"]
 _AT = re.compile(r" - at `\$(?P<path>[^`]*)`$")
 _UNKNOWN = re.compile(r"Object contains unknown field `(?P<name>[^`]+)`")
 _MISSING = re.compile(r"Object missing required field `(?P<name>[^`]+)`")
-_STEP = re.compile(r"\.(\w+)|\[(\d+)\]")
+_STEP = re.compile(r'\."(?P<quoted>[^"]*)"|\.(?P<name>[^.\[]+)|\[(?P<index>\d+)\]')
+_ANY_KEY = "[...]"  # how msgspec writes "some key of this dict"
 
 
 def struct_field_names(tp: Any) -> list[str]:
@@ -49,6 +51,8 @@ def _type_at(tp: Any, steps: list[str | int]) -> Any:
         elif isinstance(tp, type) and issubclass(tp, msgspec.Struct):
             hints = typing.get_type_hints(tp)
             tp = hints.get(step, Any)
+        elif typing.get_origin(tp) is dict:
+            tp = typing.get_args(tp)[1]
         else:
             return Any
     return _unwrap(tp)
@@ -69,7 +73,37 @@ def _choices(tp: Any) -> list[str]:
 
 
 def _steps(path: str) -> list[str | int]:
-    return [m.group(1) if m.group(1) else int(m.group(2)) for m in _STEP.finditer(path)]
+    steps: list[str | int] = []
+    for m in _STEP.finditer(path):
+        index = m.group("index")
+        name = m.group("quoted") if m.group("quoted") is not None else m["name"]
+        steps.append(int(index) if index is not None else name)
+    return steps
+
+
+def _key(key: str) -> str:
+    return f".{key}" if re.fullmatch(r"[A-Za-z0-9_-]+", key) else f'."{key}"'
+
+
+def _name_keys(raw: Any, tp: Any, path: str) -> str:
+    """Put the key of the bad dict entry where msgspec wrote ``[...]``."""
+    while _ANY_KEY in path:
+        head, _, tail = path.partition(_ANY_KEY)
+        container = _walk(raw, _steps(head))
+        value_tp = _type_at(tp, [*_steps(head), "*"])
+        if not isinstance(container, dict):
+            break
+        bad = None
+        for key, value in container.items():
+            try:
+                msgspec.convert(value, value_tp, strict=True)
+            except (msgspec.ValidationError, TypeError, ValueError):
+                bad = key
+                break
+        if bad is None:
+            break
+        path = f"{head}{_key(str(bad))}{tail}"
+    return path
 
 
 def _dotted(prefix: str, path: str) -> str:
@@ -97,11 +131,11 @@ def convert_strict(
             fields or choices.
     """
     try:
-        return msgspec.convert(raw, tp, strict=True)
+        result = msgspec.convert(raw, tp, strict=True)
     except msgspec.ValidationError as exc:
         text = str(exc)
         at = _AT.search(text)
-        path = at.group("path") if at else ""
+        path = _name_keys(raw, tp, at.group("path") if at else "")
         message = _AT.sub("", text)
         steps = _steps(path)
         if m := _UNKNOWN.match(message):
@@ -116,9 +150,27 @@ def convert_strict(
                 "required field is missing", path=file, field=field
             ) from None
         bad = _walk(raw, steps)
+        field = _dotted(prefix, path)
+        numeric = _numeric_problem(tp, steps, bad)
+        if numeric is not None:
+            raise ConfigError(numeric, path=file, field=field) from None
         choices = _choices(_type_at(tp, steps))
         detail = message[0].lower() + message[1:] if message else "invalid value"
         text = f"{detail} (got {bad!r:.80})"
         if choices:
             text += f"; valid choices: {', '.join(choices)}"
-        raise ConfigError(text, path=file, field=_dotted(prefix, path)) from None
+        raise ConfigError(text, path=file, field=field) from None
+    # Python-side checks msgspec cannot express: NaN and infinities in numbers
+    # without bounds (third-party configs), on the same code as every section.
+    check_numbers(result, path=file, prefix=prefix)
+    return result
+
+
+def _numeric_problem(tp: Any, steps: list[str | int], bad: Any) -> str | None:
+    """The range message when the bad value sits in a bounded number field."""
+    if isinstance(bad, bool) or not isinstance(bad, int | float):
+        return None
+    try:
+        return problem_at(tp, steps, bad)
+    except (TypeError, ValueError):  # a type msgspec.inspect cannot describe
+        return None

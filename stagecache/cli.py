@@ -92,8 +92,14 @@ async def _demo(args: argparse.Namespace) -> int:
 
 def _check_config(args: argparse.Namespace) -> int:
     from stagecache.config import load_config
+    from stagecache.errors import ConfigError
 
-    config = load_config(args.file)
+    try:
+        config = load_config(args.file)
+    except ConfigError as exc:
+        # One line per error, whatever the message holds (a TOML excerpt, a value).
+        print(f"stagecache: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 2
     kinds = ", ".join(str(t.get("kind")) for t in config.stages)
     print(f"{args.file}: ok ({len(config.stages)} stages: {kinds})")
     return 0

@@ -20,21 +20,25 @@
 
 Every table is strict: an unknown field, an unknown kind or a bad value fails at load
 with a :class:`~stagecache.errors.ConfigError` that names the file, the field, the bad
-value and the valid choices. Stage kinds come from the built-ins and the
-``stagecache.stages`` entry-point group; no import strings in config files.
+value and the valid choices. Every number has bounds (finite, in range), checked by
+one function for every section (:mod:`stagecache._validate`); regexes are compiled by
+RE2 (:mod:`stagecache._regex`); tables nested deeper than 16 levels are refused.
+Stage kinds come from the built-ins and the ``stagecache.stages`` entry-point group;
+no import strings in config files.
 """
 
 from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import anyio
 import msgspec
 from opentelemetry.trace import TracerProvider
 
 from stagecache._configerrors import convert_strict
+from stagecache._validate import CheckNumbers, Delay, Retries, Seconds, check_depth
 from stagecache.cache import CacheSettings, SemanticCache
 from stagecache.errors import ConfigError, StagecacheError
 from stagecache.memory import MemoryStore
@@ -90,6 +94,7 @@ class PipelineSection(
 
 class ScriptedLLMConfig(
     msgspec.Struct,
+    CheckNumbers,
     frozen=True,
     forbid_unknown_fields=True,
     kw_only=True,
@@ -98,12 +103,13 @@ class ScriptedLLMConfig(
 ):
     """A local scripted model (for demos and tests): echoes a template after a delay."""
 
-    delay_s: float = 0.5
+    delay_s: Delay = 0.5
     template: str = "Here is what I know about: {prompt}"
 
 
 class OpenAIChatConfig(
     msgspec.Struct,
+    CheckNumbers,
     frozen=True,
     forbid_unknown_fields=True,
     kw_only=True,
@@ -115,19 +121,19 @@ class OpenAIChatConfig(
     base_url: str
     model: str
     api_key_env: str | None = "OPENAI_API_KEY"
-    timeout_s: float = 60.0
-    max_retries: int = 2
+    timeout_s: Seconds = 60.0
+    max_retries: Retries = 2
 
 
 LLMConfig = ScriptedLLMConfig | OpenAIChatConfig
 
 
 class MemoryConfig(
-    msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True
+    msgspec.Struct, CheckNumbers, frozen=True, forbid_unknown_fields=True, kw_only=True
 ):
     """The ``[memory]`` table: the per-user memory store."""
 
-    max_facts_per_user: int = 1000
+    max_facts_per_user: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] = 1000
 
 
 class PipelineConfig(
@@ -164,11 +170,16 @@ def load_config(path: str | Path) -> PipelineConfig:
         raise ConfigError(f"cannot read: {exc}", path=file) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"not valid TOML: {exc}", path=file) from None
+    except RecursionError:  # tomllib recurses once per level of nesting
+        raise ConfigError(
+            "tables or arrays are nested too deeply to parse", path=file
+        ) from None
     return parse_config(raw, file=file)
 
 
 def parse_config(raw: dict[str, Any], *, file: str | None = None) -> PipelineConfig:
     """Check decoded TOML and return the typed config."""
+    check_depth(raw, path=file)
     config: PipelineConfig = convert_strict(raw, PipelineConfig, file=file)
     config.cache.check(path=file)
     _check_embedder(config, file)

@@ -9,7 +9,6 @@ class users see.
 from __future__ import annotations
 
 import heapq
-import re
 import secrets
 import time
 from collections import OrderedDict
@@ -74,9 +73,7 @@ class CacheCore:
         self.verifier = verifier
         self._events = events
         self._clock = clock
-        self._patterns = [
-            (re.compile(p.pattern), p.ttl_s) for p in settings.ttl_patterns
-        ]
+        self._patterns = settings.ttl_rules()  # RE2: linear in the query
         # Every entry, least recently used first: the global LRU order is the dict's.
         self._records: OrderedDict[str, Record] = OrderedDict()
         self._scopes: dict[str, ScopeState] = {}

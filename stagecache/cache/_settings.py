@@ -3,18 +3,20 @@
 The Structs decode straight from the ``[cache]`` table of a pipeline TOML file
 (unknown fields are an error). ``check()`` validates values that a type alone cannot
 express and raises :class:`~stagecache.errors.ConfigError` naming the field, the bad
-value and the fix.
+value and the fix. Every number has its bounds in its type, checked by
+:func:`stagecache._validate.check_numbers`, the code that checks every config
+section; ``ttl_patterns`` are compiled by RE2 (:mod:`stagecache._regex`).
 """
 
 from __future__ import annotations
 
-import math
 import re
-from collections.abc import Callable
-from typing import Literal
+from typing import Annotated, Literal
 
 import msgspec
 
+from stagecache._regex import compile_config_regex
+from stagecache._validate import Seconds, check_numbers
 from stagecache.errors import ConfigError
 
 __all__ = ["BackendSettings", "CacheSettings", "KeyParts", "TtlPattern"]
@@ -23,11 +25,23 @@ _SCOPES = ("per_user", "per_session", "shared")
 _BACKENDS = ("memory", "sqlite", "redis")
 
 
+#: The longest TTL: ten years.
+MAX_TTL_S = 10 * 365 * 86_400.0
+Ttl = Annotated[float, msgspec.Meta(gt=0, le=MAX_TTL_S)]
+
+#: An entry count, 1 to ``high``.
+Entries = Annotated[int, msgspec.Meta(ge=1, le=1_000_000_000)]
+
+
 class TtlPattern(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """A regex searched in the query and the TTL it gives; the first match wins."""
+    """A regex searched in the query and the TTL it gives; the first match wins.
+
+    The pattern is RE2 syntax (no backreferences or lookaround; see
+    ``stagecache._regex``) and must not match the empty string.
+    """
 
     pattern: str
-    ttl_s: float
+    ttl_s: Ttl
 
 
 class BackendSettings(
@@ -57,14 +71,14 @@ class BackendSettings(
 
     kind: Literal["memory", "sqlite", "redis"] = "memory"
     path: str | None = None
-    busy_timeout_s: float = 5.0
+    busy_timeout_s: Seconds = 5.0
     redis_url: str = "redis://127.0.0.1:6379/0"
     redis_namespace: str = "stagecache"
     redis_username: str | None = None
     redis_password: str | None = None
     redis_tls_ca_file: str | None = None
-    redis_socket_timeout_s: float | None = None
-    redis_stream_maxlen: int = 100_000
+    redis_socket_timeout_s: Seconds | None = None
+    redis_stream_maxlen: Annotated[int, msgspec.Meta(ge=100, le=100_000_000)] = 100_000
     encrypt_values: bool = False
     ephemeral_key: bool = False
 
@@ -117,22 +131,22 @@ class CacheSettings(
 
     scope: Literal["per_user", "per_session", "shared"] = "per_user"
     shared_data_acknowledged: bool = False
-    threshold: float = 0.92
-    default_ttl: float = 3600.0
+    threshold: Annotated[float, msgspec.Meta(gt=0, le=1)] = 0.92
+    default_ttl: Ttl = 3600.0
     ttl_patterns: list[TtlPattern] = []
-    max_entries_per_user: int = 1000
-    max_total_entries: int = 100_000
+    max_entries_per_user: Entries = 1000
+    max_total_entries: Entries = 100_000
     invalidate_on_write: bool = True
     cache_multi_turn: bool = False
-    top_k: int = 5
-    flat_max_entries: int = 3072
+    top_k: Annotated[int, msgspec.Meta(ge=1, le=100)] = 5
+    flat_max_entries: Annotated[int, msgspec.Meta(ge=1, le=10_000_000)] = 3072
     index_dir: str | None = None
-    max_hot_scopes: int | None = None
-    timeout_s: float = 1.0
-    negative_feedback_limit: int = 1
-    hnsw_m: int = 16
-    hnsw_ef_construction: int = 200
-    hnsw_ef_search: int = 128
+    max_hot_scopes: Annotated[int, msgspec.Meta(ge=1, le=10_000_000)] | None = None
+    timeout_s: Seconds = 1.0
+    negative_feedback_limit: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 1
+    hnsw_m: Annotated[int, msgspec.Meta(ge=2, le=256)] = 16
+    hnsw_ef_construction: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 200
+    hnsw_ef_search: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 128
     backend: BackendSettings = BackendSettings()
 
     def check(self, *, path: str | None = None, prefix: str = "cache") -> None:
@@ -160,44 +174,14 @@ class CacheSettings(
                 "(including any personal data in them); set "
                 "shared_data_acknowledged = true to accept that, or use 'per_user'",
             )
-        if not (
-            isinstance(self.threshold, (int, float)) and 0.0 < self.threshold <= 1.0
-        ):
-            raise fail("threshold", f"{self.threshold!r} must be in (0, 1], e.g. 0.92")
-        _positive(fail, "default_ttl", self.default_ttl)
-        _positive(fail, "timeout_s", self.timeout_s)
-        for i, item in enumerate(self.ttl_patterns):
-            _positive(fail, f"ttl_patterns[{i}].ttl_s", item.ttl_s)
-            try:
-                re.compile(item.pattern)
-            except re.error as exc:
-                raise fail(
-                    f"ttl_patterns[{i}].pattern",
-                    f"{item.pattern!r} is not a valid regular expression: {exc}",
-                ) from exc
-        for name in (
-            "max_entries_per_user",
-            "max_total_entries",
-            "top_k",
-            "flat_max_entries",
-            "negative_feedback_limit",
-            "hnsw_m",
-            "hnsw_ef_construction",
-            "hnsw_ef_search",
-        ):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise fail(name, f"{value!r} must be an integer >= 1")
-        if self.max_hot_scopes is not None:
-            if self.max_hot_scopes < 1:
-                raise fail(
-                    "max_hot_scopes", f"{self.max_hot_scopes!r} must be >= 1 or unset"
-                )
-            if not self.index_dir:
-                raise fail(
-                    "max_hot_scopes",
-                    "unloading cold scopes needs a directory: set index_dir too",
-                )
+        # Every number, by the code that checks every config section.
+        check_numbers(self, path=path, prefix=prefix)
+        self.ttl_rules(path=path, prefix=prefix)
+        if self.max_hot_scopes is not None and not self.index_dir:
+            raise fail(
+                "max_hot_scopes",
+                "unloading cold scopes needs a directory: set index_dir too",
+            )
         backend = self.backend
         if backend.kind not in _BACKENDS:
             raise fail(
@@ -207,12 +191,26 @@ class CacheSettings(
             raise fail(
                 "backend.path", "the sqlite backend needs a file path, e.g. 'cache.db'"
             )
-        _positive(fail, "backend.busy_timeout_s", backend.busy_timeout_s)
         from stagecache.cache._redis_config import check_redis
 
         check_redis(backend, fail)
 
+    def ttl_rules(
+        self, *, path: str | None = None, prefix: str = "cache"
+    ) -> list[tuple[re.Pattern[str], float]]:
+        """``ttl_patterns`` compiled by RE2, with their TTLs, in order.
 
-def _positive(fail: Callable[[str, str], ConfigError], name: str, value: float) -> None:
-    if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-        raise fail(name, f"{value!r} must be a number > 0 (seconds)")
+        Raises:
+            ConfigError: a pattern RE2 does not accept or that matches the empty
+                string (the field is ``cache.ttl_patterns[i].pattern``).
+        """
+        where = f"{prefix}.ttl_patterns" if prefix else "ttl_patterns"
+        return [
+            (
+                compile_config_regex(
+                    item.pattern, field=f"{where}[{i}].pattern", path=path
+                ),
+                item.ttl_s,
+            )
+            for i, item in enumerate(self.ttl_patterns)
+        ]

@@ -19,10 +19,11 @@ import os
 import re
 import typing
 from collections.abc import Mapping
-from typing import Any, Literal, Union
+from typing import Annotated, Any, Literal, Union
 
 import msgspec
 
+from stagecache._validate import CheckNumbers, Retries, Seconds, problem_at
 from stagecache.embeddings._cache import CachedEmbedder
 from stagecache.embeddings._onnx import OnnxEmbedder
 from stagecache.embeddings._openai import OpenAIEmbedder
@@ -43,6 +44,7 @@ __all__ = [
 
 class _Base(
     msgspec.Struct,
+    CheckNumbers,
     frozen=True,
     forbid_unknown_fields=True,
     kw_only=True,
@@ -50,18 +52,13 @@ class _Base(
 ):
     """Fields every kind shares: micro-batching and the embedding cache."""
 
-    batch_window_ms: float = 2.0
-    max_batch: int = 64
+    batch_window_ms: Annotated[float, msgspec.Meta(ge=0, le=1000)] = 2.0
+    max_batch: Annotated[int, msgspec.Meta(ge=1, le=4096)] = 64
     cache: bool = True
     cache_path: str | None = None
-    memory_items: int = 10_000
+    memory_items: Annotated[int, msgspec.Meta(ge=0, le=10_000_000)] = 10_000
     casefold: bool = False
-    cache_version: int = 1
-
-    def __post_init__(self) -> None:
-        _at_least("batch_window_ms", self.batch_window_ms, 0)
-        _at_least("max_batch", self.max_batch, 1)
-        _at_least("memory_items", self.memory_items, 0)
+    cache_version: Annotated[int, msgspec.Meta(ge=0, le=1_000_000)] = 1
 
 
 class SentenceTransformersConfig(_Base, frozen=True, tag="sentence_transformers"):
@@ -88,7 +85,7 @@ class OnnxConfig(_Base, frozen=True, tag="onnx"):
 
     model: str | None = None
     quantize: Literal["fp32", "int8"] = "int8"
-    threads: int | None = None
+    threads: Annotated[int, msgspec.Meta(ge=1, le=1024)] | None = None
     cache_dir: str | None = None
 
 
@@ -108,10 +105,10 @@ class OpenAIConfig(_Base, frozen=True, tag="openai"):
     base_url: str
     model: str
     api_key_env: str | None = "OPENAI_API_KEY"
-    dim: int | None = None
-    timeout_s: float = 30.0
-    max_retries: int = 3
-    batch_size: int = 256
+    dim: Annotated[int, msgspec.Meta(ge=1, le=65_536)] | None = None
+    timeout_s: Seconds = 30.0
+    max_retries: Retries = 3
+    batch_size: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 256
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -119,9 +116,6 @@ class OpenAIConfig(_Base, frozen=True, tag="openai"):
             raise ConfigError(
                 f"{self.base_url!r} is not an http(s) URL", field="base_url"
             )
-        _at_least("timeout_s", self.timeout_s, 0.001)
-        _at_least("max_retries", self.max_retries, 0)
-        _at_least("batch_size", self.batch_size, 1)
 
 
 EmbedderConfig = Union[SentenceTransformersConfig, OnnxConfig, OpenAIConfig]  # noqa: UP007 - a runtime alias msgspec and isinstance() accept
@@ -132,11 +126,6 @@ _KINDS: dict[str, type[_Base]] = {
     "onnx": OnnxConfig,
     "openai": OpenAIConfig,
 }
-
-
-def _at_least(field: str, value: float | None, low: float) -> None:
-    if value is not None and value < low:
-        raise ConfigError(f"{value!r} is invalid: must be >= {low:g}", field=field)
 
 
 def embedder_config(
@@ -174,8 +163,12 @@ def embedder_config(
         field = match.group(1) if match else None
         choices = _choices(cls, field) if field else None
         detail = message.split(" - at `")[0]
+        numeric = None
         if field is not None and field in data:
-            detail = f"{data[field]!r} is invalid ({detail})"
+            value = data[field]
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                numeric = problem_at(cls, [field], value)
+            detail = numeric or f"{value!r} is invalid ({detail})"
         if choices:
             detail += f"; valid values: {choices}"
         raise ConfigError(

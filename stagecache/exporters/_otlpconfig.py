@@ -23,10 +23,11 @@ path (``/v1/traces``, ``/v1/metrics``) is appended. ``traces_endpoint`` and
 from __future__ import annotations
 
 import os
-from typing import Literal
+from typing import Annotated, Literal
 
 import msgspec
 
+from stagecache._validate import CheckNumbers, Seconds
 from stagecache.exporters._pricing import ModelPrice
 
 __all__ = ["OtlpConfig", "Protocol", "resolve_endpoint", "resolve_protocol"]
@@ -41,7 +42,7 @@ _DEFAULT_BASE = {
 _PROTOCOLS: tuple[Protocol, ...] = ("grpc", "http/protobuf")
 
 
-class OtlpConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+class OtlpConfig(msgspec.Struct, CheckNumbers, frozen=True, forbid_unknown_fields=True):
     """OTLP export of traces and metrics (TOML: ``[[exporters]] kind = "otlp"``).
 
     Attributes:
@@ -72,26 +73,23 @@ class OtlpConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     protocol: Protocol | None = None
     headers: dict[str, str] = {}
     insecure: bool | None = None
-    timeout_s: float | None = None
+    timeout_s: Seconds | None = None
     service_name: str | None = None
     traces: bool = True
     metrics: bool = True
-    max_queue_size: int = 2048
-    max_export_batch_size: int = 512
-    schedule_delay_s: float = 1.0
-    export_interval_s: float = 10.0
+    max_queue_size: Annotated[int, msgspec.Meta(ge=1, le=10_000_000)] = 2048
+    max_export_batch_size: Annotated[int, msgspec.Meta(ge=1, le=10_000_000)] = 512
+    schedule_delay_s: Seconds = 1.0
+    export_interval_s: Seconds = 10.0
     prices: dict[str, ModelPrice] = {}
 
     def __post_init__(self) -> None:
-        if self.max_queue_size < 1:
-            raise ValueError(f"max_queue_size: must be >= 1, got {self.max_queue_size}")
-        if not 1 <= self.max_export_batch_size <= self.max_queue_size:
+        super().__post_init__()  # every number within its bounds
+        if self.max_export_batch_size > self.max_queue_size:
             raise ValueError(
                 "max_export_batch_size: must be between 1 and max_queue_size "
                 f"({self.max_queue_size}), got {self.max_export_batch_size}"
             )
-        if self.export_interval_s <= 0 or self.schedule_delay_s <= 0:
-            raise ValueError("export_interval_s and schedule_delay_s must be > 0")
 
 
 def _env(signal: Signal, name: str) -> str | None:

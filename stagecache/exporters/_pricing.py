@@ -11,20 +11,25 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Mapping
-from typing import Generic, TypeVar
+from typing import Annotated, Generic, TypeVar
 
 import msgspec
+
+from stagecache._validate import CheckNumbers
 
 __all__ = ["BoundedMap", "ModelPrice", "PriceTable", "TokenCount", "estimate_tokens"]
 
 _K = TypeVar("_K")
 _V = TypeVar("_V")
 
+#: USD per 1,000 tokens: finite, 0 to 1,000.
+Price = Annotated[float, msgspec.Meta(ge=0, le=1000)]
+
 #: Characters per token of the length estimate (OpenAI's rule of thumb for English).
 CHARS_PER_TOKEN = 4
 
 
-class ModelPrice(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+class ModelPrice(msgspec.Struct, CheckNumbers, frozen=True, forbid_unknown_fields=True):
     """The price of one model, in USD per 1,000 tokens.
 
     Attributes:
@@ -32,8 +37,8 @@ class ModelPrice(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         output_per_1k: price of 1,000 completion (output) tokens.
     """
 
-    input_per_1k: float = 0.0
-    output_per_1k: float = 0.0
+    input_per_1k: Price = 0.0
+    output_per_1k: Price = 0.0
 
 
 class TokenCount(msgspec.Struct, frozen=True):

@@ -9,11 +9,14 @@ do not collide.
 
 from __future__ import annotations
 
+import socket
 from typing import TYPE_CHECKING, Any
 
 import anyio
 import msgspec
 
+from stagecache._validate import CheckNumbers, Port
+from stagecache.errors import ConfigError
 from stagecache.exporters._metrics import EntryCounts, MetricsRecorder
 from stagecache.exporters._pricing import ModelPrice
 from stagecache.pipeline._events import Event
@@ -43,7 +46,9 @@ def entry_counts_of(cache: object) -> EntryCounts | None:
     return fn if callable(fn) else None
 
 
-class PrometheusConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+class PrometheusConfig(
+    msgspec.Struct, CheckNumbers, frozen=True, forbid_unknown_fields=True
+):
     """A Prometheus scrape endpoint.
 
     Attributes:
@@ -54,7 +59,7 @@ class PrometheusConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """
 
     host: str = "127.0.0.1"
-    port: int = 9464
+    port: Port = 9464
     prices: dict[str, ModelPrice] = {}
 
 
@@ -116,9 +121,17 @@ class PrometheusExporter:
             return
         from prometheus_client import start_http_server
 
-        server, _thread = start_http_server(
-            self.config.port, addr=self.config.host, registry=self.registry
-        )
+        try:
+            server, _thread = start_http_server(
+                self.config.port, addr=self.config.host, registry=self.registry
+            )
+        except OSError as exc:  # an unknown host, a port in use or not allowed
+            name = "host" if isinstance(exc, socket.gaierror) else "port"
+            raise ConfigError(
+                f"cannot listen on {self.config.host}:{self.config.port}: {exc}; set "
+                "host to a local address and port to a free one (0 picks one)",
+                field=f"prometheus.{name}",
+            ) from exc
         self._server = server
         self.port = server.server_port
 

@@ -44,11 +44,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from functools import lru_cache
-from typing import Literal
+from typing import Annotated, Literal
 
 import msgspec
 
 from stagecache._model import Candidate, Verdict
+from stagecache._validate import Unit, check_numbers
 from stagecache.errors import ConfigError
 from stagecache.quality._adaptive import AdaptiveThresholds
 from stagecache.quality._features import (
@@ -101,11 +102,11 @@ class VerifierConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """
 
     kind: VerifierKind = "combined"
-    max_wrong_hit_rate: float | None = 0.02
-    candidate_threshold: float | None = None
-    score_threshold: float | None = None
+    max_wrong_hit_rate: Annotated[float, msgspec.Meta(gt=0, lt=1)] | None = 0.02
+    candidate_threshold: Unit | None = None
+    score_threshold: Unit | None = None
     adaptive: bool = True
-    feedback_margin: float = 0.05
+    feedback_margin: Unit = 0.05
 
     def __post_init__(self) -> None:
         if self.kind not in _KINDS:
@@ -113,24 +114,8 @@ class VerifierConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
                 f"{self.kind!r} is not one of {', '.join(_KINDS)}",
                 field="verifier.kind",
             )
-        if self.max_wrong_hit_rate is not None and not (
-            0.0 < self.max_wrong_hit_rate < 1.0
-        ):
-            raise ConfigError(
-                f"{self.max_wrong_hit_rate!r} must be between 0 and 1 (exclusive)",
-                field="verifier.max_wrong_hit_rate",
-            )
-        for name in ("candidate_threshold", "score_threshold"):
-            value = getattr(self, name)
-            if value is not None and not (0.0 <= value <= 1.0):
-                raise ConfigError(
-                    f"{value!r} must be between 0 and 1", field=f"verifier.{name}"
-                )
-        if not (0.0 <= self.feedback_margin <= 1.0):
-            raise ConfigError(
-                f"{self.feedback_margin!r} must be between 0 and 1",
-                field="verifier.feedback_margin",
-            )
+        # Every number, by the code that checks every config section.
+        check_numbers(self, prefix="verifier")
         if self.kind in ("learned", "combined") and (
             self.max_wrong_hit_rate is None and self.score_threshold is None
         ):

@@ -22,6 +22,7 @@ import structlog
 from opentelemetry.trace import Span, Tracer
 
 from stagecache._model import Turn
+from stagecache._validate import CheckNumbers, Seconds
 from stagecache.cache import KeyParts, Scope, SemanticCache
 from stagecache.errors import ConfigError
 from stagecache.pipeline._events import CacheHit, CacheMiss, EventBus
@@ -39,7 +40,11 @@ SCOPE, PARTS = "cache_scope", "cache_parts"
 
 
 class CacheCheckConfig(
-    msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True
+    msgspec.Struct,
+    CheckNumbers,
+    frozen=True,
+    forbid_unknown_fields=True,
+    kw_only=True,
 ):
     """Config of the ``cache_check`` stage.
 
@@ -53,8 +58,8 @@ class CacheCheckConfig(
     """
 
     single_flight: bool = True
-    flight_wait_s: float = 60.0
-    timeout_s: float | None = 2.0
+    flight_wait_s: Seconds = 60.0
+    timeout_s: Seconds | None = 2.0
 
 
 class _Ctx(Protocol):

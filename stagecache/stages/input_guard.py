@@ -18,13 +18,13 @@ refused rather than let through unchecked.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Protocol, Self
+from typing import Literal, Protocol, Self
 
 import anyio.to_thread
 import msgspec
 
 from stagecache._model import GuardFinding, Turn
-from stagecache.errors import ConfigError
+from stagecache._validate import Chars, CheckNumbers, Seconds
 from stagecache.guards import Detection, InjectionScanner, RuleSpec
 from stagecache.pipeline._events import EventBus, GuardBlocked
 from stagecache.types import FailurePolicy
@@ -38,7 +38,11 @@ _OVERSIZE = "input.oversize"
 
 
 class InputGuardConfig(
-    msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True
+    msgspec.Struct,
+    CheckNumbers,
+    frozen=True,
+    forbid_unknown_fields=True,
+    kw_only=True,
 ):
     """Config of the ``input_guard`` stage.
 
@@ -53,14 +57,14 @@ class InputGuardConfig(
         timeout_s: the longest the guard may take (None: no limit).
     """
 
-    max_chars: Annotated[int, msgspec.Meta(gt=0)] = 32_000
+    max_chars: Chars = 32_000
     disable: list[str] = []
     extra_rules: list[RuleSpec] = []
     scan_tool_results: bool = True
     action: Literal["block", "flag"] = "block"
     refusal: str = "Sorry, I can't help with that request."
     oversize_refusal: str = "Sorry, that request is too long for me to process."
-    timeout_s: float | None = None
+    timeout_s: Seconds | None = None
 
 
 class _HasEvents(Protocol):
@@ -88,12 +92,6 @@ class InputGuard:
         self, config: InputGuardConfig | None = None, *, events: EventBus | None = None
     ) -> None:
         config = config or InputGuardConfig()
-        if config.max_chars <= 0:
-            # Structs built in Python skip msgspec's decode-time constraint.
-            raise ConfigError(
-                f"must be a positive number of characters, got {config.max_chars!r}",
-                field="max_chars",
-            )
         self._config = config
         self._scanner = InjectionScanner(
             extra=config.extra_rules, disable=config.disable

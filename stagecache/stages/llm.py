@@ -15,6 +15,7 @@ from typing import Any, Protocol
 import msgspec
 
 from stagecache._model import ToolCall, Turn, Usage
+from stagecache._validate import CheckNumbers, Seconds
 from stagecache.errors import LLMError
 from stagecache.pipeline._events import EventBus, LLMCall
 from stagecache.types import FailurePolicy, LLMClient
@@ -32,7 +33,11 @@ class Completion(msgspec.Struct):
 
 
 class LLMStageConfig(
-    msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True
+    msgspec.Struct,
+    CheckNumbers,
+    frozen=True,
+    forbid_unknown_fields=True,
+    kw_only=True,
 ):
     """Config of the ``llm`` stage.
 
@@ -40,7 +45,7 @@ class LLMStageConfig(
         timeout_s: the longest a model call may take before the request fails.
     """
 
-    timeout_s: float | None = 120.0
+    timeout_s: Seconds | None = 120.0
 
 
 class _Ctx(Protocol):

@@ -9,11 +9,12 @@ caching (a fingerprint it cannot trust must not produce a hit).
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Annotated, Protocol
 
 import msgspec
 
 from stagecache._model import Turn
+from stagecache._validate import CheckNumbers, Seconds
 from stagecache.errors import ConfigError
 from stagecache.memory import MemoryStore
 from stagecache.stages._keys import ensure_embedding, fingerprint
@@ -23,7 +24,11 @@ __all__ = ["MemorySearch", "MemorySearchConfig"]
 
 
 class MemorySearchConfig(
-    msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True
+    msgspec.Struct,
+    CheckNumbers,
+    frozen=True,
+    forbid_unknown_fields=True,
+    kw_only=True,
 ):
     """Config of the ``memory_search`` stage.
 
@@ -33,9 +38,9 @@ class MemorySearchConfig(
         timeout_s: the stage's time limit.
     """
 
-    k: int = 3
-    min_similarity: float = 0.35
-    timeout_s: float | None = 2.0
+    k: Annotated[int, msgspec.Meta(ge=1, le=100)] = 3
+    min_similarity: Annotated[float, msgspec.Meta(ge=-1, le=1)] = 0.35
+    timeout_s: Seconds | None = 2.0
 
 
 class _Ctx(Protocol):
@@ -58,8 +63,6 @@ class MemorySearch:
         config: MemorySearchConfig | None = None,
     ) -> None:
         config = config or MemorySearchConfig()
-        if config.k < 1:
-            raise ConfigError(f"must be >= 1 (got {config.k})", field="memory_search.k")
         self._memory = memory
         self._embedder = embedder
         self._k = config.k

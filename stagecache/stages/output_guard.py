@@ -20,6 +20,7 @@ import anyio.to_thread
 import msgspec
 
 from stagecache._model import GuardFinding, Turn
+from stagecache._validate import CheckNumbers, Seconds
 from stagecache.guards import PatternSpec, PiiRedactor, Redaction
 from stagecache.pipeline._events import EventBus, GuardRedacted
 from stagecache.types import FailurePolicy
@@ -32,7 +33,11 @@ _OFFLOAD_CHARS = 32_000
 
 
 class OutputGuardConfig(
-    msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True
+    msgspec.Struct,
+    CheckNumbers,
+    frozen=True,
+    forbid_unknown_fields=True,
+    kw_only=True,
 ):
     """Config of the ``output_guard`` stage.
 
@@ -45,7 +50,7 @@ class OutputGuardConfig(
 
     disable: list[str] = []
     extra_patterns: list[PatternSpec] = []
-    timeout_s: float | None = None
+    timeout_s: Seconds | None = None
 
 
 class _HasEvents(Protocol):

@@ -17,6 +17,7 @@ import msgspec
 from opentelemetry.trace import Tracer
 
 from stagecache._model import Turn
+from stagecache._validate import Chars, CheckNumbers, Seconds
 from stagecache.cache import SemanticCache
 from stagecache.errors import ConfigError
 from stagecache.pipeline._events import CacheStore, EventBus
@@ -28,7 +29,11 @@ __all__ = ["Store", "StoreConfig"]
 
 
 class StoreConfig(
-    msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True
+    msgspec.Struct,
+    CheckNumbers,
+    frozen=True,
+    forbid_unknown_fields=True,
+    kw_only=True,
 ):
     """Config of the ``store`` stage.
 
@@ -37,8 +42,8 @@ class StoreConfig(
         timeout_s: the stage's own limit.
     """
 
-    max_answer_chars: int = 100_000
-    timeout_s: float | None = None
+    max_answer_chars: Chars = 100_000
+    timeout_s: Seconds | None = None
 
 
 class _Ctx(Protocol):

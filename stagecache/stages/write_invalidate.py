@@ -14,6 +14,7 @@ import msgspec
 from opentelemetry.trace import Tracer
 
 from stagecache._model import Turn
+from stagecache._validate import CheckNumbers, Seconds
 from stagecache.cache import SemanticCache
 from stagecache.errors import ConfigError
 from stagecache.pipeline._events import EventBus
@@ -24,11 +25,15 @@ __all__ = ["WriteInvalidate", "WriteInvalidateConfig"]
 
 
 class WriteInvalidateConfig(
-    msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True
+    msgspec.Struct,
+    CheckNumbers,
+    frozen=True,
+    forbid_unknown_fields=True,
+    kw_only=True,
 ):
     """Config of the ``write_invalidate`` stage."""
 
-    timeout_s: float | None = None
+    timeout_s: Seconds | None = None
 
 
 class _Ctx(Protocol):
