@@ -16,6 +16,7 @@ import re
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
+from stagecache._regex import compile_config_regex
 from stagecache.errors import ConfigError
 from stagecache.guards._normalize import (
     canonical,
@@ -254,20 +255,10 @@ def _compile_spec(index: int, spec: RuleSpec) -> Rule:
         raise ConfigError(
             f"rule {spec.id!r} has no patterns", field=f"{field}.patterns"
         )
-    compiled: list[re.Pattern[str]] = []
-    for j, source in enumerate(spec.patterns):
-        try:
-            pattern = re.compile(source, re.IGNORECASE)
-        except re.error as exc:
-            raise ConfigError(
-                f"invalid regex {source!r} in rule {spec.id!r}: {exc}",
-                field=f"{field}.patterns[{j}]",
-            ) from exc
-        if pattern.search("") is not None:
-            # An empty match would block every message.
-            raise ConfigError(
-                f"regex {source!r} in rule {spec.id!r} matches the empty string",
-                field=f"{field}.patterns[{j}]",
-            )
-        compiled.append(pattern)
+    # RE2 (linear time); a pattern matching the empty string would block every
+    # message and is refused with the others RE2 does not accept.
+    compiled = [
+        compile_config_regex(source, field=f"{field}.patterns[{j}]", ignore_case=True)
+        for j, source in enumerate(spec.patterns)
+    ]
     return Rule(spec.id, spec.description or f"extra rule {spec.id}", tuple(compiled))

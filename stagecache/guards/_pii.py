@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import msgspec
 
+from stagecache._regex import compile_config_regex
 from stagecache.errors import ConfigError
 
 __all__ = [
@@ -466,13 +467,8 @@ def _compile_specs(specs: Sequence[PatternSpec]) -> tuple[Detector, ...]:
                 "underscores, starting with a letter",
                 field=f"{field}.label",
             )
-        try:
-            pattern = re.compile(spec.pattern)
-        except re.error as exc:
-            raise ConfigError(
-                f"invalid regex {spec.pattern!r} for detector {spec.id!r}: {exc}",
-                field=f"{field}.pattern",
-            ) from exc
+        # RE2 (linear time); refuses patterns that match the empty string.
+        pattern = compile_config_regex(spec.pattern, field=f"{field}.pattern")
         if any(m.end() == m.start() for m in pattern.finditer(_PROBE)):
             raise ConfigError(
                 f"regex {spec.pattern!r} for detector {spec.id!r} matches the empty "
