@@ -184,12 +184,6 @@ def _problems(value: Any, info: mi.Type, where: str) -> Iterator[tuple[str, str]
     elif isinstance(info, mi.DictType) and isinstance(value, dict):
         for key, item in value.items():
             yield from _problems(item, info.value_type, _join(where, str(key)))
-    elif (
-        isinstance(info, mi.AnyType)
-        and isinstance(value, float)
-        and not math.isfinite(value)
-    ):
-        yield where, f"{value!r} must be a finite number"
 
 
 def check_numbers(obj: object, *, path: str | None = None, prefix: str = "") -> None:

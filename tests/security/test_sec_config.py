@@ -11,11 +11,13 @@ from __future__ import annotations
 import math
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import msgspec
 import pytest
 
+from stagecache._configerrors import convert_strict
 from stagecache.cache import CacheSettings, SemanticCache, TtlPattern
 from stagecache.config import (
     MemoryConfig,
@@ -26,11 +28,15 @@ from stagecache.config import (
 )
 from stagecache.errors import ConfigError
 from stagecache.guards import InjectionScanner, PatternSpec, PiiRedactor, RuleSpec
-from stagecache.pipeline._registry import BUILTIN_EXPORTERS, BUILTIN_STAGES
-from stagecache.pipeline._registry import load_factory
+from stagecache.pipeline._registry import (
+    BUILTIN_EXPORTERS,
+    BUILTIN_STAGES,
+    load_factory,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
-CLI = "/work/main/.venv/bin/stagecache"
+# The installed console script, beside the interpreter running the tests.
+CLI = str(Path(sys.executable).with_name("stagecache"))
 STAGES = sorted(BUILTIN_STAGES)
 BAD_SECONDS = ["-1", "0", "nan", "inf", "-inf", "1e12"]
 
@@ -68,7 +74,10 @@ BAD_VALUES = [
     (_stages('kind = "store"\nmax_answer_chars = -1'), "stages[2].max_answer_chars"),
     (_stages('kind = "store"\nmax_answer_chars = 0'), "stages[2].max_answer_chars"),
     (_stages('kind = "memory_search"\nk = 1000000'), "stages[2].k"),
-    (_stages('kind = "memory_search"\nmin_similarity = nan'), "stages[2].min_similarity"),
+    (
+        _stages('kind = "memory_search"\nmin_similarity = nan'),
+        "stages[2].min_similarity",
+    ),
     (_stages('kind = "input_guard"\nmax_chars = 0'), "stages[2].max_chars"),
     ("[memory]\nmax_facts_per_user = -1", "memory.max_facts_per_user"),
     ("[cache]\ntop_k = 1000000000", "cache.top_k"),
@@ -131,8 +140,11 @@ def _config_types() -> list[type[msgspec.Struct]]:
     ]
     types += [load_factory(k, "stage").Config for k in BUILTIN_STAGES]
     types += [load_factory(k, "exporter").Config for k in BUILTIN_EXPORTERS]
-    from stagecache.embeddings import OnnxConfig, OpenAIConfig
-    from stagecache.embeddings import SentenceTransformersConfig
+    from stagecache.embeddings import (
+        OnnxConfig,
+        OpenAIConfig,
+        SentenceTransformersConfig,
+    )
     from stagecache.quality import VerifierConfig
 
     types += [OnnxConfig, OpenAIConfig, SentenceTransformersConfig, VerifierConfig]
@@ -164,6 +176,20 @@ def test_every_numeric_field_has_a_lower_and_an_upper_bound(
 def test_configs_built_in_python_are_checked_by_the_same_code(build: object) -> None:
     with pytest.raises(ConfigError):
         build()  # type: ignore[operator]
+
+
+class _PluginConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A third-party stage config that declares no bounds."""
+
+    ratio: float = 0.5
+    limit: int | None = None
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
+def test_third_party_configs_get_no_nan_or_infinity(value: float) -> None:
+    with pytest.raises(ConfigError) as info:
+        convert_strict({"ratio": value}, _PluginConfig, prefix="stages[4]")
+    assert info.value.field == "stages[4].ratio"
 
 
 REDOS = "(a+)+$"
@@ -267,7 +293,10 @@ def _check_config(path: Path) -> subprocess.CompletedProcess[str]:
         ("a = " + "[" * 3000 + "]" * 3000, "nested"),
         (_stages('kind = "llm"\ntimeout_s = nan'), "stages[2].timeout_s"),
         ('[[exporters]]\nkind = "prometheus"\nport = -1', "exporters[0].port"),
-        (f"[cache]\nttl_patterns = [{{pattern = '(a)\\1', ttl_s = 1}}]", "ttl_patterns"),
+        (
+            "[cache]\nttl_patterns = [{pattern = '(a)\\1', ttl_s = 1}]",
+            "ttl_patterns",
+        ),
     ],
     ids=["nested", "timeout", "port", "regex"],
 )
