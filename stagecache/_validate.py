@@ -30,6 +30,7 @@ import msgspec.inspect as mi
 from stagecache.errors import ConfigError
 
 __all__ = [
+    "MAX_DEPTH",
     "MAX_SECONDS",
     "Chars",
     "CheckNumbers",
@@ -40,6 +41,7 @@ __all__ = [
     "Unit",
     "check_depth",
     "check_numbers",
+    "describe",
     "number_problem",
     "problem_at",
     "unbounded_fields",

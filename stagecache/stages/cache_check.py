@@ -40,11 +40,7 @@ SCOPE, PARTS = "cache_scope", "cache_parts"
 
 
 class CacheCheckConfig(
-    msgspec.Struct,
-    CheckNumbers,
-    frozen=True,
-    forbid_unknown_fields=True,
-    kw_only=True,
+    msgspec.Struct, CheckNumbers, frozen=True, forbid_unknown_fields=True, kw_only=True
 ):
     """Config of the ``cache_check`` stage.
 

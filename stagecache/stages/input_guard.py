@@ -38,11 +38,7 @@ _OVERSIZE = "input.oversize"
 
 
 class InputGuardConfig(
-    msgspec.Struct,
-    CheckNumbers,
-    frozen=True,
-    forbid_unknown_fields=True,
-    kw_only=True,
+    msgspec.Struct, CheckNumbers, frozen=True, forbid_unknown_fields=True, kw_only=True
 ):
     """Config of the ``input_guard`` stage.
 

@@ -33,11 +33,7 @@ class Completion(msgspec.Struct):
 
 
 class LLMStageConfig(
-    msgspec.Struct,
-    CheckNumbers,
-    frozen=True,
-    forbid_unknown_fields=True,
-    kw_only=True,
+    msgspec.Struct, CheckNumbers, frozen=True, forbid_unknown_fields=True, kw_only=True
 ):
     """Config of the ``llm`` stage.
 

@@ -24,11 +24,7 @@ __all__ = ["MemorySearch", "MemorySearchConfig"]
 
 
 class MemorySearchConfig(
-    msgspec.Struct,
-    CheckNumbers,
-    frozen=True,
-    forbid_unknown_fields=True,
-    kw_only=True,
+    msgspec.Struct, CheckNumbers, frozen=True, forbid_unknown_fields=True, kw_only=True
 ):
     """Config of the ``memory_search`` stage.
 

@@ -33,11 +33,7 @@ _OFFLOAD_CHARS = 32_000
 
 
 class OutputGuardConfig(
-    msgspec.Struct,
-    CheckNumbers,
-    frozen=True,
-    forbid_unknown_fields=True,
-    kw_only=True,
+    msgspec.Struct, CheckNumbers, frozen=True, forbid_unknown_fields=True, kw_only=True
 ):
     """Config of the ``output_guard`` stage.
 

@@ -29,11 +29,7 @@ __all__ = ["Store", "StoreConfig"]
 
 
 class StoreConfig(
-    msgspec.Struct,
-    CheckNumbers,
-    frozen=True,
-    forbid_unknown_fields=True,
-    kw_only=True,
+    msgspec.Struct, CheckNumbers, frozen=True, forbid_unknown_fields=True, kw_only=True
 ):
     """Config of the ``store`` stage.
 

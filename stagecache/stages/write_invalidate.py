@@ -25,11 +25,7 @@ __all__ = ["WriteInvalidate", "WriteInvalidateConfig"]
 
 
 class WriteInvalidateConfig(
-    msgspec.Struct,
-    CheckNumbers,
-    frozen=True,
-    forbid_unknown_fields=True,
-    kw_only=True,
+    msgspec.Struct, CheckNumbers, frozen=True, forbid_unknown_fields=True, kw_only=True
 ):
     """Config of the ``write_invalidate`` stage."""
 
