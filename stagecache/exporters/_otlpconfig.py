@@ -22,12 +22,14 @@ path (``/v1/traces``, ``/v1/metrics``) is appended. ``traces_endpoint`` and
 
 from __future__ import annotations
 
+import math
 import os
 from typing import Annotated, Literal
 
 import msgspec
 
-from stagecache._validate import CheckNumbers, Seconds
+from stagecache._validate import CheckNumbers, Seconds, problem_at
+from stagecache.errors import ConfigError
 from stagecache.exporters._pricing import ModelPrice
 
 __all__ = ["OtlpConfig", "Protocol", "resolve_endpoint", "resolve_protocol"]
@@ -140,8 +142,23 @@ def resolve_timeout(config: OtlpConfig, signal: Signal) -> float | None:
     if config.timeout_s is not None:
         return config.timeout_s
     value = _env(signal, "TIMEOUT")
+    if not value:
+        return None
     # The variables hold milliseconds (OTLP exporter specification).
-    return float(value) / 1000.0 if value else None
+    try:
+        seconds = float(value) / 1000.0
+    except ValueError:
+        seconds = math.nan
+    problem = problem_at(OtlpConfig, ["timeout_s"], seconds)  # the field's bounds
+    if problem is not None:
+        specific = f"OTEL_EXPORTER_OTLP_{signal.upper()}_TIMEOUT"
+        raise ConfigError(
+            f"{value!r} milliseconds is not a valid timeout: {problem}",
+            field=specific
+            if os.environ.get(specific)
+            else "OTEL_EXPORTER_OTLP_TIMEOUT",
+        )
+    return seconds
 
 
 def service_name(config: OtlpConfig) -> str:

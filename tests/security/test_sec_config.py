@@ -275,6 +275,20 @@ def test_prometheus_bind_failure_is_a_config_error() -> None:
     assert info.value.field is not None and "host" in info.value.field
 
 
+@pytest.mark.parametrize("value", ["nan", "-5", "0", "abc", "1e12"])
+def test_a_bad_otlp_timeout_variable_is_a_config_error(
+    monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    from stagecache.exporters._otlpconfig import OtlpConfig, resolve_timeout
+
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", value)
+    with pytest.raises(ConfigError) as info:
+        resolve_timeout(OtlpConfig(), "traces")
+    assert info.value.field == "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT"
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "2500")
+    assert resolve_timeout(OtlpConfig(), "traces") == 2.5
+
+
 def _check_config(path: Path) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, PYTHONPATH=str(ROOT), HF_HUB_OFFLINE="1")
     return subprocess.run(
