@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -205,3 +211,112 @@ def test_header_identity_and_anonymous_requests(
         anonymous = _client(server.url, "unused")
         _, headers = _ask(anonymous, "Where is my invoice?")
         assert headers["x-stagecache"] == "skip"
+
+
+# -- the installed console script ---------------------------------------------------
+
+STAGECACHE = Path(sys.executable).with_name("stagecache")
+ROOT = Path(__file__).parents[2]
+
+
+def _env() -> dict[str, str]:
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
+    return {**os.environ, "PYTHONPATH": path, "HF_HUB_OFFLINE": "1"}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_serve_help_lists_every_option_with_its_help() -> None:
+    done = subprocess.run(
+        [str(STAGECACHE), "serve", "--help"],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    text = " ".join(done.stdout.split())
+    for option in (
+        "--upstream URL",
+        "--port PORT",
+        "--host HOST",
+        "--config FILE",
+        "--upstream-key-env NAME",
+        "--api-keys FILE",
+        "--identity-secret-env NAME",
+        "--admin-key-env NAME",
+        "--models LIST",
+        "--max-body-bytes N",
+        "--read-only-tools LIST",
+        "--timeout SECONDS",
+        "--log-level LEVEL",
+    ):
+        assert option in text, option
+    assert "args" not in done.stdout.split()
+    assert "127.0.0.1" in text  # the default host is loopback
+
+
+def test_serve_without_an_upstream_is_a_usage_error() -> None:
+    done = subprocess.run(
+        [str(STAGECACHE), "serve", "--port", "1"],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2
+    assert "--upstream" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_the_documented_serve_command_works_with_the_openai_client(
+    upstream: tuple[FakeUpstream, str], tmp_path: Path
+) -> None:
+    config = tmp_path / "pipeline.toml"
+    config.write_text('[verifier]\nkind = "structural"\n[cache]\ntimeout_s = 30.0\n')
+    port = _free_port()
+    command = [
+        str(STAGECACHE),
+        "serve",
+        "--upstream",
+        upstream[1] + "/v1",
+        "--port",
+        str(port),
+        "--config",
+        str(config),
+    ]
+    log = tmp_path / "serve.log"
+    with log.open("wb") as sink:
+        server = subprocess.Popen(command, env=_env(), stdout=sink, stderr=sink)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 180
+        while True:
+            assert server.poll() is None, log.read_text()
+            try:
+                if httpx.get(base + "/healthz").status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.5)
+        client = openai.OpenAI(
+            base_url=base + "/v1",
+            api_key="sk-cli",
+            max_retries=0,
+            default_headers={"x-stagecache-user": "cli-user"},
+        )
+        outcomes = []
+        for _ in range(2):
+            miss, headers = _ask(client, "How do I rotate my API token?")
+            outcomes.append(headers["x-stagecache"])
+            assert miss.choices[0].message.content == (
+                "answer to: How do I rotate my API token?"
+            )
+        assert outcomes == ["miss", "hit"]
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
