@@ -11,6 +11,9 @@ Three modes, chosen by the settings:
   only a request carrying the same credential reaches the same entries; the
   user and session headers narrow inside it. An entry is stored only after the
   upstream answered, so a scope only fills for a credential the upstream took.
+  That holds only if the upstream checks keys: :class:`UpstreamAuthCheck` asks it
+  once with a random key, and an upstream that does not refuse it (a local
+  server without auth, where every client sends ``EMPTY``) gets nothing cached.
 - **Proxy-held upstream key** (``--upstream-key`` without ``--api-keys``):
   nothing authenticates the client, so nothing is cached.
 
@@ -25,14 +28,21 @@ import hashlib
 import hmac
 import logging
 import secrets
-from collections.abc import Mapping
+import time
+from collections.abc import Awaitable, Callable, Mapping
 
+import anyio
 from starlette.datastructures import Headers
 
 from stagecache._model import Caller
 from stagecache.integrations._proxy_config import ProxySettings
 
-__all__ = ["CREDENTIAL_TENANT_PREFIX", "IdentityError", "IdentityResolver"]
+__all__ = [
+    "CREDENTIAL_TENANT_PREFIX",
+    "IdentityError",
+    "IdentityResolver",
+    "UpstreamAuthCheck",
+]
 
 _log = logging.getLogger("stagecache.proxy")
 
@@ -137,6 +147,11 @@ class IdentityResolver:
                 "clients, so no request is cached (configure --api-keys)"
             )
 
+    @property
+    def by_credential(self) -> bool:
+        """Whether identity comes from the client's upstream credential."""
+        return not self._settings.api_keys and self._settings.upstream_key is None
+
     def credential_tenant(self, credential: str) -> str:
         """The tenant of an upstream credential: a keyed hash, never the key."""
         digest = hmac.new(
@@ -206,3 +221,77 @@ def _credential(authorization: str | None) -> str | None:
     if scheme.lower() == "bearer":
         value = token.strip()
     return value or None
+
+
+#: Probe answers that say "this key is refused" / "this request was looked at
+#: without a key check" (a validation error or an answer).
+_REFUSED = frozenset({401, 403})
+_OPEN = frozenset({200, 201, 400, 422})
+
+
+class UpstreamAuthCheck:
+    """Whether the upstream authenticates clients, probed with a random key.
+
+    A credential is an identity only if the upstream refuses a wrong one. The
+    probe sends a random key with an empty body: 401/403 means keys are checked;
+    a validation error (400/422) or an answer means they are not (nothing is
+    cached then); anything else (unreachable, 5xx, 404) is unknown: not cached,
+    asked again after ``retry_s``. A verdict is asked again after ``recheck_s``.
+
+    Args:
+        probe: sends the probe with the given bearer key; the HTTP status, or
+            None when the upstream could not be reached.
+        retry_s: wait before asking again after an unknown answer.
+        recheck_s: how long a verdict holds.
+    """
+
+    __slots__ = ("_lock", "_probe", "_recheck_s", "_retry_s", "_until", "_verdict")
+
+    def __init__(
+        self,
+        probe: Callable[[str], Awaitable[int | None]],
+        *,
+        retry_s: float = 30.0,
+        recheck_s: float = 600.0,
+    ) -> None:
+        self._probe = probe
+        self._retry_s = retry_s
+        self._recheck_s = recheck_s
+        self._verdict = False
+        self._until = 0.0  # the verdict holds until then (monotonic seconds)
+        self._lock: anyio.Lock | None = None
+
+    async def authenticates(self) -> bool:
+        """True once the upstream refused a random key (cached for a while)."""
+        if time.monotonic() < self._until:
+            return self._verdict
+        if self._lock is None:
+            self._lock = anyio.Lock()
+        async with self._lock:
+            if time.monotonic() >= self._until:
+                await self._ask()
+            return self._verdict
+
+    async def _ask(self) -> None:
+        status = await self._probe("sk-stagecache-probe-" + secrets.token_hex(16))
+        previous = self._verdict
+        if status in _REFUSED:
+            self._verdict, hold = True, self._recheck_s
+        elif status in _OPEN:
+            self._verdict, hold = False, self._recheck_s
+            _log.warning(
+                "the upstream answered %s to a random API key: it does not "
+                "authenticate clients, so the proxy cannot tell them apart and "
+                "caches nothing (configure --api-keys)",
+                status,
+            )
+        else:
+            self._verdict, hold = False, self._retry_s
+            _log.warning(
+                "cannot tell whether the upstream checks API keys (probe: %s); "
+                "not caching until it can",
+                status if status is not None else "unreachable",
+            )
+        if self._verdict and not previous:
+            _log.info("the upstream refuses unknown keys: caching per credential")
+        self._until = time.monotonic() + hold

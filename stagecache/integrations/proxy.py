@@ -72,6 +72,7 @@ from starlette.routing import Route  # noqa: E402
 from stagecache.integrations._proxy_identity import (  # noqa: E402
     IdentityError,
     IdentityResolver,
+    UpstreamAuthCheck,
     bearer,
 )
 from stagecache.integrations._proxy_metrics import (  # noqa: E402
@@ -137,6 +138,7 @@ class _Proxy:
         self.pipeline = pipeline
         self.model = model
         self.identity = IdentityResolver(settings)
+        self.upstream_auth = UpstreamAuthCheck(self.probe_upstream)
         self.metrics = ProxyMetrics(ModelLabels(settings.models))
 
     # -- helpers ------------------------------------------------------------------
@@ -154,6 +156,18 @@ class _Proxy:
             return self.identity.resolve(request.headers)
         except IdentityError as exc:
             return _error(exc.status, exc.message, param=exc.param, code=exc.code)
+
+    async def probe_upstream(self, key: str) -> int | None:
+        """POST an empty chat request with ``key``: the upstream's status."""
+        try:
+            response = await self.model.client.post(
+                self.model.base_url + "/chat/completions",
+                json={},
+                headers={"authorization": f"Bearer {key}"},
+            )
+        except Exception:  # httpx errors: unreachable, the verdict is unknown
+            return None
+        return response.status_code
 
     def anonymous_is_cached(self) -> bool:
         """Whether a caller without identity would get a cache scope (``shared``)."""
@@ -270,6 +284,12 @@ class _Proxy:
         n = body.get("n", 1)
         if chat is None or (isinstance(n, int) and n > 1):
             return await self.passthrough(body, request, "skip")
+        if (
+            caller is not None
+            and self.identity.by_credential
+            and not await self.upstream_auth.authenticates()
+        ):
+            caller = None  # the upstream takes any key: a key is no identity
         if caller is None:
             # Nothing authenticates the client: never cached. The chain still
             # runs (the guards apply) unless the scope is shared, where even a

@@ -30,6 +30,14 @@ def upstream() -> Iterator[tuple[FakeUpstream, str]]:
 
 
 @pytest.fixture(scope="module")
+def keyed_upstream() -> Iterator[tuple[FakeUpstream, str]]:
+    """An upstream that checks keys, as OpenAI does: its keys identify callers."""
+    fake = FakeUpstream(keys=frozenset({"sk-org", "sk-cli"}))
+    with ServerThread(fake.app) as server:
+        yield fake, server.url
+
+
+@pytest.fixture(scope="module")
 def proxy_url(
     upstream: tuple[FakeUpstream, str], pipeline_options: dict[str, Any]
 ) -> Iterator[str]:
@@ -195,20 +203,20 @@ def test_models_health_and_metrics(proxy_url: str) -> None:
 
 
 def test_header_identity_and_anonymous_requests(
-    upstream: tuple[FakeUpstream, str], pipeline_options: dict[str, Any]
+    keyed_upstream: tuple[FakeUpstream, str], pipeline_options: dict[str, Any]
 ) -> None:
-    settings = ProxySettings(upstream=upstream[1] + "/v1")
+    settings = ProxySettings(upstream=keyed_upstream[1] + "/v1")
     with ServerThread(create_app(settings, **pipeline_options)) as server:
         client = openai.OpenAI(
             base_url=server.url + "/v1",
-            api_key="unused",
+            api_key="sk-org",
             max_retries=0,
             default_headers={"x-stagecache-user": "zoe"},
         )
         for expected in ("miss", "hit"):
             _, headers = _ask(client, "Where is my invoice?")
             assert headers["x-stagecache"] == expected
-        anonymous = _client(server.url, "unused")
+        anonymous = _client(server.url, "sk-org")
         _, headers = _ask(anonymous, "Where is my invoice?")
         assert headers["x-stagecache"] == "skip"
 
@@ -273,7 +281,7 @@ def test_serve_without_an_upstream_is_a_usage_error() -> None:
 
 
 def test_the_documented_serve_command_works_with_the_openai_client(
-    upstream: tuple[FakeUpstream, str], tmp_path: Path
+    keyed_upstream: tuple[FakeUpstream, str], tmp_path: Path
 ) -> None:
     config = tmp_path / "pipeline.toml"
     config.write_text('[verifier]\nkind = "structural"\n[cache]\ntimeout_s = 30.0\n')
@@ -282,7 +290,7 @@ def test_the_documented_serve_command_works_with_the_openai_client(
         str(STAGECACHE),
         "serve",
         "--upstream",
-        upstream[1] + "/v1",
+        keyed_upstream[1] + "/v1",
         "--port",
         str(port),
         "--config",

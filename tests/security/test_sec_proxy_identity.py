@@ -19,10 +19,6 @@ from typing import Any
 import httpx
 import openai
 import pytest
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
 
 from stagecache import Caller
 from stagecache.config import parse_config
@@ -38,39 +34,16 @@ QUESTION = "What is the refund policy for order 4711?"
 SECRET = "a-shared-identity-secret-of-32-chars"
 
 
-class AuthUpstream:
-    """The fake upstream behind OpenAI-style key checks (401 for a bad key)."""
+class AuthUpstream(FakeUpstream):
+    """The fake upstream, checking keys as OpenAI does (401 for a bad key)."""
 
     def __init__(self) -> None:
-        self.fake = FakeUpstream()
-        self.calls = 0  # every chat request, refused ones included
-        self.app = Starlette(
-            routes=[
-                Route("/v1/chat/completions", self.chat, methods=["POST"]),
-                Route("/v1/models", self.models, methods=["GET"]),
-            ]
-        )
+        super().__init__(keys=frozenset({ORG_A, ORG_B}))
 
-    def _refused(self, request: Request) -> Response | None:
-        if request.headers.get("authorization") in (
-            f"Bearer {ORG_A}",
-            f"Bearer {ORG_B}",
-        ):
-            return None
-        error = {
-            "message": "Incorrect API key provided.",
-            "type": "invalid_request_error",
-            "param": None,
-            "code": "invalid_api_key",
-        }
-        return JSONResponse({"error": error}, status_code=401)
-
-    async def chat(self, request: Request) -> Response:
-        self.calls += 1
-        return self._refused(request) or await self.fake.chat(request)
-
-    async def models(self, request: Request) -> Response:
-        return self._refused(request) or await self.fake.models(request)
+    @property
+    def requests(self) -> int:
+        """Every chat request, refused ones included (the probe's too)."""
+        return self.calls + self.refused
 
 
 @pytest.fixture(scope="module")
@@ -129,11 +102,11 @@ def test_a_bare_user_header_without_a_key_gets_no_cached_answer(
     proxy: str, upstream: tuple[AuthUpstream, str]
 ) -> None:
     _cache_alice(proxy)
-    calls = upstream[0].calls
+    calls = upstream[0].requests
     response = _ask(proxy, [ALICE])
     assert response.headers["x-stagecache"] == "skip"
     assert response.status_code == 401  # the upstream's answer, not alice's entry
-    assert upstream[0].calls == calls + 1
+    assert upstream[0].requests == calls + 1
 
 
 def test_a_wrong_key_gets_no_cached_answer(
@@ -152,11 +125,11 @@ def test_another_organisations_key_misses(
 ) -> None:
     text = "Which plan includes priority support?"
     _cache_alice(proxy, text)
-    calls = upstream[0].calls
+    calls = upstream[0].requests
     response = _ask(proxy, [_key(ORG_B), ALICE], text)
     assert response.status_code == 200
     assert response.headers["x-stagecache"] == "miss"
-    assert upstream[0].calls == calls + 1
+    assert upstream[0].requests == calls + 1
 
 
 def test_the_user_header_narrows_inside_the_key(proxy: str) -> None:
@@ -190,10 +163,10 @@ def test_a_key_without_a_user_header_is_not_cached(proxy: str) -> None:
 def test_duplicated_or_malformed_identity_headers_are_400(
     proxy: str, upstream: tuple[AuthUpstream, str], headers: list[tuple[str, str]]
 ) -> None:
-    calls = upstream[0].calls
+    calls = upstream[0].requests
     error = _error(_ask(proxy, [_key(ORG_A), *headers]), 400)
     assert error["type"] == "invalid_request_error"
-    assert upstream[0].calls == calls  # refused before anything went upstream
+    assert upstream[0].requests == calls  # refused before anything went upstream
 
 
 def test_the_official_client_is_cached_per_key_and_user(proxy: str) -> None:
@@ -231,6 +204,20 @@ def test_with_an_upstream_key_header_identity_is_not_cached(
             response = _ask(server.url, [ALICE], "What are the support hours?")
             assert response.status_code == 200
             assert response.headers["x-stagecache"] == "skip"
+
+
+def test_an_upstream_that_takes_any_key_gets_nothing_cached(
+    options: dict[str, Any],
+) -> None:
+    # A local server without auth (clients send "EMPTY"): a key names no one, so
+    # the user header would be all there is. Not cached; use --api-keys there.
+    with ServerThread(FakeUpstream().app) as open_upstream:
+        settings = ProxySettings(upstream=open_upstream.url + "/v1")
+        with ServerThread(create_app(settings, **options)) as server:
+            for _ in range(2):
+                response = _ask(server.url, [_key("EMPTY"), ALICE])
+                assert response.status_code == 200
+                assert response.headers["x-stagecache"] == "skip"
 
 
 def test_api_keys_mode_refuses_a_conflicting_user_header(
