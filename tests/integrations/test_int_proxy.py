@@ -280,6 +280,39 @@ def test_serve_without_an_upstream_is_a_usage_error() -> None:
     assert "--upstream" in done.stderr and "Traceback" not in done.stderr
 
 
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [("short", "identity_secret: too short"), ("", "STAGECACHE_TEST_SECRET is not")],
+)
+def test_a_bad_identity_secret_is_a_usage_error(value: str, message: str) -> None:
+    done = subprocess.run(
+        [
+            str(STAGECACHE),
+            "serve",
+            "--upstream",
+            "http://127.0.0.1:9/v1",
+            "--identity-secret-env",
+            "STAGECACHE_TEST_SECRET",
+        ],
+        env={**_env(), "STAGECACHE_TEST_SECRET": value},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2
+    assert message in done.stderr and "Traceback" not in done.stderr
+
+
+def test_every_serve_option_has_help() -> None:
+    from stagecache.cli import _parser
+
+    sub = next(a for a in _parser()._actions if a.dest == "command")
+    serve = sub.choices["serve"]
+    options = [a for a in serve._actions if a.option_strings and a.dest != "help"]
+    assert len(options) == 13
+    assert all(a.help and len(a.help) > 10 for a in options)
+
+
 def test_the_documented_serve_command_works_with_the_openai_client(
     keyed_upstream: tuple[FakeUpstream, str], tmp_path: Path
 ) -> None:
