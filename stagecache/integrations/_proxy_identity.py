@@ -35,6 +35,7 @@ import anyio
 from starlette.datastructures import Headers
 
 from stagecache._model import Caller
+from stagecache.errors import InputError
 from stagecache.integrations._proxy_config import ProxySettings
 
 __all__ = [
@@ -177,7 +178,7 @@ class IdentityResolver:
         credential = _credential(authorization)
         if credential is None:
             return None
-        return Caller(
+        return _caller(
             user_id=user, session_id=session, tenant=self.credential_tenant(credential)
         )
 
@@ -205,11 +206,22 @@ class IdentityResolver:
                 param=USER_HEADER,
                 code="conflicting_identity",
             )
-        return Caller(
+        return _caller(
             user_id=known.user_id,
             session_id=session or known.session_id,
             tenant=known.tenant,
         )
+
+
+def _caller(
+    *, user_id: str | None, session_id: str | None, tenant: str | None
+) -> Caller:
+    try:
+        return Caller(user_id=user_id, session_id=session_id, tenant=tenant)
+    except (InputError, ValueError, TypeError) as exc:  # the Caller's own checks
+        raise IdentityError(
+            400, f"Invalid identity: {exc}", param=USER_HEADER, code="invalid_header"
+        ) from None
 
 
 def _credential(authorization: str | None) -> str | None:

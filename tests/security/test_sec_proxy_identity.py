@@ -206,6 +206,34 @@ def test_with_an_upstream_key_header_identity_is_not_cached(
             assert response.headers["x-stagecache"] == "skip"
 
 
+def test_a_shared_scope_is_shared_per_key_and_never_without_one(
+    upstream: tuple[AuthUpstream, str], options: dict[str, Any]
+) -> None:
+    raw = {
+        "verifier": {"kind": "structural"},
+        "cache": {
+            "timeout_s": 30.0,
+            "scope": "shared",
+            "shared_data_acknowledged": True,
+        },
+    }
+    settings = ProxySettings(upstream=upstream[1])
+    app = create_app(settings, **{**options, "config": parse_config(raw)})
+    text = "What does the premium plan cost?"
+    with ServerThread(app) as server:
+        outcomes = [
+            _ask(server.url, headers, text).headers["x-stagecache"]
+            for headers in (
+                [_key(ORG_A)],
+                [_key(ORG_A), ("x-stagecache-user", "bob")],
+                [_key(ORG_B)],
+                [ALICE],
+                [],
+            )
+        ]
+    assert outcomes == ["miss", "hit", "miss", "skip", "skip"]
+
+
 def test_an_upstream_that_takes_any_key_gets_nothing_cached(
     options: dict[str, Any],
 ) -> None:
