@@ -208,8 +208,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "check-config":
             return _check_config(args)
         if args.command == "serve":
-            from stagecache.integrations.proxy import serve
-
+            try:
+                from stagecache.integrations.proxy import serve
+            except ImportError as exc:  # the serve extra is not installed
+                print(f"stagecache: error: {exc}", file=sys.stderr)
+                return 2
             return serve(args)
         runner = {"demo": _demo, "import": _import, "feedback": _feedback}[args.command]
         return int(anyio.run(runner, args))

@@ -433,7 +433,10 @@ class _Proxy:
             return _error(400, "user_id: a non-empty string", param="user_id")
         if session is not None and not isinstance(session, str):
             return _error(400, "session_id: a string", param="session_id")
-        caller = Caller(user_id=user, session_id=session, tenant=body.get("tenant"))
+        tenant = body.get("tenant")
+        if tenant is not None and not isinstance(tenant, str):
+            return _error(400, "tenant: a string", param="tenant")
+        caller = Caller(user_id=user, session_id=session, tenant=tenant)
         try:
             removed = await self.pipeline.cache.invalidate(caller)
         except InputError as exc:

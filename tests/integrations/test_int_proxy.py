@@ -192,6 +192,11 @@ def test_admin_endpoints_need_the_admin_key(proxy_url: str) -> None:
         proxy_url + "/admin/invalidate", json={"user_id": "alice"}, headers=right
     )
     assert invalidate.status_code == 200 and invalidate.json()["removed"] == 1
+    bad_tenant = {"user_id": "alice", "tenant": ["acme"]}
+    response = httpx.post(
+        proxy_url + "/admin/invalidate", json=bad_tenant, headers=right
+    )
+    assert _error(response, 400)["param"] == "tenant"
 
 
 def test_models_health_and_metrics(proxy_url: str) -> None:
