@@ -43,6 +43,7 @@ __all__ = [
     "IdentityError",
     "IdentityResolver",
     "UpstreamAuthCheck",
+    "bearer",
 ]
 
 _log = logging.getLogger("stagecache.proxy")
