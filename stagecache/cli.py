@@ -6,7 +6,7 @@
     stagecache check-config FILE                    validate a pipeline file
     stagecache import FILE.jsonl --user ID          warm a cache with Q/A pairs
     stagecache feedback ENTRY_ID --wrong|--correct  feedback on a stored entry
-    stagecache serve ...                            OpenAI-compatible proxy
+    stagecache serve --upstream URL [--port N] ...  OpenAI-compatible proxy
 
 Exit codes: 0 success, 1 a failure while running, 2 bad usage or a bad config.
 """
@@ -25,6 +25,7 @@ import anyio
 
 from stagecache._model import Caller
 from stagecache.errors import StagecacheError
+from stagecache.integrations._proxy_config import add_serve_arguments
 
 __all__ = ["main"]
 
@@ -196,8 +197,13 @@ def _parser() -> argparse.ArgumentParser:
     group.add_argument("--correct", dest="correct", action="store_true")
     group.add_argument("--wrong", dest="correct", action="store_false")
     fb.add_argument("--config", required=True, help="the pipeline file of the cache")
-    serve = sub.add_parser("serve", help="the OpenAI-compatible caching proxy")
-    serve.add_argument("args", nargs=argparse.REMAINDER)
+    serve = sub.add_parser(
+        "serve",
+        help="the OpenAI-compatible caching proxy",
+        description="OpenAI-compatible caching proxy (needs stagecache[serve]); "
+        "identity and what is trusted: docs/security.md",
+    )
+    add_serve_arguments(serve)
     return parser
 
 
@@ -208,9 +214,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "check-config":
             return _check_config(args)
         if args.command == "serve":
-            from stagecache.integrations.proxy import serve_main
-
-            return serve_main(list(args.args))
+            try:
+                from stagecache.integrations.proxy import serve
+            except ImportError as exc:  # the serve extra is not installed
+                print(f"stagecache: error: {exc}", file=sys.stderr)
+                return 2
+            return serve(args)
         runner = {"demo": _demo, "import": _import, "feedback": _feedback}[args.command]
         return int(anyio.run(runner, args))
     except StagecacheError as exc:
