@@ -45,6 +45,12 @@ logging.getLogger(ROOT_LOGGER).addHandler(logging.NullHandler())
 REDACT = RedactSensitive()
 
 
+# Frames between the stdlib call and our caller: structlog's BoundLoggerBase and
+# stdlib BoundLogger ``_proxy_to_logger`` and the level method (``warning``), so that
+# ``%(filename)s:%(lineno)d`` name the line that logged.
+_STACKLEVEL = 4
+
+
 def _format_value(value: Any) -> str:
     if isinstance(value, str):
         plain = value and not any(ch.isspace() or ch in "='\"" for ch in value)
@@ -59,7 +65,8 @@ def _to_stdlib(
     fields = dict(event_dict)
     event = str(fields.pop("event", ""))
     text = event + "".join(f" {k}={_format_value(v)}" for k, v in fields.items())
-    return (text,), {"extra": {FIELDS_ATTR: {"event": event, **fields}}}
+    extra = {FIELDS_ATTR: {"event": event, **fields}}
+    return (text,), {"extra": extra, "stacklevel": _STACKLEVEL}
 
 
 _PROCESSORS: list[Any] = [
