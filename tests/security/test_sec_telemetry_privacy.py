@@ -281,7 +281,8 @@ async def test_records_reach_the_stdlib_stagecache_logger_in_process(
     assert skipped and skipped[0].name == "stagecache.cache"
     assert skipped[0].levelno == logging.DEBUG
     assert skipped[0].filename == "_cacheops.py"  # the line that logged, not structlog
-    assert skipped[0].stagecache_fields == {"event": "cache skipped", "reason": "no_user_id"}
+    fields = {"event": "cache skipped", "reason": "no_user_id"}
+    assert skipped[0].stagecache_fields == fields
     assert capsys.readouterr().out == ""
 
 
