@@ -299,3 +299,59 @@ def test_importing_stagecache_leaves_the_hosts_structlog_config_alone() -> None:
     )
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     subprocess.run([sys.executable, "-c", script], env=env, check=True, timeout=120)
+
+
+@pytest.mark.anyio
+async def test_the_hosts_structlog_processors_never_see_our_records(
+    embedder: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pipeline = build(llm=ScriptedLLM(lambda p: "ok"), embedder=embedder)
+    # The host's own structlog set-up (capture_logs configures it globally).
+    with structlog.testing.capture_logs() as host_records:
+        async with pipeline:
+            await pipeline.run("no user id here")
+    assert not [r for r in host_records if r.get("event") == "cache skipped"]
+    assert capsys.readouterr().out == ""
+
+
+def test_an_echo_quoted_as_json_is_removed_when_messages_are_opted_in() -> None:
+    from stagecache.exporters import safe_error_message
+
+    prompt = 'Café "Quince Lane"\nflat fourteen-b, call me'
+    body = json.dumps({"error": {"message": f"bad input: {prompt}"}})
+    exc = LLMError(f"Error code: 400 - {body}", status_code=400)
+    message = safe_error_message(exc, record_messages=True, texts=[prompt])
+    assert message.startswith("Error code: 400 - ")
+    assert "[request text]" in message
+    assert not _leaks(message) and "Caf" not in message, message
+
+
+class _PluginStage:
+    """A third-party stage that opens its own span and fails inside it."""
+
+    name = "plugin"
+    failure_policy = "continue"
+    timeout_s = None
+
+    def __init__(self) -> None:
+        self.tracer: Any = None
+
+    async def __call__(self, turn: Any) -> Any:
+        with self.tracer.start_as_current_span("plugin.lookup"):
+            raise RuntimeError(f"vendor API rejected {turn.query!r}")
+
+
+@pytest.mark.anyio
+async def test_a_plugin_span_records_an_escaping_error_without_its_message() -> None:
+    spans = capture_spans()
+    stage = _PluginStage()
+    pipeline = stagecache.Pipeline([stage], tracer_provider=spans.provider)
+    stage.tracer = pipeline.tracer
+    async with pipeline:
+        result = await pipeline.run(PROMPT, caller=DANA)
+    assert result.errors  # the caller still sees what failed
+    (span,) = spans.named("plugin.lookup")
+    assert span.status.description == "RuntimeError"
+    (event,) = span.events
+    assert (event.attributes or {})["exception.type"] == "RuntimeError"
+    assert not _leaks(_span_text(spans)), _span_text(spans)
