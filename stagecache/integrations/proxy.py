@@ -290,7 +290,10 @@ class _Proxy:
         return response
 
     async def _chat(self, request: Request) -> Response:
-        caller = self.caller_of(request)
+        try:
+            caller = self.caller_of(request)
+        except InputError as exc:  # an id header that is no valid id
+            return _error(400, str(exc))
         if isinstance(caller, JSONResponse):
             return caller
         body = await self.read_json(request)
@@ -434,7 +437,13 @@ class _Proxy:
         user = body.get("user_id")
         if not isinstance(user, str) or not user:
             return _error(400, "user_id: a non-empty string", param="user_id")
-        return JSONResponse({"removed": await self.pipeline.cache.purge_user(user)})
+        try:
+            removed = await self.pipeline.cache.purge_user(
+                user, tenant=body.get("tenant")
+            )
+        except InputError as exc:
+            return _error(400, str(exc))
+        return JSONResponse({"removed": removed})
 
     async def invalidate(self, request: Request) -> Response:
         body = await self._admin_body(request)
@@ -445,8 +454,8 @@ class _Proxy:
             return _error(400, "user_id: a non-empty string", param="user_id")
         if session is not None and not isinstance(session, str):
             return _error(400, "session_id: a string", param="session_id")
-        caller = Caller(user_id=user, session_id=session, tenant=body.get("tenant"))
         try:
+            caller = Caller(user_id=user, session_id=session, tenant=body.get("tenant"))
             removed = await self.pipeline.cache.invalidate(caller)
         except InputError as exc:
             return _error(400, str(exc), param="user_id")
