@@ -270,7 +270,7 @@ class Maintenance(CacheCore):
         return count
 
     async def purge_user(
-        self, user_id: str, tenant: str | None = None, *, all_tenants: bool = False
+        self, user_id: str, *, tenant: str | None = None, all_tenants: bool = False
     ) -> int:
         """Remove every entry attributed to ``user_id`` of ``tenant`` (None: the
         user without a tenant), or of every tenant with ``all_tenants``, in any

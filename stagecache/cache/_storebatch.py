@@ -190,7 +190,7 @@ class BatchedStore(Maintenance):
         return await super().invalidate(scope, reason=reason)
 
     async def purge_user(
-        self, user_id: str, tenant: str | None = None, *, all_tenants: bool = False
+        self, user_id: str, *, tenant: str | None = None, all_tenants: bool = False
     ) -> int:
         """Remove every entry attributed to ``user_id`` in any scope mode.
 
@@ -209,7 +209,9 @@ class BatchedStore(Maintenance):
             InputError: a bad id, or both ``tenant`` and ``all_tenants``.
         """
         await self._settle_stores()
-        return await super().purge_user(user_id, tenant, all_tenants=all_tenants)
+        return await super().purge_user(
+            user_id, tenant=tenant, all_tenants=all_tenants
+        )
 
     async def clear(self) -> int:
         """Remove everything (entries, indexes, saved files); returns the count.

@@ -93,7 +93,9 @@ class CacheAPI:
                 ``tenant`` and ``all_tenants``.
         """
         check_purge(user_id, tenant, all_tenants)
-        count = await self.engine.purge_user(user_id, tenant, all_tenants=all_tenants)
+        count = await self.engine.purge_user(
+            user_id, tenant=tenant, all_tenants=all_tenants
+        )
         purge_sources = getattr(self._embedder, "purge_sources", None)
         if purge_sources is not None:
             await _maybe_await(purge_sources(user_source(user_id)))

@@ -214,3 +214,73 @@ def test_the_purge_command_purges_one_tenant(
     assert anyio.run(count) == 4
     assert cli.main(["purge", "1001", "--all-tenants", "--config", str(config)]) == 0
     assert anyio.run(count) == 0
+
+
+async def test_an_older_sqlite_file_gets_the_tenants_from_its_scope_keys(
+    embedder: Any, tmp_path: Path
+) -> None:
+    import sqlite3
+
+    from stagecache.cache import BackendSettings, CacheSettings
+
+    db = tmp_path / "cache.db"
+
+    def settings(**options: Any) -> CacheSettings:
+        return CacheSettings(
+            backend=BackendSettings(kind="sqlite", path=str(db)), **options
+        )
+
+    pipeline, _ = make(embedder, settings)
+    async with pipeline:
+        await _fill(pipeline)
+    with sqlite3.connect(db) as conn:  # as written before entries had a tenant
+        conn.execute("ALTER TABLE entries DROP COLUMN tenant")
+    conn.close()
+    again, _ = make(embedder, settings)
+    async with again:
+        assert again.cache.stats()["users"] == 3
+        assert await again.cache.purge_user("1001", tenant="acme") == 2
+        assert await _statuses(again, GLOBEX) == ["hit", "hit"]
+    with sqlite3.connect(db) as conn:
+        tenants = sorted(
+            str(t) for (t,) in conn.execute("SELECT tenant FROM entries").fetchall()
+        )
+    conn.close()
+    assert tenants == ["None", "None", "globex", "globex"]
+
+
+async def test_redis_keeps_one_per_user_index_per_tenant(embedder: Any) -> None:
+    from tenant_backends import REDIS_URL, drop_namespace, redis_listening
+
+    from stagecache.cache import BackendSettings, CacheSettings
+
+    if not redis_listening():
+        pytest.skip("no Redis on 127.0.0.1:6379")
+    import redis
+
+    namespace = f"sctenant-{__import__('uuid').uuid4().hex[:12]}"
+
+    def settings(**options: Any) -> CacheSettings:
+        backend = BackendSettings(
+            kind="redis", redis_url=REDIS_URL, redis_namespace=namespace
+        )
+        return CacheSettings(backend=backend, **options)
+
+    raw = redis.Redis.from_url(REDIS_URL)
+    try:
+        pipeline, _ = make(embedder, settings)
+        async with pipeline:
+            await _fill(pipeline)
+            p = f"{namespace}:u:"
+            sizes = [
+                raw.zcard(p + k) for k in ("acme\x1f1001", "globex\x1f1001", "1001")
+            ]
+            assert sizes == [2, 2, 2]
+            await pipeline.cache.purge_user("1001", tenant="acme")
+            assert not raw.exists(p + "acme\x1f1001")
+            assert raw.zcard(p + "globex\x1f1001") == 2
+            await pipeline.cache.purge_user("1001", all_tenants=True)
+            assert list(raw.scan_iter(match=p + "*")) == []
+    finally:
+        raw.close()
+        drop_namespace(namespace)
