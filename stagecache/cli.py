@@ -6,6 +6,9 @@
     stagecache check-config FILE                    validate a pipeline file
     stagecache import FILE.jsonl --user ID          warm a cache with Q/A pairs
     stagecache feedback ENTRY_ID --wrong|--correct  feedback on a stored entry
+    stagecache purge USER_ID --config FILE          erase a user's cached data
+        [--tenant T | --all-tenants]                (default: the user without
+                                                    a tenant)
     stagecache serve --upstream URL [--port N] ...  OpenAI-compatible proxy
 
 Exit codes: 0 success, 1 a failure while running, 2 bad usage or a bad config.
@@ -148,7 +151,9 @@ async def _import(args: argparse.Namespace) -> int:
     async with pipeline:
         summary = await pipeline.cache.import_pairs(
             pairs,
-            caller=Caller(user_id=args.user, session_id=args.session),
+            caller=Caller(
+                user_id=args.user, session_id=args.session, tenant=args.tenant
+            ),
             model=args.model,
             progress=progress,
         )
@@ -173,6 +178,22 @@ async def _feedback(args: argparse.Namespace) -> int:
     return 0 if found else 1
 
 
+async def _purge(args: argparse.Namespace) -> int:
+    import stagecache
+    from stagecache.cache._scope import check_purge
+    from stagecache.testing import ScriptedLLM
+
+    # Checked before anything is opened: a bad id never loads a model.
+    check_purge(args.user_id, args.tenant, args.all_tenants)
+    pipeline = stagecache.load(args.config, llm=ScriptedLLM(lambda p: "", delay_s=0))
+    async with pipeline:
+        removed = await pipeline.cache.purge_user(
+            args.user_id, tenant=args.tenant, all_tenants=args.all_tenants
+        )
+    print(f"removed {removed} entries")
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="stagecache", description=__doc__.split("\n")[0]
@@ -189,6 +210,7 @@ def _parser() -> argparse.ArgumentParser:
     imp.add_argument("file", help='JSON lines: {"question": ..., "answer": ...}')
     imp.add_argument("--user", required=True, help="the user whose scope gets them")
     imp.add_argument("--session", default=None)
+    imp.add_argument("--tenant", default=None, help="the user's tenant")
     imp.add_argument("--model", default=None, help="model id to key the entries on")
     imp.add_argument("--config", help="a pipeline TOML file (use a persistent backend)")
     fb = sub.add_parser("feedback", help="mark a cached entry right or wrong")
@@ -197,6 +219,20 @@ def _parser() -> argparse.ArgumentParser:
     group.add_argument("--correct", dest="correct", action="store_true")
     group.add_argument("--wrong", dest="correct", action="store_false")
     fb.add_argument("--config", required=True, help="the pipeline file of the cache")
+    purge = sub.add_parser(
+        "purge", help="remove every cached entry and memory fact of a user"
+    )
+    purge.add_argument("user_id")
+    who = purge.add_mutually_exclusive_group()
+    who.add_argument(
+        "--tenant", default=None, help="the user's tenant (default: no tenant)"
+    )
+    who.add_argument(
+        "--all-tenants",
+        action="store_true",
+        help="purge the id in every tenant (an erasure request)",
+    )
+    purge.add_argument("--config", required=True, help="the pipeline file of the cache")
     serve = sub.add_parser(
         "serve",
         help="the OpenAI-compatible caching proxy",
@@ -220,7 +256,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"stagecache: error: {exc}", file=sys.stderr)
                 return 2
             return serve(args)
-        runner = {"demo": _demo, "import": _import, "feedback": _feedback}[args.command]
+        runner = {
+            "demo": _demo,
+            "import": _import,
+            "feedback": _feedback,
+            "purge": _purge,
+        }[args.command]
         return int(anyio.run(runner, args))
     except StagecacheError as exc:
         print(f"stagecache: error: {exc}", file=sys.stderr)

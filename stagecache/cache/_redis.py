@@ -46,6 +46,7 @@ from stagecache.cache._redis_codec import (
     load_cipher,
 )
 from stagecache.cache._redis_config import client_options, safe_url, url_problem
+from stagecache.cache._scope import OWNER_SEPARATOR, owner_key
 from stagecache.errors import BackendUnavailable, CacheError, ConfigError
 
 if TYPE_CHECKING:
@@ -375,7 +376,10 @@ class RedisBackend:
         (and every other worker through the stream).
         """
         client = self._connected()
-        user = "0" if entry.user_id is None else "1" + entry.user_id
+        # The per-user zset is keyed by the owner (tenant, user): the cap and
+        # purge_user count a user inside its tenant.
+        owner = entry.owner
+        user = "0" if owner is None else "1" + owner
         ttl_ms = max(1, round((entry.expires_at - entry.last_used) * 1000))
         args: list[Any] = [
             repr(float(entry.last_used)),
@@ -496,12 +500,30 @@ class RedisBackend:
             )
         )
 
-    async def delete_user(self, user_id: str) -> int:
-        """Delete every entry attributed to ``user_id``, in every scope."""
+    async def delete_user(
+        self, user_id: str, tenant: str | None = None, *, all_tenants: bool = False
+    ) -> int:
+        """Delete every entry attributed to ``user_id`` of ``tenant`` (None: no
+        tenant), in every scope; with ``all_tenants``, of every tenant (found by
+        a SCAN of the namespace's per-user keys: linear in the keyspace)."""
         client = self._connected()
-        return int(
-            await self._do("purge", self._script("DELETE_USER", [user_id], client))
-        )
+        owners = [owner_key(tenant, user_id) or user_id]
+        if all_tenants:
+            owners = [user_id]
+            pattern = _glob(self.key("u:")) + "*" + OWNER_SEPARATOR + _glob(user_id)
+            start = len(self.key("u:"))
+
+            async def scan() -> list[str]:
+                found = client.scan_iter(match=pattern, count=1000)
+                return [_text(key)[start:] async for key in found]
+
+            owners += await self._do("purge", scan())
+        total = 0
+        for owner in owners:
+            total += int(
+                await self._do("purge", self._script("DELETE_USER", [owner], client))
+            )
+        return total
 
     async def clear(self) -> int:
         """Delete every entry of the namespace."""
@@ -593,6 +615,11 @@ async def stop_task(task: asyncio.Task[None], bound: float) -> None:
             return
     if not task.cancelled() and task.exception() is not None:
         _log.warning("cache: redis background task failed: %r", task.exception())
+
+
+def _glob(text: str) -> str:
+    """``text`` with Redis glob characters escaped (a literal in a MATCH)."""
+    return "".join("\\" + c if c in "*?[]\\^-" else c for c in text)
 
 
 def _text(value: bytes | str) -> str:

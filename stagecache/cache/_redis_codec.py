@@ -3,6 +3,7 @@
 One hash per entry, short field names (they are repeated in every hash)::
 
     sk scope key      sm scope mode    u  user id (absent: none)
+    t  tenant (absent: none)
     mi model id       ih instruction   cf context fingerprint
     v  float32 vector (plain bytes)
     q  query          a  answer        m  metadata (JSON)      (plain mode)
@@ -158,6 +159,8 @@ def encode_entry(entry: Entry, cipher: Cipher | None) -> list[bytes | str]:
     ]  # fmt: skip
     if entry.user_id is not None:
         out += ["u", entry.user_id]
+    if entry.tenant is not None:
+        out += ["t", entry.tenant]
     if cipher is not None:
         out += ["z", cipher.seal(entry)]
     else:
@@ -195,11 +198,13 @@ def decode_entry(
             answer = fields[b"a"].decode()
             metadata = msgspec.json.decode(fields[b"m"], type=dict[str, str])
         user = fields.get(b"u")
+        tenant = fields.get(b"t")
         return Entry(
             entry_id=entry_id,
             scope_key=scope_key,
             scope_mode=fields[b"sm"].decode(),
             user_id=user.decode() if user is not None else None,
+            tenant=tenant.decode() if tenant is not None else None,
             query=query,
             answer=answer,
             parts=KeyParts(

@@ -48,7 +48,8 @@ CREATE TABLE IF NOT EXISTS entries (
     last_used REAL NOT NULL,
     hits INTEGER NOT NULL DEFAULT 0,
     positive INTEGER NOT NULL DEFAULT 0,
-    negative INTEGER NOT NULL DEFAULT 0
+    negative INTEGER NOT NULL DEFAULT 0,
+    tenant TEXT
 );
 CREATE INDEX IF NOT EXISTS entries_scope ON entries (scope_key);
 CREATE INDEX IF NOT EXISTS entries_user ON entries (user_id);
@@ -56,9 +57,16 @@ CREATE INDEX IF NOT EXISTS entries_user ON entries (user_id);
 _COLUMNS = (
     "entry_id, scope_key, scope_mode, user_id, query, answer, model_id, "
     "instruction_hash, context_fingerprint, vector, metadata, created_at, "
-    "expires_at, last_used, hits, positive, negative"
+    "expires_at, last_used, hits, positive, negative, tenant"
 )
-_INSERT = f"INSERT OR REPLACE INTO entries ({_COLUMNS}) VALUES ({', '.join('?' * 17)})"
+_INSERT = f"INSERT OR REPLACE INTO entries ({_COLUMNS}) VALUES ({', '.join('?' * 18)})"
+# Files written before entries recorded their tenant get the column, filled from
+# the scope key (JSON [mode, tenant, user, session]) where it is one.
+_ADD_TENANT = (
+    "ALTER TABLE entries ADD COLUMN tenant TEXT",
+    "UPDATE entries SET tenant = json_extract(scope_key, '$[1]') "
+    "WHERE json_valid(scope_key) AND json_type(scope_key, '$[1]') = 'text'",
+)
 _MISSING = ("unable to open", "disk i/o", "readonly", "database is locked", "full")
 
 
@@ -104,6 +112,7 @@ class SqliteBackend:
             if row is None or row[0] != "ok":
                 raise sqlite3.DatabaseError(f"integrity check failed: {row}")
             conn.executescript(_SCHEMA)
+            _migrate_tenant(conn)
         except sqlite3.Error as exc:
             conn.close()
             raise self._translate(exc, "open") from exc
@@ -199,10 +208,16 @@ class SqliteBackend:
             "delete", lambda c: c.execute(sql, (scope_key,)).rowcount
         )
 
-    async def delete_user(self, user_id: str) -> int:
-        """Delete every entry attributed to ``user_id``."""
+    async def delete_user(
+        self, user_id: str, tenant: str | None = None, *, all_tenants: bool = False
+    ) -> int:
+        """Delete every entry attributed to ``user_id`` of ``tenant`` (None: no
+        tenant), or of every tenant."""
         sql = "DELETE FROM entries WHERE user_id = ?"
-        return await self._run("delete", lambda c: c.execute(sql, (user_id,)).rowcount)
+        args: tuple[str | None, ...] = (user_id,)
+        if not all_tenants:  # IS: NULL matches the user without a tenant
+            sql, args = sql + " AND tenant IS ?", (user_id, tenant)
+        return await self._run("delete", lambda c: c.execute(sql, args).rowcount)
 
     async def clear(self) -> int:
         """Delete everything."""
@@ -257,6 +272,7 @@ class SqliteBackend:
                 hits=int(row[14]),
                 positive=int(row[15]),
                 negative=int(row[16]),
+                tenant=row[17],
             )
         except (TypeError, ValueError, msgspec.DecodeError) as exc:
             raise CacheError(
@@ -286,7 +302,17 @@ def _to_row(entry: Entry) -> tuple[Any, ...]:
         entry.hits,
         entry.positive,
         entry.negative,
+        entry.tenant,
     )
+
+
+def _migrate_tenant(conn: sqlite3.Connection) -> None:
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(entries)")}
+    if "tenant" in columns:
+        return
+    with conn:
+        for sql in _ADD_TENANT:
+            conn.execute(sql)
 
 
 def _fetch(sql: str, args: tuple[Any, ...], conn: sqlite3.Connection) -> list[Any]:

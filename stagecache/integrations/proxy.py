@@ -260,7 +260,10 @@ class _Proxy:
         return response
 
     async def _chat(self, request: Request) -> Response:
-        caller = self.caller_of(request)
+        try:
+            caller = self.caller_of(request)
+        except InputError as exc:  # an id header that is no valid id
+            return _error(400, str(exc))
         if isinstance(caller, JSONResponse):
             return caller
         body = await self.read_json(request)
@@ -422,7 +425,18 @@ class _Proxy:
         user = body.get("user_id")
         if not isinstance(user, str) or not user:
             return _error(400, "user_id: a non-empty string", param="user_id")
-        return JSONResponse({"removed": await self.pipeline.cache.purge_user(user)})
+        tenant = body.get("tenant")
+        if tenant is not None and not isinstance(tenant, str):
+            return _error(400, "tenant: a string", param="tenant")
+        try:
+            # No tenant named: the id in every tenant. In the default mode a tenant
+            # is a keyed hash of a credential, which an operator cannot name.
+            removed = await self.pipeline.cache.purge_user(
+                user, tenant=tenant, all_tenants=tenant is None
+            )
+        except InputError as exc:
+            return _error(400, str(exc))
+        return JSONResponse({"removed": removed})
 
     async def invalidate(self, request: Request) -> Response:
         body = await self._admin_body(request)
@@ -436,8 +450,8 @@ class _Proxy:
         tenant = body.get("tenant")
         if tenant is not None and not isinstance(tenant, str):
             return _error(400, "tenant: a string", param="tenant")
-        caller = Caller(user_id=user, session_id=session, tenant=tenant)
         try:
+            caller = Caller(user_id=user, session_id=session, tenant=tenant)
             removed = await self.pipeline.cache.invalidate(caller)
         except InputError as exc:
             return _error(400, str(exc), param="user_id")

@@ -304,3 +304,21 @@ def test_client_chosen_model_ids_are_not_metric_labels(
     assert 'model="gpt-test"' in metrics  # listed by the upstream: its own label
     assert 'model="other"' in metrics
     assert "example.com" not in metrics and "xxxx" not in metrics
+
+
+def test_an_admin_purge_reaches_a_default_mode_user(
+    upstream: tuple[AuthUpstream, str], options: dict[str, Any]
+) -> None:
+    # In the default mode a user's tenant is a keyed hash of their credential, which
+    # the operator cannot name: a purge of the user id must still erase them.
+    settings = ProxySettings(upstream=upstream[1], admin_key="admin-" + "x" * 20)
+    admin = {"authorization": f"Bearer {settings.admin_key}"}
+    text = "Where do I download my monthly invoices?"
+    with ServerThread(create_app(settings, **options)) as server:
+        _cache_alice(server.url, text)
+        purge = httpx.post(
+            server.url + "/admin/purge", json={"user_id": "alice"}, headers=admin
+        )
+        assert purge.status_code == 200 and purge.json()["removed"] >= 1
+        again = _ask(server.url, [_key(ORG_A), ALICE], text)
+        assert again.headers["x-stagecache"] == "miss"
