@@ -23,12 +23,23 @@ __all__ = ["Completion", "LLMStage", "LLMStageConfig"]
 
 
 class Completion(msgspec.Struct):
-    """What a model client returns for a turn."""
+    """What a model client returns for a turn.
+
+    Attributes:
+        text: the answer text ("" for a reply that only calls tools).
+        usage: token usage.
+        tool_calls: the tool calls the model made.
+        model: the model id the server reported.
+        finish_reason: why the model stopped, as the server said it (``"stop"``,
+            ``"length"``, ``"content_filter"``, ``"tool_calls"``, ...); None when
+            the client does not know. Only answers that ended normally are stored.
+    """
 
     text: str
     usage: Usage = msgspec.field(default_factory=Usage)
     tool_calls: list[ToolCall] = []
     model: str = ""
+    finish_reason: str | None = None
 
 
 class LLMStageConfig(
@@ -110,6 +121,8 @@ class LLMStage:
         turn.answer = text
         turn.answer_source = "llm"
         turn.usage = getattr(completion, "usage", None) or Usage()
+        finish = getattr(completion, "finish_reason", None)
+        turn.finish_reason = None if finish is None else str(finish)
         declared = {t.name: t.read_only_hint for t in turn.tools}
         for call in getattr(completion, "tool_calls", None) or []:
             call.read_only_hint = declared.get(call.name, False) and call.read_only_hint
