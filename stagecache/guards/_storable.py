@@ -58,7 +58,8 @@ TRANSIENT_RULES: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
         (
             "transient.server_error",
             r"(?:internal server error|bad gateway|gateway time[\W_]?out"
-            r"|an? (?:unexpected |internal |unknown )?error (?:has )?occurred"
+            r"|^[\W_]*(?:(?:sorry|oops|error)[\W_]+)?an? (?:unexpected |internal"
+            r" |unknown )?error (?:has )?occurred"
             r"|no healthy upstream|upstream (?:connect )?error"
             r"|(?:429|500|502|503|504)[\W_]*(?:error\b|$))",
         ),

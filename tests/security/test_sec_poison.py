@@ -223,12 +223,15 @@ async def test_one_uncacheable_tool_among_cacheable_ones_blocks_the_store(
         ("get_stock_price", "cacheable_tools"),
         ([""], "cacheable_tools[0]"),
         ([3], "cacheable_tools[0]"),
+        (-1, "transient_max_chars"),
+        (1.5, "transient_max_chars"),
     ],
 )
-def test_cacheable_tools_is_validated(value: object, field: str) -> None:
+def test_store_config_is_validated(value: object, field: str) -> None:
+    key = field.split("[")[0]
     with pytest.raises(ConfigError) as info:
-        _config(store={"cacheable_tools": value})  # type: ignore[dict-item]
-    assert f"stages[5].{field}" in str(info.value)
+        _config(store={key: value})  # type: ignore[dict-item]
+    assert info.value.field == f"stages[5].{field}"
 
 
 # -- (e) a truncated answer ---------------------------------------------------------
@@ -273,45 +276,24 @@ async def test_answer_the_output_guard_redacted_is_not_stored(
 # -- the finish reason of a real OpenAI-compatible server reaches the store ---------
 
 
-class _TruncatingServer:
-    """A minimal OpenAI-compatible server (uvicorn, real HTTP) whose replies end with
-    the finish reason the test sets."""
+class _Serve:
+    """Runs an ASGI app with uvicorn on a free loopback port, in a thread."""
 
-    def __init__(self) -> None:
-        from starlette.applications import Starlette
-        from starlette.requests import Request
-        from starlette.responses import JSONResponse
-        from starlette.routing import Route
-
-        self.finish_reason = "length"
-        self.calls = 0
-
-        async def chat(request: Request) -> JSONResponse:
-            self.calls += 1
-            body = json.loads(await request.body())
-            choice = {
-                "index": 0,
-                "message": {"role": "assistant", "content": "It began in"},
-                "finish_reason": self.finish_reason,
-            }
-            return JSONResponse(
-                {"model": body["model"], "choices": [choice], "usage": {}}
-            )
-
+    def __init__(self, app: Any) -> None:
         import uvicorn
 
-        app = Starlette(routes=[Route("/v1/chat/completions", chat, methods=["POST"])])
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._sock.bind(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self._sock.getsockname()[1]}/v1"
-        self._server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+        self.url = f"http://127.0.0.1:{self._sock.getsockname()[1]}"
+        config = uvicorn.Config(app, log_level="warning", lifespan="on")
+        self._server = uvicorn.Server(config)
         self._thread = threading.Thread(
             target=self._server.run, kwargs={"sockets": [self._sock]}, daemon=True
         )
 
-    def __enter__(self) -> _TruncatingServer:
+    def __enter__(self) -> _Serve:
         self._thread.start()
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 120
         while not self._server.started:
             assert self._thread.is_alive() and time.monotonic() < deadline
             time.sleep(0.05)
@@ -323,15 +305,52 @@ class _TruncatingServer:
         self._sock.close()
 
 
+class _Upstream:
+    """A minimal OpenAI-compatible chat endpoint whose replies end with the finish
+    reason the test sets; counts its calls."""
+
+    def __init__(self, finish_reason: str) -> None:
+        from starlette.applications import Starlette
+        from starlette.requests import Request
+        from starlette.responses import JSONResponse
+        from starlette.routing import Route
+
+        self.finish_reason = finish_reason
+        self.calls = 0
+
+        async def chat(request: Request) -> JSONResponse:
+            self.calls += 1
+            body = json.loads(await request.body())
+            choice = {
+                "index": 0,
+                "message": {"role": "assistant", "content": "It began in"},
+                "finish_reason": self.finish_reason,
+            }
+            return JSONResponse(
+                {
+                    "id": f"chatcmpl-{self.calls}",
+                    "object": "chat.completion",
+                    "created": 0,
+                    "model": body["model"],
+                    "choices": [choice],
+                    "usage": {"prompt_tokens": 5, "completion_tokens": 3},
+                }
+            )
+
+        self.app = Starlette(
+            routes=[Route("/v1/chat/completions", chat, methods=["POST"])]
+        )
+
+
 @pytest.mark.parametrize(("reason", "cached"), [("length", False), ("stop", True)])
 async def test_openai_client_finish_reason_reaches_the_store(
     embedder: SharedEmbedder, reason: str, cached: bool
 ) -> None:
     from stagecache.clients import OpenAIChatClient
 
-    with _TruncatingServer() as server:
-        server.finish_reason = reason
-        client = OpenAIChatClient(server.url, "gpt-test", max_retries=0)
+    upstream = _Upstream(reason)
+    with _Serve(upstream.app) as server:
+        client = OpenAIChatClient(server.url + "/v1", "gpt-test", max_retries=0)
         pipeline = build(None, llm=client, embedder=embedder)
         async with pipeline:
             first = await pipeline.run("When did it begin?", caller=ALICE)
@@ -339,4 +358,59 @@ async def test_openai_client_finish_reason_reaches_the_store(
         await client.aclose()
     assert first.cache.stored is cached
     assert second.cache.hit is cached
-    assert server.calls == (1 if cached else 2)
+    assert upstream.calls == (1 if cached else 2)
+
+
+@pytest.mark.parametrize(("reason", "cached"), [("length", False), ("stop", True)])
+def test_proxy_does_not_cache_a_truncated_upstream_reply(
+    embedder: SharedEmbedder, reason: str, cached: bool
+) -> None:
+    import httpx
+
+    from stagecache.integrations.proxy import ProxySettings, create_app
+
+    upstream = _Upstream(reason)
+    with _Serve(upstream.app) as up:
+        settings = ProxySettings(
+            upstream=up.url + "/v1",
+            api_keys={"sk-alice": Caller(user_id="alice")},
+            models=frozenset({"gpt-test"}),
+        )
+        app = create_app(settings, embedder=embedder)
+        with _Serve(app) as proxy:
+            body = {
+                "model": "gpt-test",
+                "messages": [{"role": "user", "content": "When did it begin?"}],
+            }
+            headers = {"Authorization": "Bearer sk-alice"}
+            with httpx.Client(base_url=proxy.url, timeout=120) as http:
+                replies = [
+                    http.post("/v1/chat/completions", json=body, headers=headers)
+                    for _ in range(2)
+                ]
+    assert [r.status_code for r in replies] == [200, 200]
+    assert replies[0].json()["choices"][0]["finish_reason"] == reason
+    assert replies[1].headers["x-stagecache"] == ("hit" if cached else "miss")
+    assert upstream.calls == (1 if cached else 2)
+
+
+# -- config ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("options", "field"),
+    [
+        ({"cacheable_tools": [""]}, "cacheable_tools[0]"),
+        ({"cacheable_tools": "get_stock_price"}, "cacheable_tools"),
+        ({"transient_max_chars": -1}, "transient_max_chars"),
+        ({"transient_max_chars": True}, "transient_max_chars"),
+    ],
+)
+def test_store_config_built_in_python_is_validated(
+    options: dict[str, Any], field: str
+) -> None:
+    from stagecache.stages.store import Store, StoreConfig
+
+    with pytest.raises(ConfigError) as info:
+        Store(None, StoreConfig(**options))  # type: ignore[arg-type]
+    assert info.value.field == field
