@@ -394,6 +394,42 @@ def test_proxy_does_not_cache_a_truncated_upstream_reply(
     assert upstream.calls == (1 if cached else 2)
 
 
+@pytest.mark.parametrize(
+    ("reason", "cached"), [("length", False), ("content_filter", False), ("stop", True)]
+)
+async def test_autogen_client_does_not_cache_a_truncated_reply(
+    embedder: SharedEmbedder, reason: str, cached: bool
+) -> None:
+    from autogen_core.models import CreateResult, RequestUsage, UserMessage
+    from autogen_ext.models.replay import ReplayChatCompletionClient
+
+    from stagecache.integrations.autogen import StagecacheChatCompletionClient
+
+    usage = RequestUsage(prompt_tokens=10, completion_tokens=5)
+    replies = [
+        CreateResult(finish_reason=reason, content=text, usage=usage, cached=False)
+        for text in ("It began in", "It began in 1914.")
+    ]
+    info: Any = {
+        "vision": False,
+        "function_calling": True,
+        "json_output": False,
+        "family": "unknown",
+        "structured_output": False,
+    }
+    inner = ReplayChatCompletionClient(replies, model_info=info)
+    client = StagecacheChatCompletionClient.default(
+        inner, caller=ALICE, model="replay", embedder=embedder
+    )
+    question = [UserMessage(content="When did it begin?", source="user")]
+    async with client.pipeline:
+        await client.create(question)
+        await client.create(question)
+    assert client.last_result is not None
+    assert client.last_result.cache.hit is cached
+    assert inner._current_index == (1 if cached else 2)
+
+
 # -- config ---------------------------------------------------------------------------
 
 
