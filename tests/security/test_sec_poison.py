@@ -430,6 +430,59 @@ async def test_autogen_client_does_not_cache_a_truncated_reply(
     assert inner._current_index == (1 if cached else 2)
 
 
+LANGCHAIN_CASES = [
+    ({"finish_reason": "length"}, False),
+    ({"stop_reason": "max_tokens"}, False),
+    ({"finish_reason": "stop"}, True),
+]
+
+
+def _lc_replies(metadata: dict[str, str]) -> Any:
+    from langchain_core.messages import AIMessage
+
+    return iter(
+        [AIMessage(content=f"It began in {n}", response_metadata=metadata)
+         for n in range(2)]
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(("metadata", "cached"), LANGCHAIN_CASES)
+def test_langchain_runnable_does_not_cache_a_truncated_reply(
+    embedder: SharedEmbedder, metadata: dict[str, str], cached: bool
+) -> None:
+    from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
+
+    from stagecache.integrations.langchain import StagecacheRunnable
+
+    model = GenericFakeChatModel(messages=_lc_replies(metadata))
+    runnable = StagecacheRunnable(model, caller=ALICE, embedder=embedder)
+    try:
+        runnable.invoke("When did it begin?")
+        second = runnable.invoke("When did it begin?")
+    finally:
+        runnable.close()
+    assert (second.response_metadata["stagecache"]["cache"] == "hit") is cached
+
+
+@pytest.mark.parametrize(("metadata", "cached"), LANGCHAIN_CASES)
+def test_langchain_cache_does_not_store_a_truncated_reply(
+    embedder: SharedEmbedder, metadata: dict[str, str], cached: bool
+) -> None:
+    from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
+
+    from stagecache.integrations.langchain import StagecacheLangChainCache
+
+    cache = StagecacheLangChainCache(caller=ALICE, embedder=embedder)
+    model = GenericFakeChatModel(messages=_lc_replies(metadata), cache=cache)
+    try:
+        first = model.invoke("When did it begin?")
+        second = model.invoke("When did it begin?")
+    finally:
+        cache.close()
+    assert (second.content == first.content) is cached
+    assert cache.last_result is not None and cache.last_result.cache.hit is cached
+
+
 # -- config ---------------------------------------------------------------------------
 
 
