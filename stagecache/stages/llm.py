@@ -9,6 +9,7 @@ Its failure policy is ``fail``: without a model answer there is nothing to retur
 
 from __future__ import annotations
 
+import enum
 import time
 from typing import Any, Protocol
 
@@ -121,10 +122,16 @@ class LLMStage:
         turn.answer = text
         turn.answer_source = "llm"
         turn.usage = getattr(completion, "usage", None) or Usage()
-        finish = getattr(completion, "finish_reason", None)
-        turn.finish_reason = None if finish is None else str(finish)
+        turn.finish_reason = _finish_text(getattr(completion, "finish_reason", None))
         declared = {t.name: t.read_only_hint for t in turn.tools}
         for call in getattr(completion, "tool_calls", None) or []:
             call.read_only_hint = declared.get(call.name, False) and call.read_only_hint
             turn.tool_calls.append(call)
         return turn
+
+
+def _finish_text(value: object) -> str | None:
+    """A client's finish reason as text (an enum's value); None for none or ""."""
+    if isinstance(value, enum.Enum):
+        value = value.value
+    return str(value) if value is not None and value != "" else None

@@ -9,6 +9,7 @@ answer *is* a hit), so the tests cannot pass by a cache that stores nothing.
 
 from __future__ import annotations
 
+import enum
 import json
 import socket
 import threading
@@ -23,6 +24,7 @@ from stagecache import Caller
 from stagecache._model import ToolCall
 from stagecache.config import PipelineConfig, build, parse_config
 from stagecache.errors import ConfigError
+from stagecache.stages.llm import Completion
 from stagecache.testing import ScriptedLLM, SharedEmbedder
 
 pytestmark = pytest.mark.anyio
@@ -257,6 +259,41 @@ async def test_answer_that_stopped_normally_is_stored(
     pipeline, llm = _make(embedder, lambda p: "Three causes.", finish_reason="stop")
     first, second = await _twice(pipeline, llm, "What caused the war?")
     assert first.cache.stored and second.cache.hit
+
+
+class _Finish(enum.Enum):
+    STOP = "stop"
+    LENGTH = "length"
+
+
+class _EnumClient:
+    """A custom model client (an LLM double) reporting its finish reason as an
+    enum member, or as an empty string."""
+
+    model_id = "custom"
+
+    def __init__(self, finish: object) -> None:
+        self.finish = finish
+        self.calls = 0
+
+    async def complete(self, turn: Any) -> Completion:
+        self.calls += 1
+        return Completion(text="It began in", finish_reason=self.finish)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("finish", "cached"), [(_Finish.LENGTH, False), (_Finish.STOP, True), ("", True)]
+)
+async def test_a_custom_clients_finish_reason_is_read_as_text(
+    embedder: SharedEmbedder, finish: object, cached: bool
+) -> None:
+    client = _EnumClient(finish)
+    pipeline = build(None, llm=client, embedder=embedder)
+    async with pipeline:
+        first = await pipeline.run("When did it begin?", caller=ALICE)
+        second = await pipeline.run("When did it begin?", caller=ALICE)
+    assert first.cache.stored is cached and second.cache.hit is cached
+    assert client.calls == (1 if cached else 2)
 
 
 # -- an answer the output guard had to redact --------------------------------------
