@@ -240,6 +240,9 @@ class Turn(msgspec.Struct, kw_only=True):
     answer: str | None = None
     answer_source: Literal["cache", "llm", "guard"] | None = None
     usage: Usage = msgspec.field(default_factory=Usage)
+    # Why the model stopped ("stop", "length", ...); None when the client does not
+    # say. The store stage keeps only answers that ended normally.
+    finish_reason: str | None = None
     tool_calls: list[ToolCall] = []
     findings: list[GuardFinding] = []
     stopped: EarlyExit | None = None

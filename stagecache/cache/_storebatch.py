@@ -209,9 +209,7 @@ class BatchedStore(Maintenance):
             InputError: a bad id, or both ``tenant`` and ``all_tenants``.
         """
         await self._settle_stores()
-        return await super().purge_user(
-            user_id, tenant=tenant, all_tenants=all_tenants
-        )
+        return await super().purge_user(user_id, tenant=tenant, all_tenants=all_tenants)
 
     async def clear(self) -> int:
         """Remove everything (entries, indexes, saved files); returns the count.
