@@ -7,6 +7,7 @@
     stagecache import FILE.jsonl --user ID          warm a cache with Q/A pairs
     stagecache feedback ENTRY_ID --wrong|--correct  feedback on a stored entry
     stagecache serve ...                            OpenAI-compatible proxy
+    stagecache reencrypt --config FILE              rewrite the cache in its mode
 
 Exit codes: 0 success, 1 a failure while running, 2 bad usage or a bad config.
 """
@@ -166,6 +167,34 @@ async def _feedback(args: argparse.Namespace) -> int:
     return 0 if found else 1
 
 
+async def _reencrypt(args: argparse.Namespace) -> int:
+    """Rewrite every stored entry in the configured encryption mode."""
+    from stagecache.cache._core import make_backend
+    from stagecache.config import load_config
+
+    settings = load_config(args.config).cache
+    backend = make_backend(settings)
+    rewrite = getattr(backend, "reencrypt", None)
+    if rewrite is None:
+        print(
+            f"stagecache: error: {args.config}: cache.backend.kind = "
+            f"{settings.backend.kind!r} stores nothing to encrypt; reencrypt is for "
+            "the sqlite and redis backends",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        done = await rewrite()
+    finally:
+        await backend.aclose()
+    mode = done.mode if ":" not in done.mode else done.mode[:22]
+    print(
+        f"rewrote {done.rewritten} entries ({mode}); dropped {done.dropped} that no "
+        "configured key opens or that failed their integrity check"
+    )
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="stagecache", description=__doc__.split("\n")[0]
@@ -190,6 +219,12 @@ def _parser() -> argparse.ArgumentParser:
     group.add_argument("--correct", dest="correct", action="store_true")
     group.add_argument("--wrong", dest="correct", action="store_false")
     fb.add_argument("--config", required=True, help="the pipeline file of the cache")
+    enc = sub.add_parser(
+        "reencrypt",
+        help="rewrite the cache's entries in the configured encryption mode "
+        "(encrypt a plaintext cache, rotate keys, or decrypt)",
+    )
+    enc.add_argument("--config", required=True, help="the pipeline file of the cache")
     serve = sub.add_parser("serve", help="the OpenAI-compatible caching proxy")
     serve.add_argument("args", nargs=argparse.REMAINDER)
     return parser
@@ -205,7 +240,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             from stagecache.integrations.proxy import serve_main
 
             return serve_main(list(args.args))
-        runner = {"demo": _demo, "import": _import, "feedback": _feedback}[args.command]
+        runner = {
+            "demo": _demo,
+            "import": _import,
+            "feedback": _feedback,
+            "reencrypt": _reencrypt,
+        }[args.command]
         return int(anyio.run(runner, args))
     except StagecacheError as exc:
         print(f"stagecache: error: {exc}", file=sys.stderr)
