@@ -113,6 +113,9 @@ class SqliteBackend:
                 f"{self.path}: cannot open the cache file: {exc}"
             ) from exc
         try:
+            # Text that is not UTF-8 (a flipped bit) comes back as bytes, which
+            # the row codec rejects, instead of failing the whole query.
+            conn.text_factory = _text_or_bytes
             conn.execute("PRAGMA journal_mode=WAL")
             # NORMAL in WAL mode loses at most the last commits on power loss, never
             # consistency; a cache can afford that for 10x cheaper commits.
@@ -210,7 +213,7 @@ class SqliteBackend:
         if not ids:
             return {}
         marks = ", ".join("?" * len(ids))
-        sql = f"SELECT {_rows.COLUMNS} FROM entries WHERE entry_id IN ({marks})"
+        sql = f"SELECT rowid, {_rows.COLUMNS} FROM entries WHERE entry_id IN ({marks})"
         found = await self._run("get", lambda c: c.execute(sql, ids).fetchall())
         out, corrupt = await self._decode(found)
         if corrupt:
@@ -220,13 +223,15 @@ class SqliteBackend:
     async def _decode(
         self, found: Sequence[Sequence[Any]]
     ) -> tuple[dict[str, Entry], list[CorruptRow]]:
-        """Verified entries of ``found``; altered rows are evicted and returned."""
+        """Verified entries of ``found`` (``rowid, COLUMNS`` rows); altered rows
+        are evicted (by rowid: a flipped id may not even be text) and returned."""
         out: dict[str, Entry] = {}
         corrupt: list[CorruptRow] = []
         bad_ids: list[Any] = []
+        bad_entries: list[Any] = []
         for row in found:
             try:
-                entry = _rows.from_row(row, self._codec)
+                entry = _rows.from_row(row[1:], self._codec)
             except ForeignKey as exc:
                 self._skipped += 1
                 if self._skipped == 1 or self._skipped % 1000 == 0:
@@ -235,6 +240,7 @@ class SqliteBackend:
             except CorruptRow as exc:
                 corrupt.append(exc)
                 bad_ids.append(row[0])
+                bad_entries.append(row[1])
                 continue
             out[entry.entry_id] = entry
         if bad_ids:
@@ -246,9 +252,9 @@ class SqliteBackend:
                 corrupt[0],
             )
             marks = ", ".join("?" * len(bad_ids))
-            sql = f"DELETE FROM entries WHERE entry_id IN ({marks})"
+            sql = f"DELETE FROM entries WHERE rowid IN ({marks})"
             await self._run("evict", lambda c: c.execute(sql, bad_ids))
-            ids = tuple(i for i in bad_ids if isinstance(i, str))
+            ids = tuple(i for i in bad_entries if isinstance(i, str))
             for callback in list(self._callbacks):
                 callback(Change(kind="delete", entry_ids=ids))
         return out, corrupt
@@ -325,7 +331,7 @@ class SqliteBackend:
             last = rows[-1][0]
             # Altered rows are evicted and left out (logged), never raised here:
             # one flipped bit must not stop a warm-up.
-            entries, _ = await self._decode([r[1:] for r in rows])
+            entries, _ = await self._decode(rows)
             yield list(entries.values())
 
     def subscribe(self, callback: Callable[[Change], None]) -> Callable[[], None]:
@@ -342,3 +348,10 @@ class SqliteBackend:
 
 def _fetch(sql: str, args: tuple[Any, ...], conn: sqlite3.Connection) -> list[Any]:
     return conn.execute(sql, args).fetchall()
+
+
+def _text_or_bytes(raw: bytes) -> str | bytes:
+    try:
+        return raw.decode()
+    except UnicodeDecodeError:
+        return raw

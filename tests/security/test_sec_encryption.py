@@ -16,6 +16,7 @@ import sqlite3
 import subprocess
 import uuid
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -278,7 +279,7 @@ async def test_sqlite_refuses_another_key_and_encryption_off(
     with pytest.raises(ConfigError, match="encrypt_values is off"):
         async with pipeline(embedder, settings("sqlite", db))[0]:
             pass
-    with sqlite3.connect(db) as conn:
+    with closing(sqlite3.connect(db)) as conn:
         assert conn.execute("SELECT count(*) FROM entries").fetchone()[0] == 3
 
 
