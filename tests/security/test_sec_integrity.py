@@ -71,7 +71,11 @@ async def fill(embedder: Any, cache: CacheSettings) -> None:
 def rows(db: Path) -> list[tuple[Any, ...]]:
     """(query, answer, sealed) of every row, in the order they were stored."""
     with closing(sqlite3.connect(db)) as conn, conn:
-        found = conn.execute("SELECT query, answer, sealed FROM entries ORDER BY rowid")
+        columns = {r[1] for r in conn.execute("PRAGMA table_info(entries)")}
+        sealed = "sealed" if "sealed" in columns else "NULL"  # previous format
+        found = conn.execute(
+            f"SELECT query, answer, {sealed} FROM entries ORDER BY rowid"
+        )
         return list(found.fetchall())
 
 
