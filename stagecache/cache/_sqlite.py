@@ -126,7 +126,7 @@ class SqliteBackend:
             if check:
                 _rows.prepare(conn, self._codec, where=str(self.path))
             else:
-                conn.executescript(_rows.SCHEMA)
+                _rows.upgrade_schema(conn)
         except sqlite3.Error as exc:
             conn.close()
             raise self._translate(exc, "open") from exc

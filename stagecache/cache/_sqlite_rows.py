@@ -39,6 +39,7 @@ __all__ = [
     "prepare",
     "rewrite_all",
     "to_row",
+    "upgrade_schema",
 ]
 
 SCHEMA = """
@@ -143,12 +144,7 @@ def prepare(conn: sqlite3.Connection, codec: RowCodec, *, where: str) -> None:
         ConfigError: the file's mode or key is not this worker's.
         sqlite3.Error: the file is not a usable database.
     """
-    conn.executescript(SCHEMA)
-    have = {r[1] for r in conn.execute("PRAGMA table_info(entries)")}
-    with conn:
-        for name, kind in _ADDED:
-            if name not in have:
-                conn.execute(f"ALTER TABLE entries ADD COLUMN {name} {kind}")
+    upgrade_schema(conn)
     recorded = _mode(conn)
     if recorded is None:
         rows = conn.execute("SELECT count(*) FROM entries").fetchone()[0]
@@ -160,6 +156,16 @@ def prepare(conn: sqlite3.Connection, codec: RowCodec, *, where: str) -> None:
         _set_mode(conn, codec.mode)  # a new file; another process may be first
         recorded = _mode(conn) or codec.mode
     codec.check(recorded, where)
+
+
+def upgrade_schema(conn: sqlite3.Connection) -> None:
+    """Create the tables, or add the format 2 columns to an older file."""
+    conn.executescript(SCHEMA)
+    have = {r[1] for r in conn.execute("PRAGMA table_info(entries)")}
+    with conn:
+        for name, kind in _ADDED:
+            if name not in have:
+                conn.execute(f"ALTER TABLE entries ADD COLUMN {name} {kind}")
 
 
 def rewrite_all(conn: sqlite3.Connection, codec: RowCodec) -> Rewritten:

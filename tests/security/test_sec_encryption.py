@@ -10,6 +10,7 @@ and vectors.
 from __future__ import annotations
 
 import base64
+import json
 import os
 import socket
 import sqlite3
@@ -20,6 +21,7 @@ from contextlib import closing
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import numpy as np
 import pytest
 
@@ -245,6 +247,41 @@ async def test_redis_key_rotation_reads_old_keys_then_reencrypts(
             embedder, settings("redis", namespace, encrypt_values=True)
         )[0]:
             pass
+
+
+@pytest.mark.redis
+async def test_redis_namespace_of_the_previous_format_is_upgraded_or_refused(
+    embedder: Any, namespace: str, raw: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    # Entries sealed the way stagecache sealed them before format 2 (z = nonce ||
+    # AES-GCM(query, answer, metadata), vector plain), and no recorded mode.
+    await store_all(embedder, settings("redis", namespace))
+    aead = AESGCM(base64.b64decode(K1))
+    for key in raw.scan_iter(match=f"{namespace}:e:*"):
+        h = raw.hgetall(key)
+        aad = f"{key.decode().rsplit(':', 1)[1]}\x00{h[b'sk'].decode()}".encode()
+        values = (h[b"q"].decode(), h[b"a"].decode(), json.loads(h[b"m"]))
+        nonce = os.urandom(12)
+        sealed = nonce + aead.encrypt(nonce, msgspec.msgpack.encode(values), aad)
+        raw.hdel(key, "q", "a", "m", "k")
+        raw.hset(key, "z", sealed)
+    raw.delete(f"{namespace}:mode")
+    encrypted = settings("redis", namespace, encrypt_values=True)
+    # The replay: a worker with another key used to start with one warning.
+    monkeypatch.setenv("STAGECACHE_CACHE_KEY", K2)
+    with pytest.raises(ConfigError, match="do not open with this worker's keys"):
+        async with pipeline(embedder, encrypted)[0]:
+            pass
+    with pytest.raises(ConfigError, match="encrypt_values is off"):
+        async with pipeline(embedder, settings("redis", namespace))[0]:
+            pass
+    # The right key upgrades it in place: sealed with the vector, and served.
+    monkeypatch.setenv("STAGECACHE_CACHE_KEY", K1)
+    assert await hits(embedder, encrypted) == len(QUESTIONS)
+    for h in hashes(raw, namespace):
+        assert b"Z" in h and not {b"z", b"v", b"q"} & set(h)
 
 
 # -- SQLite -----------------------------------------------------------------------
