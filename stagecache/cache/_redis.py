@@ -243,7 +243,7 @@ class RedisBackend:
         follower = Follower(self)
         try:
             state = await self.state(self._cmd)
-            await self._ensure_mode(self._cmd)
+            await self._ensure_mode(self._cmd, translate=False)
         except ConfigError:
             await self._close_clients()
             raise
@@ -281,7 +281,7 @@ class RedisBackend:
         for name in ("CLEAR", "STATE"):
             self._scripts[name] = self._cmd.register_script(getattr(lua, name))
 
-    async def _ensure_mode(self, client: Redis) -> None:
+    async def _ensure_mode(self, client: Redis, *, translate: bool = True) -> None:
         """Check the namespace's recorded encryption mode once (see
         ``_redis_rows``); a worker that started with Redis down checks before its
         first read or write, so it never writes under a mismatched key."""
@@ -289,7 +289,10 @@ class RedisBackend:
             return
         from stagecache.cache._redis_rows import check_mode
 
-        await self._do("mode check", check_mode(self, client))
+        if translate:
+            await self._do("mode check", check_mode(self, client))
+        else:  # open() sorts Redis errors itself (unreachable: start offline)
+            await check_mode(self, client)
         self._mode_ok = True
 
     async def reencrypt(self) -> Rewritten:

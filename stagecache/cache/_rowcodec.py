@@ -89,12 +89,11 @@ def _bound(entry: Entry) -> bytes:
         entry.user_id is None or isinstance(entry.user_id, str)
     ):
         raise CorruptRow(f"entry {entry.entry_id!r}: a key field has the wrong type")
-    if not (
-        isinstance(entry.created_at, float) and isinstance(entry.expires_at, float)
-    ):
+    times = (entry.created_at, entry.expires_at)
+    if not all(isinstance(t, (int, float)) and not isinstance(t, bool) for t in times):
         raise CorruptRow(f"entry {entry.entry_id!r}: a time field has the wrong type")
     return msgspec.msgpack.encode(
-        (FORMAT, *fields, entry.user_id, entry.created_at, entry.expires_at)
+        (FORMAT, *fields, entry.user_id, float(times[0]), float(times[1]))
     )
 
 

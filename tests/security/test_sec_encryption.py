@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import shutil
 import socket
 import sqlite3
 import subprocess
@@ -21,6 +22,7 @@ from contextlib import closing
 from pathlib import Path
 from typing import Any
 
+import anyio
 import msgspec
 import numpy as np
 import pytest
@@ -282,6 +284,65 @@ async def test_redis_namespace_of_the_previous_format_is_upgraded_or_refused(
     assert await hits(embedder, encrypted) == len(QUESTIONS)
     for h in hashes(raw, namespace):
         assert b"Z" in h and not {b"z", b"v", b"q"} & set(h)
+
+
+def start_server(server: str, port: int) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [server, "--port", str(port), "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+@pytest.mark.redis
+async def test_redis_worker_started_offline_checks_the_key_before_writing(
+    embedder: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    server = shutil.which("redis-server")
+    if server is None:
+        pytest.skip("no redis-server binary")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"redis://127.0.0.1:{port}/0"
+
+    def cache() -> CacheSettings:
+        return CacheSettings(
+            backend=BackendSettings(
+                kind="redis", redis_url=url, redis_namespace="ns", encrypt_values=True
+            )
+        )
+
+    # Worker B starts with K2 while Redis is down (a warning, not an error).
+    monkeypatch.setenv("STAGECACHE_CACHE_KEY", K2)
+    late, _ = pipeline(embedder, cache())
+    async with late:
+        proc = start_server(server, port)
+        try:
+            for _ in range(100):
+                try:
+                    socket.create_connection(("127.0.0.1", port), 0.1).close()
+                    break
+                except OSError:
+                    await anyio.sleep(0.05)
+            # Worker A with K1 writes first; B then refuses every cache operation.
+            monkeypatch.setenv("STAGECACHE_CACHE_KEY", K1)
+            await store_all(embedder, cache())
+            for q in QUESTIONS:
+                result = await late.run(q + " (again)", caller=ALICE)
+                assert result.answer == answer(q + " (again)")
+                assert not result.cache.stored  # the store is refused
+                assert "another key" in " ".join(result.errors)
+            import redis
+
+            client = redis.Redis.from_url(url)
+            rows = [client.hgetall(k) for k in client.scan_iter(match="ns:e:*")]
+            client.close()
+            assert len(rows) == len(QUESTIONS)  # nothing written under K2
+            assert len({r[b"Z"][1:5] for r in rows}) == 1
+        finally:
+            proc.kill()
+            proc.wait()
 
 
 # -- SQLite -----------------------------------------------------------------------
