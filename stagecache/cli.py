@@ -10,6 +10,7 @@
         [--tenant T | --all-tenants]                (default: the user without
                                                     a tenant)
     stagecache serve --upstream URL [--port N] ...  OpenAI-compatible proxy
+    stagecache reencrypt --config FILE              rewrite the cache in its mode
 
 Exit codes: 0 success, 1 a failure while running, 2 bad usage or a bad config.
 """
@@ -194,6 +195,34 @@ async def _purge(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _reencrypt(args: argparse.Namespace) -> int:
+    """Rewrite every stored entry in the configured encryption mode."""
+    from stagecache.cache._core import make_backend
+    from stagecache.config import load_config
+
+    settings = load_config(args.config).cache
+    backend = make_backend(settings)
+    rewrite = getattr(backend, "reencrypt", None)
+    if rewrite is None:
+        print(
+            f"stagecache: error: {args.config}: cache.backend.kind = "
+            f"{settings.backend.kind!r} stores nothing to encrypt; reencrypt is for "
+            "the sqlite and redis backends",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        done = await rewrite()
+    finally:
+        await backend.aclose()
+    mode = done.mode if ":" not in done.mode else done.mode[:22]
+    print(
+        f"rewrote {done.rewritten} entries ({mode}); dropped {done.dropped} that no "
+        "configured key opens or that failed their integrity check"
+    )
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="stagecache", description=__doc__.split("\n")[0]
@@ -233,6 +262,12 @@ def _parser() -> argparse.ArgumentParser:
         help="purge the id in every tenant (an erasure request)",
     )
     purge.add_argument("--config", required=True, help="the pipeline file of the cache")
+    enc = sub.add_parser(
+        "reencrypt",
+        help="rewrite the cache's entries in the configured encryption mode "
+        "(encrypt a plaintext cache, rotate keys, or decrypt)",
+    )
+    enc.add_argument("--config", required=True, help="the pipeline file of the cache")
     serve = sub.add_parser(
         "serve",
         help="the OpenAI-compatible caching proxy",
@@ -261,6 +296,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "import": _import,
             "feedback": _feedback,
             "purge": _purge,
+            "reencrypt": _reencrypt,
         }[args.command]
         return int(anyio.run(runner, args))
     except StagecacheError as exc:

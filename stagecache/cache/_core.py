@@ -40,7 +40,7 @@ def make_backend(settings: CacheSettings) -> Backend:
     if b.kind == "sqlite":
         if not b.path:
             raise CacheError("backend.path: the sqlite backend needs a file path")
-        return SqliteBackend(b.path, busy_timeout_s=b.busy_timeout_s)
+        return SqliteBackend.from_settings(settings)
     if b.kind == "redis":
         from stagecache.cache._redis import RedisBackend
 
