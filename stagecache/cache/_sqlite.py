@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 import anyio
 import msgspec
 
+from stagecache._erase import secure_delete, truncate_wal
 from stagecache.cache._backend import Change, Entry
 from stagecache.cache._settings import KeyParts
 from stagecache.errors import BackendUnavailable, CacheError
@@ -100,6 +101,9 @@ class SqliteBackend:
             # NORMAL in WAL mode loses at most the last commits on power loss, never
             # consistency; a cache can afford that for 10x cheaper commits.
             conn.execute("PRAGMA synchronous=NORMAL")
+            # Deleted rows are overwritten with zeros (SQLite's upstream default
+            # leaves them in free space): a purge must not leave bytes behind.
+            secure_delete(conn, self.path)
             row = conn.execute("PRAGMA quick_check").fetchone()
             if row is None or row[0] != "ok":
                 raise sqlite3.DatabaseError(f"integrity check failed: {row}")
@@ -200,9 +204,34 @@ class SqliteBackend:
         )
 
     async def delete_user(self, user_id: str) -> int:
-        """Delete every entry attributed to ``user_id``."""
+        """Delete every entry attributed to ``user_id``, to the byte.
+
+        The rows are overwritten on delete (``secure_delete``), then the WAL,
+        which still holds the pages as they were before, is checkpointed and
+        truncated: once this returns, no byte of the user's rows is left in the
+        database file or its WAL.
+        """
         sql = "DELETE FROM entries WHERE user_id = ?"
-        return await self._run("delete", lambda c: c.execute(sql, (user_id,)).rowcount)
+        removed = await self._run(
+            "delete", lambda c: c.execute(sql, (user_id,)).rowcount
+        )
+        await self.erase_wal()
+        return removed
+
+    async def erase_wal(self) -> None:
+        """Checkpoint the WAL into the file and truncate it (after a purge)."""
+
+        def call() -> None:
+            conn = self._conn
+            if conn is None:
+                raise CacheError(f"{self.path}: the sqlite backend is not open")
+            with self._lock:
+                try:
+                    truncate_wal(conn, self.path)
+                except sqlite3.Error as exc:
+                    raise self._translate(exc, "checkpoint") from exc
+
+        await anyio.to_thread.run_sync(call)
 
     async def clear(self) -> int:
         """Delete everything."""
@@ -295,3 +324,4 @@ def _fetch(sql: str, args: tuple[Any, ...], conn: sqlite3.Connection) -> list[An
 
 def _noop() -> None:
     return None
+
