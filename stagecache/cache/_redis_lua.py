@@ -14,9 +14,13 @@ Key layout under the namespace prefix ``P`` (``"<namespace>:"``)::
     P log          stream   the events, trimmed to about ``maxlen``
     P epoch        string   random id of this data set (a restarted, empty Redis
                             gets a new one, and every worker resyncs)
+    P scrubbed     string   stream id up to which old-format records were scrubbed
 
 Every script takes ``ARGV[1..3] = prefix, origin, stream maxlen`` and publishes what
-it changed on ``P log`` as ``seq <n> o <origin> op <put|del|scope|clear> ...``;
+it changed on ``P log`` as ``seq <n> o <origin> op <put|del|clear> ...``, entry ids
+only (random), never a scope key or user id: the stream must hold nothing a purge
+would have to find (older workers published ``op scope sk <scope key>``;
+:meth:`RedisBackend.delete_user` scrubs such records);
 ``seq`` is incremented in the same script, so a consumer sees a gap (events trimmed
 away, or a restarted Redis) as a jump in ``seq``. Caps are enforced inside the put
 script: with many writers, no read-modify-write race can exceed them.
@@ -168,7 +172,8 @@ return #gone
 """
 )
 
-# ARGV[4] scope key. Returns how many existed.
+# ARGV[4] scope key. Returns how many existed. Publishes the ids, never the scope
+# key: the stream outlives a purge, and a scope key holds the user id.
 DELETE_SCOPE = (
     _HEADER
     + """
@@ -176,7 +181,7 @@ local skey = P .. 's:' .. ARGV[4]
 local gone = {}
 for _, id in ipairs(redis.call('SMEMBERS', skey)) do drop(id, gone) end
 redis.call('DEL', skey)
-publish('op', 'scope', 'sk', ARGV[4])
+if #gone > 0 then publish_deleted(gone) end
 return #gone
 """
 )

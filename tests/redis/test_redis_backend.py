@@ -129,6 +129,7 @@ async def test_deletes_scopes_users_clear(redis_url, namespace, vec, raw) -> Non
         assert sorted(k.decode().split(":", 1)[1] for k in leftovers) == [
             "epoch",
             "log",
+            "scrubbed",  # where the purge's stream scrub stopped
             "seq",
         ]
     finally:
