@@ -64,9 +64,7 @@ class MemoryStore:
             return 0
         if hasattr(self._embedder, "purge_sources"):
             # Tie the embedding-cache rows to the user, so purge_user removes them.
-            vectors = await self._embedder.embed(
-                new, sources=(user_source(user_id),)
-            )  # type: ignore[call-arg]
+            vectors = await self._embedder.embed(new, sources=(user_source(user_id),))  # type: ignore[call-arg]
         else:
             vectors = await self._embedder.embed(new)
         if memory is None:

@@ -507,32 +507,11 @@ class RedisBackend:
         removed = int(
             await self._do("purge", self._script("DELETE_USER", [user_id], client))
         )
-        await self._do("purge", self._scrub_stream(client))
-        return removed
+        from stagecache.cache._redis_sync import scrub_stream
 
-    async def _scrub_stream(self, client: Redis) -> int:
-        """``XDEL`` every ``op scope`` record (older workers wrote the scope key).
-
-        Only the part of the stream not scrubbed before is read (``P scrubbed``
-        remembers where the last scrub ended). A worker that had not read a
-        deleted record yet sees a gap in ``seq`` and rebuilds from Redis.
-        """
-        log, mark = self.key("log"), self.key("scrubbed")
-        start = _text(await client.get(mark) or b"-")
-        removed = 0
-        while True:
-            low = start if start == "-" else "(" + start
-            batch = await client.xrange(log, min=low, max="+", count=CHUNK)
-            if not batch:
-                break
-            start = _text(batch[-1][0])
-            doomed = [mid for mid, fields in batch if fields.get(b"op") == b"scope"]
-            if doomed:
-                removed += int(await client.xdel(log, *doomed))
-        if start != "-":
-            await client.set(mark, start)
-        if removed:
-            _log.info("cache: scrubbed %d old scope records from the stream", removed)
+        await self._do(
+            "purge", scrub_stream(client, self.key("log"), self.key("scrubbed"))
+        )
         return removed
 
     async def clear(self) -> int:

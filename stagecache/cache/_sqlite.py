@@ -324,4 +324,3 @@ def _fetch(sql: str, args: tuple[Any, ...], conn: sqlite3.Connection) -> list[An
 
 def _noop() -> None:
     return None
-

@@ -203,9 +203,7 @@ class CacheAPI:
         if user_id and hasattr(self._embedder, "purge_sources"):
             # Tie the embedding-cache rows to the user the entries are attributed
             # to, so purge_user removes them with the entries.
-            vectors = await self._embedder.embed(
-                texts, sources=(user_source(user_id),)
-            )  # type: ignore[call-arg]
+            vectors = await self._embedder.embed(texts, sources=(user_source(user_id),))  # type: ignore[call-arg]
         else:
             vectors = await self._embedder.embed(texts)
         multi = self.engine.settings.cache_multi_turn

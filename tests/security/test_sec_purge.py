@@ -318,7 +318,10 @@ async def test_purge_scrubs_scope_records_an_older_worker_left_in_the_stream(
     redis_url: str, namespace: str, raw: Any, embedder: Any
 ) -> None:
     # Workers before this fix published the raw scope key of an invalidation.
-    legacy_keys = [f'["per_user",null,"{USER}",null]', f'["per_user",null,"{OTHER}",null]']
+    legacy_keys = [
+        f'["per_user",null,"{USER}",null]',
+        f'["per_user",null,"{OTHER}",null]',
+    ]
     pipeline = build(
         llm=ScriptedLLM(answer),
         embedder=embedder,
