@@ -21,6 +21,7 @@ from stagecache.cache._core import CacheCore
 from stagecache.cache._index import FlatIndex, HnswIndex, ScopeIndex
 from stagecache.cache._persist import (
     delete_saved,
+    delete_saved_of_user,
     file_base,
     load_index,
     save_index,
@@ -267,7 +268,9 @@ class Maintenance(CacheCore):
         """Remove every entry attributed to ``user_id`` in any scope mode.
 
         Entries, vectors (hnswlib graphs touched are compacted, so no deleted
-        vector lingers) and saved index files go. Returns the number of entries.
+        vector lingers) and saved index files go, those of the user's scopes that
+        no entry points to any more included; the backend erases the bytes (SQLite:
+        ``secure_delete`` and a truncated WAL). Returns the number of entries.
         """
         async with self._write_lock:
             with anyio.CancelScope(shield=True):
@@ -278,6 +281,15 @@ class Maintenance(CacheCore):
                     if state.key in self._scopes and isinstance(state.index, HnswIndex):
                         async with state.lock:
                             await self._compact(state)
+                if self._settings.index_dir:
+                    # Saved files no entry points to any more (rows purged by
+                    # another process, or expired, while this one was down).
+                    await anyio.to_thread.run_sync(
+                        delete_saved_of_user,
+                        self._settings.index_dir,
+                        user_id,
+                        frozenset(self._scopes),
+                    )
         count = max(removed, len(ids))
         if count:
             self._publish(CacheEvicted(reason="purge", count=count))

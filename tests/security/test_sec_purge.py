@@ -177,6 +177,37 @@ async def test_purge_leaves_no_byte_of_the_user_in_any_sqlite_or_index_file(
     assert not closed, f"left after close: {closed}"
 
 
+async def test_purge_deletes_saved_index_files_no_entry_points_to_any_more(
+    tmp_path: Path, embedder: Any
+) -> None:
+    # The user's scope was saved at close; its rows then went away while this
+    # worker was down (a purge by another process, or every entry expired), so
+    # the next start adopts nothing from the files and they stay behind.
+    data = tmp_path / "data"
+    settings = CacheSettings(
+        backend=BackendSettings(kind="sqlite", path=str(data / "cache.db")),
+        index_dir=str(data / "indexes"),
+        flat_max_entries=1,
+    )
+    pipeline = build(llm=ScriptedLLM(answer), embedder=embedder, cache=settings)
+    async with pipeline:
+        for q in QUESTIONS:
+            await pipeline.run(q, caller=stagecache.Caller(user_id=USER))
+        engine = pipeline.cache.engine
+        marks = [e.vector[:32] async for b in engine.backend.scan() for e in b]
+    marks.append(USER.encode())
+    assert found_in(folder_bytes(data / "indexes"), marks)
+    other = SqliteBackend(data / "cache.db")
+    await other.open()
+    assert await other.delete_user(USER) == len(QUESTIONS)
+    await other.aclose()
+    pipeline = build(llm=ScriptedLLM(answer), embedder=embedder, cache=settings)
+    async with pipeline:
+        await pipeline.cache.purge_user(USER)
+        left = found_in(folder_bytes(data / "indexes"), marks)
+        assert not left, f"saved files left: {list(left)}"
+
+
 async def test_purge_removes_the_embedding_rows_of_facts_and_imported_questions(
     tmp_path: Path, embedder: Any
 ) -> None:
