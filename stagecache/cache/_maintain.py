@@ -276,11 +276,7 @@ class Maintenance(CacheCore):
             with anyio.CancelScope(shield=True):
                 ids = list(self._by_user.get(user_id, ()))
                 removed = await self._backend.delete_user(user_id)
-                counts = await self._forget(ids)
-                for state in counts:
-                    if state.key in self._scopes and isinstance(state.index, HnswIndex):
-                        async with state.lock:
-                            await self._compact(state)
+                await self._compact_purged(await self._forget(ids))
                 if self._settings.index_dir:
                     # Saved files no entry points to any more (rows purged by
                     # another process, or expired, while this one was down).
@@ -294,6 +290,14 @@ class Maintenance(CacheCore):
         if count:
             self._publish(CacheEvicted(reason="purge", count=count))
         return count
+
+    async def _compact_purged(self, counts: dict[ScopeState, int]) -> None:
+        """Rebuild the hnswlib graphs purged entries were in (``mark_deleted``
+        keeps a vector's bytes in memory and in the file saved at close)."""
+        for state in counts:
+            if state.key in self._scopes and isinstance(state.index, HnswIndex):
+                async with state.lock:
+                    await self._compact(state)
 
     async def clear(self) -> int:
         """Remove everything (entries, indexes, saved files); returns the count."""
@@ -363,6 +367,8 @@ class Maintenance(CacheCore):
                     self._drop_scope(gone)
             elif change.kind == "delete":
                 await self._forget(change.entry_ids)
+            elif change.kind == "purge":
+                await self._compact_purged(await self._forget(change.entry_ids))
             elif change.kind == "put" and change.entry is not None:
                 await self._adopt([change.entry], from_files=False)
         return len(changes)

@@ -71,10 +71,14 @@ local function publish(...)
              'seq', seq, 'o', ORIGIN, ...)
 end
 
-local function publish_deleted(ids)
+local function publish_deleted(ids, why)
   for i = 1, #ids, 500 do
     local j = math.min(i + 499, #ids)
-    publish('op', 'del', 'ids', table.concat(ids, ',', i, j))
+    if why then
+      publish('op', 'del', 'ids', table.concat(ids, ',', i, j), 'why', why)
+    else
+      publish('op', 'del', 'ids', table.concat(ids, ',', i, j))
+    end
   end
 end
 """
@@ -186,7 +190,9 @@ return #gone
 """
 )
 
-# ARGV[4] user id. Returns how many existed; publishes their ids.
+# ARGV[4] user id. Returns how many existed; publishes their ids with
+# ``why purge`` (workers compact the graphs they were in; older workers read a
+# plain ``del``).
 DELETE_USER = (
     _HEADER
     + """
@@ -194,7 +200,7 @@ local ukey = P .. 'u:' .. ARGV[4]
 local gone = {}
 for _, id in ipairs(redis.call('ZRANGE', ukey, 0, -1)) do drop(id, gone) end
 redis.call('DEL', ukey)
-if #gone > 0 then publish_deleted(gone) end
+if #gone > 0 then publish_deleted(gone, 'purge') end
 return #gone
 """
 )

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import anyio
 import numpy as np
 import pytest
 
@@ -43,7 +44,10 @@ IMPORTED = [
     ("What does the qmk0lng manual say?", "amk0lng: " + "step " * 3000 + "amk0end"),
 ]
 FACTS = ["fmk6rqe: the user owns a vintage camera", "fmk7gvo: the user lives on a boat"]
-OTHER_QUESTIONS = ["Does the qmk8zzo kettle have a timer?"]
+OTHER_QUESTIONS = [
+    "Does the qmk8zzo kettle have a timer?",
+    "Is the qmk6yyo toaster dishwasher safe?",
+]
 
 
 @pytest.fixture
@@ -343,6 +347,54 @@ async def test_purge_leaves_no_trace_in_the_redis_keyspace_nor_its_stream(
     closed = keyspace_bytes(raw, namespace)
     assert not leaks(closed, marks), leaks(closed, marks)
     assert answer(OTHER_QUESTIONS[0]).split()[0].encode() in closed
+
+
+async def test_purge_leaves_no_vector_in_another_workers_saved_index(
+    redis_url: str, namespace: str, tmp_path: Path, embedder: Any
+) -> None:
+    # Worker B follows A's writes into a shared hnswlib graph; a deleted vector
+    # stays in a graph (mark_deleted) and in the file B saves at close, unless
+    # B compacts on a purge as A does.
+    def settings(folder: str) -> CacheSettings:
+        return CacheSettings(
+            scope="shared",
+            shared_data_acknowledged=True,
+            backend=BackendSettings(
+                kind="redis", redis_url=redis_url, redis_namespace=namespace
+            ),
+            index_dir=str(tmp_path / folder),
+            flat_max_entries=1,
+        )
+
+    a = build(llm=ScriptedLLM(answer), embedder=embedder, cache=settings("a"))
+    b = build(llm=ScriptedLLM(answer), embedder=embedder, cache=settings("b"))
+
+    async def b_holds(count: int) -> None:
+        for _ in range(200):
+            await b.cache.engine.apply_changes()
+            if b.cache.stats()["entries"] == count:
+                return
+            await anyio.sleep(0.02)
+        raise AssertionError(f"worker B holds {b.cache.stats()}, not {count}")
+
+    async with a, b:
+        for q in QUESTIONS:
+            await a.run(q, caller=stagecache.Caller(user_id=USER))
+        for q in OTHER_QUESTIONS:
+            await a.run(q, caller=stagecache.Caller(user_id=OTHER))
+        await b_holds(len(QUESTIONS) + len(OTHER_QUESTIONS))
+        engine = a.cache.engine
+        marks = [
+            e.vector[:32]
+            async for batch in engine.backend.scan()
+            for e in batch
+            if e.user_id == USER
+        ]
+        assert await a.cache.purge_user(USER) == len(QUESTIONS)
+        await b_holds(len(OTHER_QUESTIONS))
+    saved = folder_bytes(tmp_path / "b")
+    assert any(name.endswith(".hnsw") for name in saved), list(saved)
+    assert not found_in(saved, marks), "worker B saved the purged vectors"
 
 
 async def test_purge_scrubs_scope_records_an_older_worker_left_in_the_stream(
