@@ -28,7 +28,16 @@ script: with many writers, no read-modify-write race can exceed them.
 
 from __future__ import annotations
 
-__all__ = ["CLEAR", "DELETE", "DELETE_SCOPE", "DELETE_USER", "PUT", "STATE", "TOUCH"]
+__all__ = [
+    "CLEAR",
+    "DELETE",
+    "DELETE_SCOPE",
+    "DELETE_USER",
+    "PUT",
+    "SCRUB",
+    "STATE",
+    "TOUCH",
+]
 
 _HEADER = """
 local P = ARGV[1]
@@ -202,6 +211,34 @@ for _, id in ipairs(redis.call('ZRANGE', ukey, 0, -1)) do drop(id, gone) end
 redis.call('DEL', ukey)
 if #gone > 0 then publish_deleted(gone, 'purge') end
 return #gone
+"""
+)
+
+# ARGV[4] records to read. XDELs the ``op scope`` records (older workers wrote the
+# scope key, and so the user id, there) among the next ARGV[4] records after
+# ``P scrubbed``, and moves that mark. Returns {records deleted, records read}.
+SCRUB = (
+    _HEADER
+    + """
+local LOG, MARK = P .. 'log', P .. 'scrubbed'
+local low = '-'
+local mark = redis.call('GET', MARK)
+if mark then low = '(' .. mark end
+local batch = redis.call('XRANGE', LOG, low, '+', 'COUNT', tonumber(ARGV[4]))
+local removed = 0
+for _, message in ipairs(batch) do
+  local fields = message[2]
+  for i = 1, #fields, 2 do
+    if fields[i] == 'op' then
+      if fields[i + 1] == 'scope' then
+        removed = removed + redis.call('XDEL', LOG, message[1])
+      end
+      break
+    end
+  end
+end
+if #batch > 0 then redis.call('SET', MARK, batch[#batch][1]) end
+return {removed, #batch}
 """
 )
 

@@ -36,13 +36,11 @@ if TYPE_CHECKING:
 
     from stagecache.cache._redis import RedisBackend
 
-__all__ = ["Follower", "scrub_stream"]
+__all__ = ["Follower"]
 
 _log = logging.getLogger("stagecache.cache")
 
 BATCH = 512
-# Stream records read per round trip by the purge's scrub.
-SCRUB_BATCH = 1000
 MIN_BACKOFF_S = 0.05
 MAX_BACKOFF_S = 2.0
 # After a resync, the worker's own events are applied too for this long.
@@ -188,34 +186,6 @@ class Follower:
         if changes:
             self.delivered += len(changes)
             backend._deliver(changes)
-
-
-async def scrub_stream(client: Redis, log: str, mark: str) -> int:
-    """``XDEL`` every ``op scope`` record: older workers wrote the scope key there.
-
-    A scope key holds the user id, and the stream outlives a purge; today's
-    scripts publish entry ids only. Only the part of the stream not scrubbed
-    before is read (the string at ``mark`` remembers where the last scrub ended).
-    A worker that had not read a deleted record yet sees a gap in ``seq`` and
-    rebuilds from Redis. Returns the number of records deleted.
-    """
-    start = _text(await client.get(mark) or b"-")
-    removed = 0
-    while True:
-        low = start if start == "-" else "(" + start
-        reply: Any = await client.xrange(log, min=low, max="+", count=SCRUB_BATCH)
-        batch: list[Any] = list(reply or [])
-        if not batch:
-            break
-        start = _text(batch[-1][0])
-        doomed = [mid for mid, fields in batch if fields.get(b"op") == b"scope"]
-        if doomed:
-            removed += int(await client.xdel(log, *doomed))
-    if start != "-":
-        await client.set(mark, start)
-    if removed:
-        _log.info("cache: scrubbed %d old scope records from the stream", removed)
-    return removed
 
 
 def _messages(reply: Any) -> list[tuple[Any, dict[bytes, bytes]]]:
