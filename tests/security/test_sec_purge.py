@@ -154,6 +154,7 @@ async def test_purge_leaves_no_byte_of_the_user_in_any_sqlite_or_index_file(
 ) -> None:
     data = tmp_path / "data"
     settings = CacheSettings(
+        timeout_s=10.0,  # a loaded CI machine: no stage timeout
         scope=scope,  # type: ignore[arg-type]
         shared_data_acknowledged=True,
         backend=BackendSettings(kind="sqlite", path=str(data / "cache.db")),
@@ -189,6 +190,7 @@ async def test_purge_deletes_saved_index_files_no_entry_points_to_any_more(
     # the next start adopts nothing from the files and they stay behind.
     data = tmp_path / "data"
     settings = CacheSettings(
+        timeout_s=10.0,  # a loaded CI machine: no stage timeout
         backend=BackendSettings(kind="sqlite", path=str(data / "cache.db")),
         index_dir=str(data / "indexes"),
         flat_max_entries=1,
@@ -318,9 +320,13 @@ def keyspace_bytes(raw: Any, namespace: str) -> bytes:
 
 def redis_settings(redis_url: str, namespace: str) -> CacheSettings:
     return CacheSettings(
+        timeout_s=10.0,  # a loaded CI machine: no stage timeout
         backend=BackendSettings(
-            kind="redis", redis_url=redis_url, redis_namespace=namespace
-        )
+            kind="redis",
+            redis_url=redis_url,
+            redis_namespace=namespace,
+            redis_socket_timeout_s=5.0,  # a loaded CI machine: no spurious timeout
+        ),
     )
 
 
@@ -357,10 +363,14 @@ async def test_purge_leaves_no_vector_in_another_workers_saved_index(
     # B compacts on a purge as A does.
     def settings(folder: str) -> CacheSettings:
         return CacheSettings(
+            timeout_s=10.0,  # a loaded CI machine: no stage timeout
             scope="shared",
             shared_data_acknowledged=True,
             backend=BackendSettings(
-                kind="redis", redis_url=redis_url, redis_namespace=namespace
+                kind="redis",
+                redis_url=redis_url,
+                redis_namespace=namespace,
+                redis_socket_timeout_s=5.0,  # a loaded CI machine
             ),
             index_dir=str(tmp_path / folder),
             flat_max_entries=1,
