@@ -215,10 +215,10 @@ class SqliteBackend:
         removed = await self._run(
             "delete", lambda c: c.execute(sql, (user_id,)).rowcount
         )
-        await self.erase_wal()
+        await self._erase_wal()
         return removed
 
-    async def erase_wal(self) -> None:
+    async def _erase_wal(self) -> None:
         """Checkpoint the WAL into the file and truncate it (after a purge)."""
 
         def call() -> None:
