@@ -21,6 +21,7 @@ from stagecache.cache._core import CacheCore
 from stagecache.cache._index import FlatIndex, HnswIndex, ScopeIndex
 from stagecache.cache._persist import (
     delete_saved,
+    delete_saved_of_user,
     file_base,
     load_index,
     save_index,
@@ -277,7 +278,9 @@ class Maintenance(CacheCore):
         scope mode.
 
         Entries, vectors (hnswlib graphs touched are compacted, so no deleted
-        vector lingers) and saved index files go. Returns the number of entries.
+        vector lingers) and saved index files go, those of the user's scopes that
+        no entry points to any more included; the backend erases the bytes (SQLite:
+        ``secure_delete`` and a truncated WAL). Returns the number of entries.
 
         Raises:
             InputError: a bad id, or both ``tenant`` and ``all_tenants``.
@@ -297,15 +300,32 @@ class Maintenance(CacheCore):
                 removed = await self._backend.delete_user(
                     user_id, tenant, all_tenants=all_tenants
                 )
-                counts = await self._forget(ids)
-                for state in counts:
-                    if state.key in self._scopes and isinstance(state.index, HnswIndex):
-                        async with state.lock:
-                            await self._compact(state)
+                await self._compact_purged(await self._forget(ids))
+                if self._settings.index_dir:
+                    # Saved files no entry points to any more (rows purged by
+                    # another process, or expired, while this one was down).
+                    await anyio.to_thread.run_sync(
+                        partial(
+                            delete_saved_of_user,
+                            self._settings.index_dir,
+                            user_id,
+                            frozenset(self._scopes),
+                            tenant=tenant,
+                            all_tenants=all_tenants,
+                        )
+                    )
         count = max(removed, len(ids))
         if count:
             self._publish(CacheEvicted(reason="purge", count=count))
         return count
+
+    async def _compact_purged(self, counts: dict[ScopeState, int]) -> None:
+        """Rebuild the hnswlib graphs purged entries were in (``mark_deleted``
+        keeps a vector's bytes in memory and in the file saved at close)."""
+        for state in counts:
+            if state.key in self._scopes and isinstance(state.index, HnswIndex):
+                async with state.lock:
+                    await self._compact(state)
 
     async def clear(self) -> int:
         """Remove everything (entries, indexes, saved files); returns the count."""
@@ -375,6 +395,8 @@ class Maintenance(CacheCore):
                     self._drop_scope(gone)
             elif change.kind == "delete":
                 await self._forget(change.entry_ids)
+            elif change.kind == "purge":
+                await self._compact_purged(await self._forget(change.entry_ids))
             elif change.kind == "put" and change.entry is not None:
                 await self._adopt([change.entry], from_files=False)
         return len(changes)

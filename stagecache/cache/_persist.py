@@ -25,7 +25,13 @@ import numpy as np
 
 from stagecache.cache._index import FlatIndex, HnswIndex, ScopeIndex
 
-__all__ = ["delete_saved", "file_base", "load_index", "save_index"]
+__all__ = [
+    "delete_saved",
+    "delete_saved_of_user",
+    "file_base",
+    "load_index",
+    "save_index",
+]
 
 _PREFIX = "sc-"
 
@@ -149,3 +155,34 @@ def delete_saved(index_dir: str, scope_key: str | None = None) -> int:
             path.unlink()
             removed += 1
     return removed
+
+
+def delete_saved_of_user(
+    index_dir: str,
+    user_id: str,
+    keep: frozenset[str],
+    *,
+    tenant: str | None = None,
+    all_tenants: bool = False,
+) -> int:
+    """Delete the saved files of every scope of ``user_id`` not in ``keep``.
+
+    For ``purge_user``: files no entry points to any more (their rows purged by
+    another process, or expired, while this one was down) are never loaded again,
+    and hold the user's vectors and scope key. A scope of the user is one whose
+    key (``[mode, tenant, user, session]``) has the user id third and ``tenant``
+    second (any tenant with ``all_tenants``). Returns how many scopes' files were
+    deleted.
+    """
+    deleted = 0
+    for path in Path(index_dir).glob(f"{_PREFIX}*.json"):
+        try:
+            key = msgspec.json.decode(path.read_bytes(), type=_Manifest).key
+            parts = msgspec.json.decode(key)
+        except (OSError, msgspec.DecodeError, msgspec.ValidationError):
+            continue
+        if key in keep or not isinstance(parts, list) or len(parts) < 3:
+            continue
+        if parts[2] == user_id and (all_tenants or parts[1] == tenant):
+            deleted += delete_saved(index_dir, key) > 0
+    return deleted
