@@ -46,9 +46,29 @@ def file_base(index_dir: str, scope_key: str) -> Path:
 
 
 def save_index(index_dir: str, scope_key: str, index: ScopeIndex, dim: int) -> None:
-    """Write ``index`` for ``scope_key`` (blocking: call from a worker thread)."""
+    """Write ``index`` for ``scope_key`` (blocking: call from a worker thread).
+
+    A failed write (a full disk: ``ENOSPC``, a file size limit: ``EFBIG``) raises
+    the ``OSError`` and leaves no temporary file behind, so a disk that is full
+    once is not made fuller by every retry.
+    """
     base = file_base(index_dir, scope_key)
     base.parent.mkdir(parents=True, exist_ok=True)
+    tmps = [base.with_suffix(s) for s in (".npy.tmp", ".hnsw.tmp", ".json.tmp")]
+    try:
+        manifest = _write_data(base, scope_key, index, dim)
+        tmp = base.with_suffix(".json.tmp")
+        tmp.write_bytes(msgspec.json.encode(manifest))
+        os.replace(tmp, base.with_suffix(".json"))
+    except BaseException:
+        for tmp in tmps:
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
+        raise
+
+
+def _write_data(base: Path, scope_key: str, index: ScopeIndex, dim: int) -> _Manifest:
+    """Write the data file (temporary name, then renamed); returns its manifest."""
     if isinstance(index, FlatIndex):
         ids, vectors = index.export()
         tmp = base.with_suffix(".npy.tmp")
@@ -56,26 +76,20 @@ def save_index(index_dir: str, scope_key: str, index: ScopeIndex, dim: int) -> N
             np.save(fh, vectors)
         digest = _sha256(tmp)
         os.replace(tmp, base.with_suffix(".npy"))
-        manifest = _Manifest(
-            kind="flat", dim=dim, key=scope_key, ids=ids, sha256=digest
-        )
-    else:
-        id_of = index.labels()
-        tmp = base.with_suffix(".hnsw.tmp")
-        index.raw.save_index(str(tmp))  # type: ignore[attr-defined]
-        digest = _sha256(tmp)
-        os.replace(tmp, base.with_suffix(".hnsw"))
-        manifest = _Manifest(
-            kind="hnsw",
-            dim=dim,
-            key=scope_key,
-            ids=list(id_of.values()),
-            labels=list(id_of),
-            sha256=digest,
-        )
-    tmp = base.with_suffix(".json.tmp")
-    tmp.write_bytes(msgspec.json.encode(manifest))
-    os.replace(tmp, base.with_suffix(".json"))
+        return _Manifest(kind="flat", dim=dim, key=scope_key, ids=ids, sha256=digest)
+    id_of = index.labels()
+    tmp = base.with_suffix(".hnsw.tmp")
+    index.raw.save_index(str(tmp))  # type: ignore[attr-defined]
+    digest = _sha256(tmp)
+    os.replace(tmp, base.with_suffix(".hnsw"))
+    return _Manifest(
+        kind="hnsw",
+        dim=dim,
+        key=scope_key,
+        ids=list(id_of.values()),
+        labels=list(id_of),
+        sha256=digest,
+    )
 
 
 def _sha256(path: Path) -> str:
