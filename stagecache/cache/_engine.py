@@ -366,9 +366,14 @@ class SemanticCache(BatchedStore):
         still gets its answer (the shield keeps a cancelled caller from tearing
         the write).
         """
+        # Within the caller's own deadline too (the stage bounds a lookup by
+        # ``timeout_s``): half of what is left, so a hung touch never turns the hit
+        # into a timed-out lookup.
+        left = anyio.current_effective_deadline() - anyio.current_time()
+        limit = min(self._io_timeout, left / 2)
         try:
             with anyio.CancelScope(shield=True):
-                with anyio.fail_after(self._io_timeout):
+                with anyio.fail_after(limit):
                     await self._backend.touch(
                         entry.entry_id,
                         last_used=now,
