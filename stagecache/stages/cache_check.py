@@ -45,8 +45,10 @@ class CacheCheckConfig(
 
     Attributes:
         single_flight: identical concurrent misses wait for the first one's answer
-            instead of each calling the model.
-        flight_wait_s: the longest a follower waits for the leader.
+            instead of each calling the model; if the first one's model call
+            fails, one follower takes over and the others wait for it.
+        flight_wait_s: the longest a follower waits for the leader (takeovers
+            included).
         timeout_s: the stage's own limit, embedding included (the backend calls
             are also bounded by ``[cache] timeout_s``): a hung embedder becomes a
             ``cache.error`` after this long, and the model answers.
