@@ -25,6 +25,8 @@ import anyio
 import anyio.lowlevel
 import numpy as np
 import pytest
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 import stagecache
 from stagecache.cache import (
@@ -39,6 +41,7 @@ from stagecache.cache._index import FlatIndex
 from stagecache.cache._persist import load_index, save_index
 from stagecache.config import DEFAULT_STAGES, PipelineConfig, build
 from stagecache.errors import BackendUnavailable, StageError
+from stagecache.exporters import MetricsRecorder
 from stagecache.pipeline._events import CacheError
 from stagecache.testing import ScriptedLLM, capture_events
 
@@ -228,6 +231,8 @@ async def test_failed_recency_update_never_costs_a_hit(
     faulty = TouchFails(engine._backend)
     engine._backend = faulty
     users = [stagecache.Caller(user_id=f"user-{i}") for i in range(10)]
+    reader = InMemoryMetricReader()
+    pipeline.events.subscribe(MetricsRecorder(MeterProvider(metric_readers=[reader])))
     async with pipeline:
         for caller in users:
             await pipeline.run(QUESTION, caller=caller)
@@ -245,6 +250,26 @@ async def test_failed_recency_update_never_costs_a_hit(
     touch_errors = [e for e in seen.of(CacheError) if e.operation == "touch"]  # type: ignore[attr-defined]
     assert len(touch_errors) == 10
     assert "recency update failed" in caplog.text
+    # Counted as cache errors of the touch, and not as failed lookups.
+    assert (
+        _count(reader, "stagecache.cache.errors", **{"cache.operation": "touch"}) == 10
+    )
+    assert _count(reader, "stagecache.cache.lookups", **{"cache.result": "hit"}) == 10
+    assert _count(reader, "stagecache.cache.lookups", **{"cache.result": "error"}) == 0
+
+
+def _count(reader: InMemoryMetricReader, name: str, **labels: str) -> float:
+    data = reader.get_metrics_data()
+    assert data is not None
+    return sum(
+        p.value
+        for rm in data.resource_metrics
+        for sm in rm.scope_metrics
+        for m in sm.metrics
+        if m.name == name
+        for p in m.data.data_points
+        if set(labels.items()) <= set(p.attributes.items())
+    )
 
 
 @pytest.mark.anyio
