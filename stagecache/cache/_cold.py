@@ -17,7 +17,7 @@ import anyio
 import numpy as np
 
 from stagecache.cache._core import CacheCore
-from stagecache.cache._index import ScopeIndex
+from stagecache.cache._index import FlatIndex, ScopeIndex
 from stagecache.cache._persist import delete_saved, load_index, save_index
 from stagecache.cache._state import ScopeState
 from stagecache.pipeline._events import CacheError as CacheErrorEvent
@@ -30,7 +30,9 @@ _log = logging.getLogger("stagecache.cache")
 class ColdScopes(CacheCore):
     """Loading, unloading and saving scope indexes (see the module docstring)."""
 
-    async def _ensure_hot(self, state: ScopeState, *, write: bool = True) -> ScopeIndex:
+    async def _ensure_hot(
+        self, state: ScopeState, *, write: bool = True, may_save: bool | None = None
+    ) -> ScopeIndex:
         """The scope's index, loading it if cold. Caller holds ``state.lock``.
 
         Args:
@@ -39,6 +41,8 @@ class ColdScopes(CacheCore):
                 (stale from then on) are deleted. A lookup passes False: it writes
                 no index file, and a scope it loaded from its files can be unloaded
                 again by dropping it (``state.saved``).
+            may_save: whether unloading other scopes may write their files
+                (default: ``write``).
         """
         s = self._settings
         if state.index is not None:
@@ -87,7 +91,9 @@ class ColdScopes(CacheCore):
             # anyway a lookup goes on (a stale file is never loaded: its ids differ).
             await self._unsave(state, strict=write)
         self._mark_hot(state)
-        await self._unload_excess(keep=state, write=write)
+        await self._unload_excess(
+            keep=state, may_save=write if may_save is None else may_save
+        )
         return index
 
     async def _unsave(self, state: ScopeState, *, strict: bool = True) -> None:
@@ -107,13 +113,14 @@ class ColdScopes(CacheCore):
             self._report_fault("delete_index", exc)
 
     async def _unload_excess(
-        self, keep: ScopeState | None = None, *, write: bool = True
+        self, keep: ScopeState | None = None, *, may_save: bool = True
     ) -> None:
         """Unload least recently used scopes past ``max_hot_scopes``.
 
-        With ``write=False`` (a lookup) only scopes whose saved files are current
-        go: a lookup never writes an index file, and the scopes it leaves hot are
-        unloaded by the next store.
+        With ``may_save=False`` (a lookup) nothing is written: scopes whose saved
+        files are current are dropped, and so are changed flat scopes of a backend
+        that keeps the vectors (a cheap rebuild on their next use); the others stay
+        until the next store unloads them (by saving them).
         """
         limit = self._settings.max_hot_scopes
         if limit is None:
@@ -125,7 +132,10 @@ class ColdScopes(CacheCore):
             if state is None or state.index is None:
                 self._hot.pop(key, None)
                 continue
-            if state is keep or not (write or state.saved):
+            drop = state.saved or (
+                self._backend.stores_vectors and isinstance(state.index, FlatIndex)
+            )
+            if state is keep or not (may_save or drop):
                 continue
             try:
                 # Only try: a lookup may hold this lock while loading ``keep``.
@@ -134,7 +144,7 @@ class ColdScopes(CacheCore):
                 continue
             try:
                 with anyio.CancelScope(shield=True):
-                    if await self._save(state):
+                    if (not may_save and not state.saved) or await self._save(state):
                         state.index = None
                         state.saved = False
                         self._hot.pop(key, None)

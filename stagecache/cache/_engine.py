@@ -248,7 +248,7 @@ class SemanticCache(BatchedStore):
         """
         self._check_up()
         if self._changes:
-            await self.apply_changes()
+            await self._apply_changes_read()
         v = self._check_vector(vector)
         state = self._scopes.get(scope.key)
         if state is None or not len(state):

@@ -37,8 +37,14 @@ class Maintenance(ColdScopes):
 
     # -- removal -------------------------------------------------------------------
 
-    async def _forget(self, entry_ids: Iterable[str]) -> dict[ScopeState, int]:
-        """Remove entries from memory (records, indexes); the backend is done."""
+    async def _forget(
+        self, entry_ids: Iterable[str], *, may_save: bool = True
+    ) -> dict[ScopeState, int]:
+        """Remove entries from memory (records, indexes); the backend is done.
+
+        ``may_save=False`` (a lookup applying other processes' changes): loading a
+        cold scope unloads others without writing index files.
+        """
         groups: dict[ScopeState, list[str]] = {}
         for entry_id in entry_ids:
             record = self._records.get(entry_id)
@@ -47,7 +53,7 @@ class Maintenance(ColdScopes):
         forget = getattr(self.verifier, "forget", None)  # per-entry verifier state
         for state, ids in groups.items():
             async with state.lock:
-                index = await self._ensure_hot(state)
+                index = await self._ensure_hot(state, may_save=may_save)
                 for entry_id in ids:
                     index.remove(entry_id)
                     self._drop_record(entry_id)
@@ -251,7 +257,12 @@ class Maintenance(ColdScopes):
         async with self._write_lock:
             return await self._apply_changes_locked()
 
-    async def _apply_changes_locked(self) -> int:
+    async def _apply_changes_read(self) -> None:
+        """``apply_changes`` for a lookup: indexes change, no index file is written."""
+        async with self._write_lock:
+            await self._apply_changes_locked(may_save=False)
+
+    async def _apply_changes_locked(self, *, may_save: bool = True) -> int:
         """``apply_changes`` for a caller that holds the write lock already."""
         changes, self._changes[:] = list(self._changes), []
         for change in changes:
@@ -263,12 +274,14 @@ class Maintenance(ColdScopes):
                 if gone is not None:
                     self._drop_scope(gone)
             elif change.kind == "delete":
-                await self._forget(change.entry_ids)
+                await self._forget(change.entry_ids, may_save=may_save)
             elif change.kind == "put" and change.entry is not None:
-                await self._adopt([change.entry], from_files=False)
+                await self._adopt([change.entry], from_files=False, may_save=may_save)
         return len(changes)
 
-    async def _adopt(self, entries: list[Entry], *, from_files: bool) -> None:
+    async def _adopt(
+        self, entries: list[Entry], *, from_files: bool, may_save: bool = True
+    ) -> None:
         """Register entries read from the backend and index their vectors.
 
         A new scope gets an index built in one go (or, with ``from_files``, loaded
@@ -332,10 +345,10 @@ class Maintenance(ColdScopes):
                     state.index = index
                     self._mark_hot(state)
                 else:
-                    target = await self._ensure_hot(state)
+                    target = await self._ensure_hot(state, may_save=may_save)
                     target.add(ids, self._vectors_of(fresh))
                     await self._maybe_promote(state)
-        await self._unload_excess()
+        await self._unload_excess(may_save=may_save)
 
     async def _maybe_promote(self, state: ScopeState) -> None:
         """Rebuild a flat scope as hnswlib once it passes ``flat_max_entries``."""

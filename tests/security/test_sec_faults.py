@@ -32,6 +32,7 @@ import stagecache
 from stagecache.cache import (
     BackendSettings,
     CacheSettings,
+    Change,
     Entry,
     KeyParts,
     SemanticCache,
@@ -143,6 +144,42 @@ async def test_lookups_write_no_index_file_with_scopes_unloaded_to_disk(
         assert {k: v for k, v in after.items() if before.get(k) != v} == {}
         await cache.store(scopes[0], "q-new", vectors[0] * -1, parts, "new")  # type: ignore[arg-type]
         assert cache.stats()["hot_scopes"] <= 2  # the next store unloads
+
+
+@pytest.mark.anyio
+async def test_lookups_applying_other_workers_changes_write_no_index_file(
+    tmp_path: Path,
+) -> None:
+    # A shared backend (redis) hands a worker the writes of the others; a lookup
+    # applies them first. That must not save the scopes it pushes out either.
+    db = BackendSettings(kind="sqlite", path=str(tmp_path / "cache.db"))
+    reader_dir = tmp_path / "reader-idx"
+    vectors = np.random.default_rng(2).standard_normal((4, 384)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    parts = KeyParts("m", "i", "c")
+    writer = SemanticCache(CacheSettings(backend=db, threshold=0.99))
+    reader = SemanticCache(
+        CacheSettings(
+            backend=db, threshold=0.99, index_dir=str(reader_dir), max_hot_scopes=1
+        )
+    )
+    async with writer, reader:
+        scopes = [
+            writer.scope_for(stagecache.Caller(user_id=f"u{i}")) for i in range(4)
+        ]
+        for i, scope in enumerate(scopes):
+            assert not isinstance(scope, str)
+            entry_id = await writer.store(scope, f"q{i}", vectors[i], parts, f"a{i}")
+            assert entry_id is not None
+            entry = (await writer.backend.get_many([entry_id]))[entry_id]
+            reader._changes.append(Change(kind="put", entry=entry))  # as redis would
+        for _ in range(2):
+            for i, scope in enumerate(scopes):
+                assert not isinstance(scope, str)
+                found = await reader.lookup(scope, vectors[i], parts, f"q{i}")
+                assert found.hit is not None and found.hit.answer == f"a{i}"
+                assert reader.stats()["hot_scopes"] <= 2
+        assert not reader_dir.exists() or list(reader_dir.iterdir()) == []
 
 
 class _DiskFull:
