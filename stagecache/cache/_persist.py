@@ -14,6 +14,7 @@ rebuilds from the backend instead.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 from pathlib import Path
@@ -79,7 +80,9 @@ def _write_data(base: Path, scope_key: str, index: ScopeIndex, dim: int) -> _Man
         return _Manifest(kind="flat", dim=dim, key=scope_key, ids=ids, sha256=digest)
     id_of = index.labels()
     tmp = base.with_suffix(".hnsw.tmp")
-    index.raw.save_index(str(tmp))  # type: ignore[attr-defined]
+    raw: Any = index.raw
+    raw.save_index(str(tmp))
+    _check_graph(tmp, dim, int(raw.element_count))
     digest = _sha256(tmp)
     os.replace(tmp, base.with_suffix(".hnsw"))
     return _Manifest(
@@ -90,6 +93,27 @@ def _write_data(base: Path, scope_key: str, index: ScopeIndex, dim: int) -> _Man
         labels=list(id_of),
         sha256=digest,
     )
+
+
+def _check_graph(path: Path, dim: int, count: int) -> None:
+    """Read a just-written hnswlib graph back.
+
+    hnswlib writes through a C++ stream that ignores write errors: on a full disk
+    it returns normally and leaves a truncated file, which a checksum taken now
+    would bless. Its loader checks the file's length against its header.
+
+    Raises:
+        OSError: the file is incomplete.
+    """
+    probe = hnswlib.Index(space="ip", dim=dim)
+    try:
+        probe.load_index(str(path))
+    except (RuntimeError, MemoryError, ValueError) as exc:
+        raise OSError(
+            errno.EIO, f"{path}: the saved hnswlib graph is incomplete ({exc})"
+        ) from exc
+    if int(probe.element_count) != count:
+        raise OSError(errno.EIO, f"{path}: the saved hnswlib graph is incomplete")
 
 
 def _sha256(path: Path) -> str:

@@ -2,6 +2,7 @@
 
     python full_disk_worker.py start ROOT     start a pipeline with no writable byte
     python full_disk_worker.py model ROOT     find the default model, no byte writable
+    python full_disk_worker.py hnsw ROOT      save an hnswlib graph that does not fit
     python full_disk_worker.py lookups ROOT   lookups once the disk filled up
 
 The disk is "full" through ``RLIMIT_FSIZE = 0``: every write to a regular file then
@@ -169,6 +170,27 @@ async def model(root: Path) -> dict[str, Any]:
     }
 
 
+async def hnsw(root: Path) -> dict[str, Any]:
+    """Save an hnswlib graph when only its first 100 kB fit on the disk."""
+    from stagecache.cache._index import HnswIndex
+    from stagecache.cache._persist import save_index
+
+    rng = np.random.default_rng(0)
+    vectors = rng.standard_normal((2000, 64)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    graph = HnswIndex(64, 2000)
+    graph.add([str(i) for i in range(2000)], vectors)
+    tempfile.gettempdir()
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, resource.RLIM_INFINITY))
+    try:
+        save_index(str(root / "idx"), "scope", graph, 64)
+        raised = None
+    except OSError as exc:
+        raised = type(exc).__name__
+    return {"raised": raised, "files": sorted(p.name for p in (root / "idx").iterdir())}
+
+
 async def lookups(root: Path) -> dict[str, Any]:
     """Entries stored while there was room; then the disk fills and users come back."""
     from stagecache.config import build
@@ -194,7 +216,8 @@ def main() -> None:
     mode, root = sys.argv[1], Path(sys.argv[2])
     try:
         report = anyio.run(
-            {"start": start, "model": model, "lookups": lookups}[mode], root
+            {"start": start, "model": model, "hnsw": hnsw, "lookups": lookups}[mode],
+            root,
         )
     except BaseException as exc:  # reported, not hidden: the parent fails on it
         report = {"crash": f"{type(exc).__name__}: {str(exc)[:300]}"}

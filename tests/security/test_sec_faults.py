@@ -182,6 +182,14 @@ async def test_lookups_applying_other_workers_changes_write_no_index_file(
         assert not reader_dir.exists() or list(reader_dir.iterdir()) == []
 
 
+def test_hnsw_graph_cut_short_by_a_full_disk_is_not_saved(tmp_path: Path) -> None:
+    # hnswlib ignores write errors: it used to leave a truncated graph that the
+    # manifest's checksum then vouched for (on the memory backend, the only copy).
+    report = worker("hnsw", tmp_path)
+    assert report["raised"] == "OSError"
+    assert report["files"] == []
+
+
 class _DiskFull:
     """Creates the file, then fails the write: what a full disk does."""
 
