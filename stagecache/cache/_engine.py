@@ -21,6 +21,7 @@ is re-indexed at the next warm-up).
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 from types import TracebackType
 from typing import Any
@@ -48,6 +49,8 @@ _log = logging.getLogger("stagecache.cache")
 # Nearest neighbours fetched per lookup, beyond top_k, so that entries skipped for
 # mismatching key parts do not hide a matching one just behind them.
 SEARCH_EXTRA = 16
+#: Failed recency updates are logged at most this often (seconds).
+_TOUCH_LOG_EVERY_S = 60.0
 
 
 class Lookup(msgspec.Struct):
@@ -100,6 +103,9 @@ class SemanticCache(BatchedStore):
 
     #: Why the cache is off (``start_degraded``), or None while it works.
     _down: str | None = None
+    #: Failed recency updates not logged yet, and when the last was logged.
+    _touch_failures = 0
+    _touch_logged_at = -math.inf
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -385,11 +391,25 @@ class SemanticCache(BatchedStore):
             kind = (
                 "TimeoutError" if isinstance(exc, TimeoutError) else type(exc).__name__
             )
-            _log.warning(
-                "cache: recency update failed, hit served: %s: %.200s", kind, exc
-            )
+            self._log_touch_failure(kind, exc)
             return f"{kind}: {str(exc)[:200]}"
         return None
+
+    def _log_touch_failure(self, kind: str, exc: Exception) -> None:
+        """Warn on the first failed recency update, then once a minute at most
+        (a full disk fails every hit: the ``cache.error`` events count them all)."""
+        self._touch_failures += 1
+        now = anyio.current_time()
+        if now - self._touch_logged_at < _TOUCH_LOG_EVERY_S:
+            return
+        _log.warning(
+            "cache: recency update failed, hit served (%d failed since the last "
+            "report): %s: %.200s",
+            self._touch_failures,
+            kind,
+            exc,
+        )
+        self._touch_failures, self._touch_logged_at = 0, now
 
     async def _reclaim(self, expired: list[str]) -> None:
         """Delete entries a lookup found expired; a failure only postpones it.
