@@ -25,6 +25,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import anyio
+import msgspec.inspect as mi
 from opentelemetry.trace import Span, Status, StatusCode, Tracer
 
 from stagecache._model import (
@@ -35,7 +36,8 @@ from stagecache._model import (
     Turn,
     coerce_messages,
 )
-from stagecache.errors import InputError, StageError, StageTimeout
+from stagecache._validate import MAX_SECONDS, number_problem
+from stagecache.errors import ConfigError, InputError, StageError, StageTimeout
 from stagecache.exporters._errors import (
     ErrorPolicy,
     error_policy,
@@ -94,6 +96,8 @@ class Runner:
             raise ValueError(
                 f"stage names must be unique, repeated: {', '.join(dupes)}"
             )
+        for stage in stages:
+            _check_timeout(stage)
         self._stages: tuple[Stage, ...] = tuple(stages)
         self._tracer = tracer
         self._events = events
@@ -292,3 +296,16 @@ def _run_cleanups(turn: Turn) -> None:
             cleanup()
         except Exception as exc:  # a cleanup must not mask the request's own outcome
             _log.warning("turn cleanup failed", error=safe_error_message(exc))
+
+
+_SECONDS = mi.FloatType(gt=0.0, le=MAX_SECONDS)  # the range of ``Seconds``
+
+
+def _check_timeout(stage: Stage) -> None:
+    """A stage built in Python gets the range its config would have enforced."""
+    timeout = getattr(stage, "timeout_s", None)
+    if timeout is None:
+        return
+    problem = number_problem(timeout, _SECONDS)
+    if problem is not None:
+        raise ConfigError(problem, field=f"stage {stage.name!r}.timeout_s")
