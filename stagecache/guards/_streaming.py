@@ -1,0 +1,169 @@
+"""The output guard on a stream: redact text as it arrives, hold back only what a
+detector could still match.
+
+A streamed answer reaches the caller piece by piece, but a detector's match can
+span pieces (``bob@exa`` + ``mple.com``). :class:`StreamRedactor` keeps the text
+that is not yet safe to release and releases the rest, redacted:
+
+- the *hold point* is the earliest start of a candidate that more text could still
+  turn into a match (or into a longer one): every detector's pattern is searched
+  with the ``regex`` package's partial matching (``partial=True``: a match cut off
+  by the end of the text) over every start (``overlapped=True``); the pattern is
+  followed by ``(?!)`` so that no complete match hides a partial one, and a match
+  that ends at the end of the text counts too (``bob@example.co`` may go on as
+  ``.uk``, a card may get more digits). Validators are not consulted: a candidate
+  that fails its check now may pass with more text;
+- the hold point moves back before the start of any (unvalidated) match that
+  would cross it; what lies before it is then settled: no present or future match
+  crosses it. It is redacted together with up to :data:`CONTEXT_CHARS` characters of the
+  text released before it (a lookbehind such as ``Bearer `` or the left-boundary
+  checks see the same context as on the whole text), and the redacted context is
+  cut off again.
+
+So the concatenation of what is released equals ``PiiRedactor.redact`` of the
+whole answer (tests/guards/test_guard_streaming.py splits e-mails, cards, IBANs,
+phone numbers and tokens at every boundary). A config pattern the ``regex`` package
+cannot compile (RE2 syntax it lacks) makes the redactor hold everything until the
+end: correct, not live. Text held longer than :data:`MAX_HELD_CHARS` (an open PEM
+block) is not rescanned per piece; it is released at the end.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import regex
+
+from stagecache.guards._pii import PiiRedactor
+
+__all__ = ["CONTEXT_CHARS", "MAX_HELD_CHARS", "StreamRedactor"]
+
+#: Characters of released text redacted again as the left context of the next piece.
+CONTEXT_CHARS = 64
+#: Above this many held characters the hold point is no longer recomputed.
+MAX_HELD_CHARS = 20_000
+# A partial-match search that takes longer than this (seconds) holds the text.
+_SEARCH_TIMEOUT_S = 0.25
+
+
+def _compile(pattern: Any) -> tuple[Any, Any] | None:
+    """``pattern`` compiled by ``regex``: as it is, and for partial matching
+    (``(?!)`` never matches, so only partial matches are found: every path that
+    reaches the end of the text is one, and no complete match wins over it).
+    None: ``regex`` cannot compile it."""
+    source = getattr(pattern, "pattern", None)
+    if not isinstance(source, str):
+        return None
+    try:
+        return (
+            regex.compile(source, regex.V0),
+            regex.compile(f"(?:{source})(?!)", regex.V0),
+        )
+    except (regex.error, TypeError, ValueError):
+        return None
+
+
+class StreamRedactor:
+    """Redacts a text that arrives in pieces; see the module docstring.
+
+    Args:
+        redactor: the detectors of the output guard.
+
+    Attributes:
+        counts: replacements so far, by detector id (as ``Redaction.counts``).
+        text: the raw text fed so far.
+    """
+
+    __slots__ = ("_context", "_held", "_patterns", "_redactor", "counts", "text")
+
+    def __init__(self, redactor: PiiRedactor) -> None:
+        self._redactor = redactor
+        compiled = [_compile(d.pattern) for d in redactor.detectors]
+        # None: some detector cannot be searched partially; hold everything.
+        self._patterns: list[tuple[Any, Any]] | None = [
+            c for c in compiled if c is not None
+        ]
+        if len(self._patterns) < len(compiled):
+            self._patterns = None
+        self._context = ""
+        self._held = ""
+        self.counts: dict[str, int] = {}
+        self.text = ""
+
+    @property
+    def held(self) -> str:
+        """The raw text not yet released."""
+        return self._held
+
+    def feed(self, piece: str) -> str:
+        """Add ``piece``; return the redacted text that is now safe to release.
+
+        Raises:
+            Exception: whatever the detectors raise (the caller stops the stream).
+        """
+        self.text += piece
+        self._held += piece
+        if self._patterns is None or len(self._held) > MAX_HELD_CHARS:
+            return ""
+        window = self._context + self._held
+        cut = self._hold_point(window) - len(self._context)
+        if cut <= 0:
+            return ""
+        return self._release(cut)
+
+    def finish(self) -> str:
+        """The end of the text: release (redacted) everything still held."""
+        if not self._held:
+            return ""
+        return self._release(len(self._held))
+
+    def _hold_point(self, window: str) -> int:
+        """The earliest start in ``window`` of a match more text could change,
+        moved back before any match it would cut."""
+        hold = len(window)
+        assert self._patterns is not None
+        try:
+            for _, partial in self._patterns:
+                for m in partial.finditer(
+                    window, partial=True, overlapped=True, timeout=_SEARCH_TIMEOUT_S
+                ):
+                    if m.start() < hold:
+                        hold = m.start()
+                    break  # overlapped matches come in order of their start
+            moved = True
+            while moved and hold > 0:
+                moved = False
+                for whole, _ in self._patterns:
+                    for m in whole.finditer(
+                        window, overlapped=True, timeout=_SEARCH_TIMEOUT_S
+                    ):
+                        if m.start() >= hold:
+                            break
+                        if m.end() > hold:
+                            hold, moved = m.start(), True
+                            break
+        except TimeoutError:
+            return 0
+        return hold
+
+    def _release(self, cut: int) -> str:
+        piece, self._held = self._held[:cut], self._held[cut:]
+        context = self._context
+        before = self._redactor.redact(context) if context else None
+        after = self._redactor.redact(context + piece)
+        if before is None:
+            out, counts = after.text, after.counts
+        elif after.text.startswith(before.text):
+            out = after.text[len(before.text) :]
+            counts = {
+                k: v - before.counts.get(k, 0)
+                for k, v in after.counts.items()
+                if v > before.counts.get(k, 0)
+            }
+        else:  # the context changed meaning: redact the piece on its own
+            alone = self._redactor.redact(piece)
+            out, counts = alone.text, alone.counts
+        for rule, count in counts.items():
+            self.counts[rule] = self.counts.get(rule, 0) + count
+        self._context = (context + piece)[-CONTEXT_CHARS:]
+        return out
