@@ -36,13 +36,15 @@ class UpstreamError(LLMError):
 class ProxyRequest:
     """One proxied request: what goes upstream and what came back."""
 
-    __slots__ = ("body", "error", "headers", "response")
+    __slots__ = ("body", "error", "headers", "live", "response")
 
     def __init__(self, body: dict[str, Any], headers: dict[str, str]) -> None:
         self.body = body
         self.headers = headers
         self.response: dict[str, Any] | None = None
         self.error: UpstreamError | None = None
+        # [streaming] set by _proxy_stream.run_live: answer this request live.
+        self.live: Any = None
 
 
 CURRENT: contextvars.ContextVar[ProxyRequest | None] = contextvars.ContextVar(
@@ -99,6 +101,10 @@ class ForwardingModel:
         if turn.memory:
             facts = "Known about the user:\n" + "\n".join(f"- {m}" for m in turn.memory)
             body["messages"] = [{"role": "system", "content": facts}, *body["messages"]]
+        if request.live is not None:  # [streaming] a streamed miss goes out live
+            from stagecache.integrations._proxy_stream import stream_completion
+
+            return await stream_completion(self, request, turn, body)
         try:
             response = await self.post(body, request.headers)
         except httpx.HTTPError as exc:

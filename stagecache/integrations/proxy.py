@@ -22,9 +22,10 @@ Every answer carries ``x-stagecache: hit|miss|skip|error`` (and
 ``x-stagecache-similarity`` when a candidate was found). A miss returns the
 upstream's reply with only the answer text changed by the output guard; upstream
 errors come back verbatim; if the cache machinery fails, the request is forwarded
-as it is. A streamed request is answered once the whole answer is known (the output
-guard must see all of it), replayed as ``chat.completion.chunk`` events; requests
-the cache cannot key (images, ``n > 1``) are streamed straight through.
+as it is. A streamed miss is streamed live, its text through the output guard's
+detectors as it comes (:mod:`._proxy_stream`); a streamed hit is replayed as
+``chat.completion.chunk`` events; requests the cache cannot key (images,
+``n > 1``) are streamed straight through.
 
 Needs ``pip install 'stagecache[serve]'``.
 """
@@ -79,6 +80,7 @@ from stagecache.integrations._proxy_metrics import (  # noqa: E402
     ModelLabels,
     ProxyMetrics,
 )
+from stagecache.integrations._proxy_stream import run_live  # noqa: E402
 
 __all__ = ["ProxySettings", "create_app", "load_api_keys", "serve", "serve_main"]
 
@@ -315,9 +317,11 @@ class _Proxy:
         ]
         token = CURRENT.set(proxied)
         try:
-            result = await self.pipeline.run(
-                chat, caller=caller, model=model, tools=tools
-            )
+            run = self.pipeline.run(chat, caller=caller, model=model, tools=tools)
+            # [streaming] a streamed miss is answered live (_proxy_stream.run_live)
+            result = await (run_live(proxied, run, self.pipeline) if stream else run)
+            if isinstance(result, Response):
+                return result
         except Exception as exc:
             outcome = "miss" if self.cacheable(caller) else "skip"
             return await self._failed(
