@@ -18,7 +18,8 @@ the inner client sees exactly what the agent sent. A response made of
 ``FunctionCall`` s passes through unchanged and is never stored (its text part is
 empty); a call of a tool not listed in ``read_only_tools`` evicts the caller's
 scope. A cached answer comes back as a ``CreateResult`` with ``cached=True`` and zero
-usage; ``create_stream`` replays it as chunks followed by that result.
+usage; ``create_stream`` replays it as chunks followed by that result, and streams a
+miss live from the inner client's ``create_stream`` (:mod:`._autogen_stream`).
 
 Requests the cache cannot key faithfully go straight to the inner client: images in
 a user message, and ``json_output`` (the key has no place for a response schema).
@@ -27,6 +28,7 @@ Needs ``pip install 'stagecache[autogen]'`` (autogen-core/ext 0.4+).
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 from collections.abc import AsyncGenerator, Callable, Collection, Mapping, Sequence
 from types import MappingProxyType
@@ -70,7 +72,7 @@ ToolChoice = Tool | Literal["auto", "required", "none"]
 class _Request:
     """One ``create`` call on its way through the pipeline (see ``_CURRENT``)."""
 
-    __slots__ = ("client", "kwargs", "messages", "result")
+    __slots__ = ("client", "kwargs", "live", "messages", "result")
 
     def __init__(
         self,
@@ -82,6 +84,7 @@ class _Request:
         self.messages = messages
         self.kwargs = kwargs
         self.result: CreateResult | None = None
+        self.live: Any = None  # [streaming] _autogen_stream.LiveChunks
 
 
 # The LLM stage only sees the Turn; the original AutoGen request (messages with
@@ -122,6 +125,15 @@ class AutoGenModel:
             client, messages, kwargs = self._inner, _messages_of(turn), {}
         else:
             raise LLMError("AutoGenModel has no inner client to call")
+        if request is not None and request.live is not None:  # [streaming]
+            from stagecache.integrations._autogen_stream import stream_inner
+
+            return await stream_inner(
+                request,
+                turn,
+                _with_memory(messages, turn.memory),
+                lambda r: _completion_of(r, self.model_id),
+            )
         result = await client.create(_with_memory(messages, turn.memory), **kwargs)
         if request is not None:
             request.result = result
@@ -263,18 +275,52 @@ class StagecacheChatCompletionClient(ChatCompletionClient):
     ) -> AsyncGenerator[str | CreateResult, None]:
         """Stream the answer: text chunks, then the final ``CreateResult``.
 
-        The answer is produced whole first (the output guard must see all of it
-        before any of it leaves), then replayed in chunks, hit or miss.
+        A miss streams live from the inner client's ``create_stream``, its text
+        through the output guard's detectors (only what could still match is held
+        back); a hit is replayed in chunks.
         """
-        result = await self.create(
-            messages,
-            tools=tools,
-            tool_choice=tool_choice,
-            json_output=json_output,
-            extra_create_args=extra_create_args,
-            cancellation_token=cancellation_token,
-        )
-        if isinstance(result.content, str):
+        # [streaming] live misses: stagecache.integrations._autogen_stream
+        from stagecache.integrations._autogen_stream import LiveChunks
+
+        kwargs: dict[str, Any] = {
+            "tools": tools,
+            "tool_choice": tool_choice,
+            "json_output": json_output,
+            "extra_create_args": extra_create_args,
+            "cancellation_token": cancellation_token,
+        }
+        chat = None if json_output is not None else _chat_of(messages)
+        if chat is None:
+            async for item in self._inner.create_stream(messages, **kwargs):
+                if isinstance(item, CreateResult):
+                    self._count(item)
+                yield item
+            return
+        request = _Request(self._inner, messages, kwargs)
+        request.live = live = LiveChunks(self._pipeline)
+        token = _CURRENT.set(request)
+        try:
+            task = asyncio.ensure_future(
+                self._pipeline.run(
+                    chat,
+                    caller=resolve_caller(self._caller, self._caller_from),
+                    model=self._model,
+                    tools=[self._spec(t) for t in tools],
+                )
+            )
+        finally:
+            _CURRENT.reset(token)
+        try:
+            async for piece in live.pieces(task):
+                yield piece
+            outcome = await task
+        finally:
+            if not task.done():
+                task.cancel()
+        self.last_result = outcome
+        result = _result_of(outcome, request.result)
+        self._count(result)
+        if not live.started and isinstance(result.content, str):
             text = result.content
             for start in range(0, len(text), self._chunk):
                 yield text[start : start + self._chunk]
