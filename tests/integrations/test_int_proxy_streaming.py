@@ -34,7 +34,9 @@ GATE_WAIT_S = 5.0
 class StreamingUpstream:
     """Streams scripted answers, one piece per chunk, after a role chunk.
 
-    ``script`` maps a question to ``(pieces, finish_reason)``; other questions get
+    ``script`` maps a question to ``(pieces, finish_reason)`` (``"json"``: answer
+    in one JSON body even when asked to stream; ``"break"``: drop the connection
+    after the pieces, without a finish reason); other questions get
     the words of ``answer to: <question>``. When ``gate`` is set, the last piece
     (or a whole non-streamed answer) waits until the test sets it
     (``gate_timed_out`` records a wait that ran out).
@@ -60,7 +62,9 @@ class StreamingUpstream:
             [f" {w}" for w in f"answer to: {question}".split()],
             "stop",
         )
-        if not body.get("stream"):  # a buffered answer waits for the gate too
+        if not body.get("stream") or finish == "json":  # one JSON body
+            finish = "stop" if finish == "json" else finish
+            # A buffered answer waits for the gate too.
             await self._wait_gate()
             return JSONResponse(_completion("".join(pieces), finish))
         usage = (body.get("stream_options") or {}).get("include_usage", False)
@@ -81,6 +85,8 @@ class StreamingUpstream:
             if i == len(pieces) - 1:
                 await self._wait_gate()
             yield _chunk({"content": piece})
+        if finish == "break":  # the upstream dies mid-answer
+            raise RuntimeError("upstream crashed")
         yield _chunk({}, finish)
         if usage:
             total = {"prompt_tokens": 7, "completion_tokens": 5, "total_tokens": 12}
@@ -282,3 +288,34 @@ def test_an_upstream_error_on_a_streamed_miss_keeps_its_status(
     with pytest.raises(openai.APIStatusError) as caught:
         _open(proxy[0], "broken")
     assert caught.value.status_code == 503
+
+
+def test_an_upstream_that_breaks_off_is_not_stored(
+    proxy: tuple[str, Any], upstream: tuple[StreamingUpstream, str]
+) -> None:
+    fake = upstream[0]
+    question = "What happens when the line drops?"
+    fake.script[question] = ([" It", " stops", " half"], "break")
+    stream, _ = _open(proxy[0], question)
+    chunks = list(stream)
+    assert _text(chunks) == " It stops half"
+    assert all(c.choices[0].finish_reason is None for c in chunks if c.choices)
+    calls = fake.calls
+    again, outcome = _open(proxy[0], question)
+    list(again)
+    assert outcome == "miss"
+    assert fake.calls == calls + 1
+
+
+def test_an_upstream_that_answers_json_to_a_stream_is_replayed(
+    proxy: tuple[str, Any], upstream: tuple[StreamingUpstream, str]
+) -> None:
+    fake = upstream[0]
+    question = "Do you stream at all?"
+    fake.script[question] = ([" No,", " one body."], "json")
+    calls = fake.calls
+    stream, outcome = _open(proxy[0], question)
+    chunks = list(stream)
+    assert outcome == "miss" and fake.calls == calls + 1  # one upstream call
+    assert _text(chunks) == " No, one body."
+    assert chunks[-1].choices[0].finish_reason == "stop"
