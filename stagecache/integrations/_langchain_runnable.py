@@ -241,8 +241,8 @@ class StagecacheRunnable(Runnable[Any, BaseMessage]):
         }
         raw = call.result
         if result.cache.hit and result.blocked is None:
-            metadata = await entry_metadata(self.pipeline, result.cache.entry_id)
-            return _hit(restore_message(metadata), result.answer, meta)
+            entry = await entry_metadata(self.pipeline, result.cache.entry_id)
+            return _hit(restore_message(entry), result.answer, meta)
         if raw is None or result.blocked is not None:
             return AIMessage(
                 content=result.answer, response_metadata={"stagecache": meta}

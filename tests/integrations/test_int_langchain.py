@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 from langchain_core.globals import set_llm_cache
+from langchain_core.language_models.fake import FakeListLLM
 from langchain_core.language_models.fake_chat_models import (
     FakeListChatModel,
     GenericFakeChatModel,
@@ -341,3 +342,35 @@ def test_runnable_bind_tools_keys_on_the_tools_and_never_stores_tool_calls(
     finally:
         plain.close()
     assert model.seen_tools == [[], ["get_weather"], ["get_weather"]]
+
+
+def test_concurrent_identical_calls_each_answer_and_leave_nothing_parked(
+    own_cache: StagecacheLangChainCache,
+) -> None:
+    import asyncio
+
+    model = FakeListChatModel(responses=["Seven.", "Seven."], cache=own_cache)
+
+    async def ask_twice() -> list[Any]:
+        question = "How many days are in a week?"
+        return list(
+            await asyncio.gather(model.ainvoke(question), model.ainvoke(question))
+        )
+
+    replies = asyncio.run(ask_twice())
+    assert [r.content for r in replies] == ["Seven.", "Seven."]
+    assert own_cache.pending == 0
+    assert model.invoke("How many days are in a week?").content == "Seven."
+    assert own_cache.last_result is not None and own_cache.last_result.cache.hit
+
+
+def test_an_llm_generating_several_prompts_stores_each(
+    own_cache: StagecacheLangChainCache,
+) -> None:
+    # BaseLLM looks every prompt up first, then updates each: one thread, two turns.
+    llm = FakeListLLM(responses=["Blue.", "Green.", "never", "never"], cache=own_cache)
+    first = llm.generate(["What colour is the sky?", "What colour is grass?"])
+    assert [g[0].text for g in first.generations] == ["Blue.", "Green."]
+    assert own_cache.pending == 0
+    again = llm.generate(["What colour is the sky?", "What colour is grass?"])
+    assert [g[0].text for g in again.generations] == ["Blue.", "Green."]
