@@ -374,3 +374,27 @@ def test_an_llm_generating_several_prompts_stores_each(
     assert own_cache.pending == 0
     again = llm.generate(["What colour is the sky?", "What colour is grass?"])
     assert [g[0].text for g in again.generations] == ["Blue.", "Green."]
+
+
+def test_a_call_failed_in_another_thread_does_not_hold_up_this_one(
+    own_cache: StagecacheLangChainCache,
+) -> None:
+    import threading
+
+    events: list[Event] = []
+    own_cache.pipeline.events.subscribe(events.append)
+    model = FlakyChat(responses=["Blue."], cache=own_cache)
+    errors: list[BaseException] = []
+
+    def failing_call() -> None:
+        try:
+            model.invoke("What colour is the sea?")
+        except RuntimeError as exc:
+            errors.append(exc)
+
+    worker = threading.Thread(target=failing_call)
+    worker.start()
+    worker.join()
+    assert len(errors) == 1
+    assert model.invoke("What colour is the sea?").content == "Blue."
+    assert [e for e in events if isinstance(e, StageFailed | CacheError)] == []
