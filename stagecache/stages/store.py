@@ -2,10 +2,11 @@
 
 It runs after the output guard, so what it stores is what the caller got (PII
 already redacted). It stores nothing for a hit, a skip, a refused or failed turn, an
-empty answer, or a turn that called a writing tool (that answer describes a change
-of state; write-invalidate evicts the scope right after). The write itself is
-shielded from cancellation inside the cache engine, so a cancelled request leaves
-either a whole entry or none.
+empty answer, a turn that called a writing tool (that answer describes a change
+of state; write-invalidate evicts the scope right after), or one whose cache
+control says ``no-store``. A cache control ``ttl`` replaces the TTL rules. The
+write itself is shielded from cancellation inside the cache engine, so a cancelled
+request leaves either a whole entry or none.
 """
 
 from __future__ import annotations
@@ -75,6 +76,8 @@ class Store:
             return "not_a_miss"
         if turn.answer_source != "llm" or not turn.answer:
             return "no_fresh_answer"
+        if turn.cache_control is not None and turn.cache_control.no_store:
+            return "no_store"
         if any(not call.read_only_hint for call in turn.tool_calls):
             return "write_tool_call"
         if any(f.action == "block" for f in turn.findings):
@@ -88,7 +91,12 @@ class Store:
             return turn
         ops = self._ops
         scope, parts = turn.scratch[SCOPE], turn.scratch[PARTS]
-        ttl = ops.cache.ttl_for(turn.query)
+        control = turn.cache_control
+        ttl = (
+            control.ttl
+            if control is not None and control.ttl is not None
+            else ops.cache.ttl_for(turn.query)
+        )
         with ops.tracer.start_as_current_span("cache.store") as span:
             ops.scope_attributes(span, scope, turn)
             span.set_attribute("cache.ttl_s", ttl)
