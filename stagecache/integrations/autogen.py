@@ -126,7 +126,9 @@ class AutoGenModel:
         if request is not None:
             client, messages, kwargs = request.client, request.messages, request.kwargs
         elif self._inner is not None:
-            client, messages, kwargs = self._inner, _messages_of(turn), {}
+            client, messages = self._inner, _messages_of(turn)
+            # run(params=...): the request parameters go along, as AutoGen's own.
+            kwargs = {"extra_create_args": dict(turn.params)} if turn.params else {}
         else:
             raise LLMError("AutoGenModel has no inner client to call")
         result = await client.create(_with_memory(messages, turn.memory), **kwargs)

@@ -17,8 +17,11 @@ user; otherwise the ``x-stagecache-user`` header names the user. The
 ``x-stagecache-session`` header names the session either way. A request without a
 user is not cached unless the pipeline's scope is ``shared``.
 
-Every answer carries ``x-stagecache: hit|miss|skip|error`` (and
-``x-stagecache-similarity`` when a candidate was found). A miss returns the
+Every answer carries ``x-stagecache: hit|miss|skip|bypass|error`` (``bypass``: the
+client's ``Cache-Control: no-cache`` or ``extra_body={"cache": {"no-cache": true}}``
+skipped the lookup), ``x-stagecache-age`` on a hit, and ``x-stagecache-similarity``
+when a candidate was found. The body's parameters are keyed by the request-parameter
+policy (``stagecache._request_params``; docs/integrations.md). A miss returns the
 upstream's reply with only the answer text changed by the output guard; upstream
 errors come back verbatim; if the cache machinery fails, the request is forwarded
 as it is. A streamed request is answered once the whole answer is known (the output

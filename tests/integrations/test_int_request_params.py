@@ -435,3 +435,84 @@ async def test_autogen_extra_create_args_and_json_output_are_keyed(
     assert not fresh.cached and client.last_result is not None
     assert client.last_result.cache.reason == "no_cache"
     assert int(inner._current_index) == 6
+
+
+# -- LangChain ------------------------------------------------------------------------
+
+
+def test_langchain_runnable_call_keywords_are_keyed_and_cache_passes_through(
+    pipeline_options: dict[str, Any],
+) -> None:
+    from langchain_core.language_models.fake_chat_models import FakeListChatModel
+
+    from stagecache.integrations.langchain import StagecacheRunnable
+
+    model = FakeListChatModel(responses=[f"answer {i}" for i in range(6)])
+    runnable = StagecacheRunnable(model, caller=ALICE, **pipeline_options)
+    q = "How do I change my email address?"
+    try:
+        plain = runnable.invoke(q)
+        hit = runnable.invoke(q)
+        stopped = runnable.invoke(q, stop=["\n"])
+        stopped_again = runnable.invoke(q, stop="\n")
+        fresh = runnable.invoke(q, cache={"no-cache": True})
+    finally:
+        runnable.close()
+    meta = [m.response_metadata["stagecache"]["cache"] for m in (plain, hit)]
+    assert meta == ["miss", "hit"]
+    assert stopped.content == "answer 1"
+    assert stopped.response_metadata["stagecache"]["cache"] == "miss"
+    assert stopped_again.response_metadata["stagecache"]["cache"] == "hit"
+    assert fresh.content == "answer 2"
+    assert runnable.last_result is not None
+    assert runnable.last_result.cache.reason == "no_cache"
+
+
+def test_langchain_cache_does_not_cache_several_choices_or_no_store(
+    pipeline_options: dict[str, Any],
+) -> None:
+    from langchain_core.outputs import Generation
+
+    from stagecache.integrations.langchain import StagecacheLangChainCache
+
+    cache = StagecacheLangChainCache(caller=ALICE, **pipeline_options)
+    no_store = StagecacheLangChainCache(
+        caller=ALICE, cache_control={"no-store": True}, **pipeline_options
+    )
+    prompt = "Which countries do you ship to?"
+    plain, several = "[('model', 'm'), ('n', 1)]", "[('model', 'm'), ('n', 2)]"
+    try:
+        for llm_string in (plain, several):
+            assert cache.lookup(prompt, llm_string) is None
+            cache.update(prompt, llm_string, [Generation(text="Most of Europe.")])
+        assert cache.lookup(prompt, plain) is not None
+        assert cache.lookup(prompt, several) is None
+        cache.update(prompt, several, [Generation(text="Most of Europe.")])
+        assert cache.last_result is not None
+        assert cache.last_result.cache.reason == "param_n"
+        assert no_store.lookup(prompt, plain) is None
+        no_store.update(prompt, plain, [Generation(text="Most of Europe.")])
+        assert no_store.lookup(prompt, plain) is None
+    finally:
+        cache.close()
+        no_store.close()
+
+
+def test_a_plain_request_keys_as_entries_stored_by_older_versions() -> None:
+    """Pinned from the code before the request fingerprint: old databases keep
+    answering plain requests (no parameters, no tools)."""
+    from stagecache._model import Message, Turn
+    from stagecache.stages._keys import key_parts
+
+    turn = Turn(
+        caller=ALICE,
+        messages=[Message(role="user", content="hi")],
+        model="m",
+        instructions="be brief",
+    )
+    parts = key_parts(turn, "emb", multi_turn=False)
+    assert parts.context_fingerprint == "643d5437104296e21d906ecb15b2c96a"
+    turn.params_fingerprint = "f" * 32
+    assert key_parts(turn, "emb", multi_turn=False).context_fingerprint != (
+        "643d5437104296e21d906ecb15b2c96a"
+    )
