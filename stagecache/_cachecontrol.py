@@ -179,12 +179,14 @@ def http_cache_control(body_value: Any, header: str | None) -> CacheControl | No
     """
     from_header = parse_cache_control_header(header) if header else None
     from_body = coerce_cache_control(body_value) if body_value is not None else None
-    if from_header is None or from_body is None:
+    if from_header is None or body_value is None:
         return from_body or from_header
-    given = {
-        f: getattr(from_body, f)
-        for f in from_body.__struct_fields__
-        if getattr(from_body, f) not in (None, False)
-    }
+    if from_body is None:
+        from_body = _DEFAULT
+    if isinstance(body_value, Mapping):  # the fields the body names, even False
+        named = {_KEYS[k] for k, v in body_value.items() if v is not None}
+    else:
+        named = set(from_body.__struct_fields__)
+    given = {f: getattr(from_body, f) for f in named}
     merged = msgspec.structs.replace(from_header, **given)
     return None if merged.is_default else merged

@@ -598,20 +598,23 @@ def _storable_text(return_val: RETURN_VAL_TYPE) -> str:
 
 
 def _safe_params(llm_string: str) -> dict[str, Any]:
-    """``llm_params`` with the values that fail the policy's checks left out.
+    """The ``llm_string`` parameters to hand to the pipeline: only when the policy
+    does not cache them (``n > 1``, ``logprobs``), else none.
 
-    The whole ``llm_string`` is in the key already; its parameters only need to
-    say when a request is not cacheable (``n > 1``), never fail a lookup.
+    The whole ``llm_string`` is in the key already (the model id), so the
+    parameters only need to say when a request is not cacheable; passing them
+    otherwise would change the key of every entry stored before. A value the
+    policy rejects never fails a lookup.
     """
     from stagecache._request_params import request_params
     from stagecache.errors import InputError
 
     params = llm_params(llm_string)
     try:
-        request_params(params)
+        uncacheable = request_params(params).uncacheable
     except InputError:
         return {}
-    return params
+    return params if uncacheable else {}
 
 
 def _with_memory(

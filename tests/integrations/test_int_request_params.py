@@ -120,6 +120,20 @@ def test_docs_table_matches_the_policy() -> None:
     assert table == policy_markdown()
 
 
+def test_cache_control_header_and_body_merge_body_first() -> None:
+    from stagecache._cachecontrol import http_cache_control
+
+    header = 'no-store, max-age=60, s-maxage="30", private, no-transform'
+    control = http_cache_control({"ttl": 5, "namespace": "a"}, header)
+    assert control == stagecache.CacheControl(
+        no_store=True, s_maxage=30, ttl=5, namespace="a"
+    )
+    assert http_cache_control(None, "private") is None
+    assert http_cache_control({"no-store": False}, "no-store, max-age=9") == (
+        stagecache.CacheControl(s_maxage=9)
+    )
+
+
 # -- the Python API ------------------------------------------------------------------
 
 
