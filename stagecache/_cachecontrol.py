@@ -79,10 +79,12 @@ class CacheControl(msgspec.Struct, frozen=True, kw_only=True):
             _seconds(getattr(self, name), name.replace("_", "-"))
         ns = self.namespace
         if ns is not None and (
-            not isinstance(ns, str) or not 0 < len(ns) <= _MAX_NAMESPACE
+            not isinstance(ns, str)
+            or not 0 < len(ns) <= _MAX_NAMESPACE
+            or not ns.isprintable()
         ):
             raise InputError(
-                f"cache.namespace: expected a string of 1 to {_MAX_NAMESPACE} "
+                f"cache.namespace: expected 1 to {_MAX_NAMESPACE} printable "
                 f"characters, got {ns!r:.40}"
             )
 

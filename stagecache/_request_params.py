@@ -198,7 +198,13 @@ def request_params(
         )
     if not keyed:
         return RequestParams({}, "", uncacheable, several)
-    digest = hashlib.sha256(_encoder.encode(keyed)).hexdigest()[:32]
+    try:
+        encoded = _encoder.encode(keyed)
+    except UnicodeEncodeError:
+        raise InputError(
+            "params: a string holds a lone surrogate (not valid Unicode text)"
+        ) from None
+    digest = hashlib.sha256(encoded).hexdigest()[:32]
     return RequestParams(keyed, digest, uncacheable, several)
 
 

@@ -98,6 +98,7 @@ def test_several_choices_in_any_numeric_form_are_not_cached(n: float) -> None:
         ({"n": "2"}, "params.n"),
         ({"seed": True}, "params.seed"),
         ({"response_format": {"x": float("inf")}}, "params.response_format"),
+        ({"stop": ["\ud800"]}, "params"),
     ],
 )
 def test_bad_parameter_values_are_input_errors(
