@@ -271,6 +271,33 @@ async def test_api_bad_cache_control_is_an_input_error(
     assert llm.calls == 0
 
 
+@pytest.mark.anyio
+async def test_api_params_reach_an_openai_compatible_model(
+    pipeline_options: dict[str, Any],
+) -> None:
+    import json
+
+    from stagecache.clients import OpenAIChatClient
+
+    bodies: list[dict[str, Any]] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        bodies.append(json.loads(request.content))
+        message = {"role": "assistant", "content": '{"ok": true}'}
+        return httpx.Response(200, json={"choices": [{"message": message}]})
+
+    llm = OpenAIChatClient(
+        "http://model.invalid/v1", "m", transport=httpx.MockTransport(answer)
+    )
+    pipeline = stagecache.Pipeline.default(llm=llm, **pipeline_options)
+    params = {"response_format": {"type": "json_object"}, "temperature": 0.2}
+    async with pipeline:
+        await pipeline.run("Give me my order as JSON.", caller=ALICE, params=params)
+    await llm.aclose()
+    assert bodies[0]["response_format"] == {"type": "json_object"}
+    assert bodies[0]["temperature"] == 0.2 and bodies[0]["model"] == "m"
+
+
 # -- the proxy, through the official openai client ---------------------------------
 
 
@@ -352,6 +379,15 @@ def test_proxy_cache_control(
     assert body_bypass["x-stagecache"] == "bypass"
     _, old = _ask(proxy_url, q, extra_headers={"Cache-Control": "max-age=0"})
     assert old["x-stagecache"] == "miss"
+    client = openai.OpenAI(base_url=proxy_url + "/v1", api_key=KEY, max_retries=0)
+    with client.chat.completions.with_streaming_response.create(
+        model="gpt-test",
+        messages=[{"role": "user", "content": q}],
+        stream=True,
+        extra_headers={"Cache-Control": "no-cache"},
+    ) as streamed:
+        assert streamed.headers["x-stagecache"] == "bypass"
+        assert "".join(streamed.iter_text()).count("chat.completion.chunk") > 1
     _, ns = _ask(proxy_url, q, extra_body={"cache": {"namespace": "team-a"}})
     _, ns_again = _ask(proxy_url, q, extra_body={"cache": {"namespace": "team-a"}})
     assert ns["x-stagecache"] == "miss" and ns_again["x-stagecache"] == "hit"
