@@ -38,13 +38,19 @@ kind = "structural"
 """
 
 
+KEY = "sk-bench"
+KEY_HEADER = f"Bearer {KEY}"
+
+
 def _serve_upstream(port: int) -> None:
     import uvicorn
 
     sys.path.insert(0, str(ROOT / "tests" / "integrations"))
     from servers import FakeUpstream
 
-    uvicorn.run(FakeUpstream(delay_s=0.5).app, port=port, log_level="warning")
+    # It checks keys, as OpenAI does: the proxy scopes the cache by the key.
+    fake = FakeUpstream(delay_s=0.5, keys=frozenset({KEY}))
+    uvicorn.run(fake.app, port=port, log_level="warning")
 
 
 def _serve_proxy(port: int, upstream: int, config: str) -> None:
@@ -97,7 +103,7 @@ async def _load(
 
         async def one(i: int) -> None:
             nonlocal errors
-            headers = {"x-stagecache-user": f"user{i}"}
+            headers = {"x-stagecache-user": f"user{i}", "authorization": KEY_HEADER}
             while time.monotonic() < stop:
                 question = (
                     f"How do I reset the password of account {i}?"
@@ -146,7 +152,7 @@ async def _bench(proxy: str, upstream: str, seconds: float) -> list[str]:
             await http.post(
                 proxy + "/chat/completions",
                 json=body,
-                headers={"x-stagecache-user": f"user{i}"},
+                headers={"x-stagecache-user": f"user{i}", "authorization": KEY_HEADER},
             )
     for clients in (1, 16, 64):
         for kind, base in (("hit", proxy), ("miss", proxy), ("direct", upstream)):

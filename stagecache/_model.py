@@ -9,6 +9,7 @@ allocates nothing per stage.
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from typing import Any, Literal
@@ -32,6 +33,7 @@ __all__ = [
     "Turn",
     "Usage",
     "Verdict",
+    "check_id",
 ]
 
 CacheStatus = Literal["hit", "miss", "skip", "error", "off"]
@@ -39,13 +41,66 @@ Role = Literal["system", "user", "assistant", "tool"]
 _ROLES = frozenset(("system", "user", "assistant", "tool"))
 
 
+#: The longest id (user, session or tenant) accepted, in characters.
+ID_MAX_CHARS = 256
+# C0 and C1 control characters (Unicode category Cc) and surrogate code points: a
+# lone surrogate cannot be encoded as UTF-8, so it would fail every scope hash.
+_BAD_ID_CHARS = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
+def check_id(value: object, field: str) -> str | None:
+    """``value`` if it is a valid id or None, else an :class:`InputError`.
+
+    An id (user, session, tenant) is a non-empty ``str`` of at most
+    :data:`ID_MAX_CHARS` characters, without control characters or lone
+    surrogates. Anything else (bytes, numbers, UUIDs, containers) is refused rather
+    than converted: ``b"alice"`` would encode as ``"YWxpY2U="`` and share that
+    user's scope, a UUID its string form's.
+
+    Args:
+        value: the id to check.
+        field: the field path named in the error (``"caller.user_id"``).
+
+    Raises:
+        InputError: naming ``field`` and the fix.
+    """
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise InputError(
+            f"{field}: expected a string or None, got {type(value).__name__}; "
+            "convert the id to str yourself (str(uuid), bytes.decode())"
+        )
+    if not value:
+        raise InputError(f"{field}: expected a non-empty string; use None for no id")
+    if len(value) > ID_MAX_CHARS:
+        raise InputError(
+            f"{field}: expected a string of at most {ID_MAX_CHARS} characters, "
+            f"got {len(value)}; hash long ids first"
+        )
+    bad = _BAD_ID_CHARS.search(value)
+    if bad is not None:
+        raise InputError(
+            f"{field}: expected a string without control characters or lone "
+            f"surrogates, found U+{ord(bad.group()):04X} at index {bad.start()}"
+        )
+    return value
+
+
 class Caller(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Who is asking. No ``user_id`` means no caching under a non-shared scope.
+
+    Ids are checked at construction (see :func:`check_id`): each is None or a
+    non-empty ``str`` of at most 256 characters without control characters or
+    lone surrogates; anything else raises :class:`~stagecache.errors.InputError`
+    naming the field (a ``msgspec.ValidationError`` when decoded from JSON).
 
     Attributes:
         user_id: stable id of the end user; never exported raw in telemetry.
         session_id: conversation id, used by the ``per_session`` scope.
-        tenant: optional tenant or workspace id; part of every scope key.
+        tenant: optional tenant or workspace id; part of every scope key, of
+            memory, of the per-user cap and of ``purge_user``. None is the one
+            "no tenant" (the empty string is refused).
         metadata: free-form string labels (not part of any cache key).
     """
 
@@ -53,6 +108,11 @@ class Caller(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     session_id: str | None = None
     tenant: str | None = None
     metadata: dict[str, str] = {}
+
+    def __post_init__(self) -> None:
+        check_id(self.user_id, "caller.user_id")
+        check_id(self.session_id, "caller.session_id")
+        check_id(self.tenant, "caller.tenant")
 
 
 class Message(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -187,6 +247,9 @@ class Turn(msgspec.Struct, kw_only=True):
     answer: str | None = None
     answer_source: Literal["cache", "llm", "guard"] | None = None
     usage: Usage = msgspec.field(default_factory=Usage)
+    # Why the model stopped ("stop", "length", ...); None when the client does not
+    # say. The store stage keeps only answers that ended normally.
+    finish_reason: str | None = None
     tool_calls: list[ToolCall] = []
     findings: list[GuardFinding] = []
     stopped: EarlyExit | None = None

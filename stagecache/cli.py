@@ -6,7 +6,11 @@
     stagecache check-config FILE                    validate a pipeline file
     stagecache import FILE.jsonl --user ID          warm a cache with Q/A pairs
     stagecache feedback ENTRY_ID --wrong|--correct  feedback on a stored entry
-    stagecache serve ...                            OpenAI-compatible proxy
+    stagecache purge USER_ID --config FILE          erase a user's cached data
+        [--tenant T | --all-tenants]                (default: the user without
+                                                    a tenant)
+    stagecache serve --upstream URL [--port N] ...  OpenAI-compatible proxy
+    stagecache reencrypt --config FILE              rewrite the cache in its mode
 
 Exit codes: 0 success, 1 a failure while running, 2 bad usage or a bad config.
 """
@@ -25,6 +29,7 @@ import anyio
 
 from stagecache._model import Caller
 from stagecache.errors import StagecacheError
+from stagecache.integrations._proxy_config import add_serve_arguments
 
 __all__ = ["main"]
 
@@ -147,7 +152,9 @@ async def _import(args: argparse.Namespace) -> int:
     async with pipeline:
         summary = await pipeline.cache.import_pairs(
             pairs,
-            caller=Caller(user_id=args.user, session_id=args.session),
+            caller=Caller(
+                user_id=args.user, session_id=args.session, tenant=args.tenant
+            ),
             model=args.model,
             progress=progress,
         )
@@ -172,6 +179,50 @@ async def _feedback(args: argparse.Namespace) -> int:
     return 0 if found else 1
 
 
+async def _purge(args: argparse.Namespace) -> int:
+    import stagecache
+    from stagecache.cache._scope import check_purge
+    from stagecache.testing import ScriptedLLM
+
+    # Checked before anything is opened: a bad id never loads a model.
+    check_purge(args.user_id, args.tenant, args.all_tenants)
+    pipeline = stagecache.load(args.config, llm=ScriptedLLM(lambda p: "", delay_s=0))
+    async with pipeline:
+        removed = await pipeline.cache.purge_user(
+            args.user_id, tenant=args.tenant, all_tenants=args.all_tenants
+        )
+    print(f"removed {removed} entries")
+    return 0
+
+
+async def _reencrypt(args: argparse.Namespace) -> int:
+    """Rewrite every stored entry in the configured encryption mode."""
+    from stagecache.cache._core import make_backend
+    from stagecache.config import load_config
+
+    settings = load_config(args.config).cache
+    backend = make_backend(settings)
+    rewrite = getattr(backend, "reencrypt", None)
+    if rewrite is None:
+        print(
+            f"stagecache: error: {args.config}: cache.backend.kind = "
+            f"{settings.backend.kind!r} stores nothing to encrypt; reencrypt is for "
+            "the sqlite and redis backends",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        done = await rewrite()
+    finally:
+        await backend.aclose()
+    mode = done.mode if ":" not in done.mode else done.mode[:22]
+    print(
+        f"rewrote {done.rewritten} entries ({mode}); dropped {done.dropped} that no "
+        "configured key opens or that failed their integrity check"
+    )
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="stagecache", description=__doc__.split("\n")[0]
@@ -188,6 +239,7 @@ def _parser() -> argparse.ArgumentParser:
     imp.add_argument("file", help='JSON lines: {"question": ..., "answer": ...}')
     imp.add_argument("--user", required=True, help="the user whose scope gets them")
     imp.add_argument("--session", default=None)
+    imp.add_argument("--tenant", default=None, help="the user's tenant")
     imp.add_argument("--model", default=None, help="model id to key the entries on")
     imp.add_argument("--config", help="a pipeline TOML file (use a persistent backend)")
     fb = sub.add_parser("feedback", help="mark a cached entry right or wrong")
@@ -196,8 +248,33 @@ def _parser() -> argparse.ArgumentParser:
     group.add_argument("--correct", dest="correct", action="store_true")
     group.add_argument("--wrong", dest="correct", action="store_false")
     fb.add_argument("--config", required=True, help="the pipeline file of the cache")
-    serve = sub.add_parser("serve", help="the OpenAI-compatible caching proxy")
-    serve.add_argument("args", nargs=argparse.REMAINDER)
+    purge = sub.add_parser(
+        "purge", help="remove every cached entry and memory fact of a user"
+    )
+    purge.add_argument("user_id")
+    who = purge.add_mutually_exclusive_group()
+    who.add_argument(
+        "--tenant", default=None, help="the user's tenant (default: no tenant)"
+    )
+    who.add_argument(
+        "--all-tenants",
+        action="store_true",
+        help="purge the id in every tenant (an erasure request)",
+    )
+    purge.add_argument("--config", required=True, help="the pipeline file of the cache")
+    enc = sub.add_parser(
+        "reencrypt",
+        help="rewrite the cache's entries in the configured encryption mode "
+        "(encrypt a plaintext cache, rotate keys, or decrypt)",
+    )
+    enc.add_argument("--config", required=True, help="the pipeline file of the cache")
+    serve = sub.add_parser(
+        "serve",
+        help="the OpenAI-compatible caching proxy",
+        description="OpenAI-compatible caching proxy (needs stagecache[serve]); "
+        "identity and what is trusted: docs/security.md",
+    )
+    add_serve_arguments(serve)
     return parser
 
 
@@ -208,10 +285,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "check-config":
             return _check_config(args)
         if args.command == "serve":
-            from stagecache.integrations.proxy import serve_main
-
-            return serve_main(list(args.args))
-        runner = {"demo": _demo, "import": _import, "feedback": _feedback}[args.command]
+            try:
+                from stagecache.integrations.proxy import serve
+            except ImportError as exc:  # the serve extra is not installed
+                print(f"stagecache: error: {exc}", file=sys.stderr)
+                return 2
+            return serve(args)
+        runner = {
+            "demo": _demo,
+            "import": _import,
+            "feedback": _feedback,
+            "purge": _purge,
+            "reencrypt": _reencrypt,
+        }[args.command]
         return int(anyio.run(runner, args))
     except StagecacheError as exc:
         print(f"stagecache: error: {exc}", file=sys.stderr)

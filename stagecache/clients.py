@@ -22,7 +22,7 @@ from stagecache.stages.llm import Completion
 if TYPE_CHECKING:
     from stagecache.config import OpenAIChatConfig
 
-__all__ = ["OpenAIChatClient", "turn_to_openai_messages"]
+__all__ = ["OpenAIChatClient", "finish_reason", "turn_to_openai_messages"]
 
 _RETRY_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504})
 
@@ -168,7 +168,8 @@ def _error_text(response: httpx.Response) -> str:
 
 def _parse(data: dict[str, Any]) -> Completion:
     try:
-        message = data["choices"][0]["message"]
+        choice = data["choices"][0]
+        message = choice["message"]
     except (KeyError, IndexError, TypeError):
         raise LLMError("the server's reply has no choices[0].message") from None
     text = message.get("content") or ""
@@ -195,4 +196,11 @@ def _parse(data: dict[str, Any]) -> Completion:
         ),
         tool_calls=calls,
         model=str(data.get("model", "")),
+        finish_reason=finish_reason(choice),
     )
+
+
+def finish_reason(choice: Any) -> str | None:
+    """``choices[0].finish_reason`` of an OpenAI-shaped reply, or None when absent."""
+    value = choice.get("finish_reason") if isinstance(choice, dict) else None
+    return value if isinstance(value, str) and value else None

@@ -84,12 +84,17 @@ class PipelineSection(
         tracing: False switches spans off.
         record_query_text: put the raw query on cache spans (debugging only: it
             puts user text into your traces).
+        record_error_messages: put error messages of the model client, embedder,
+            backends and plugins into spans, events and logs, stripped of the
+            request's text, PII-redacted and cut to 200 characters (off: only the
+            type, status and length; see docs/security.md).
     """
 
     model: str = "default"
     instructions: str = ""
     tracing: bool = True
     record_query_text: bool = False
+    record_error_messages: bool = False
 
 
 class ScriptedLLMConfig(
@@ -345,6 +350,7 @@ def build(
         ],
         cache=api,
         record_query_text=section.record_query_text,
+        record_error_messages=section.record_error_messages,
     )
 
 

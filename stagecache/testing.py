@@ -45,6 +45,9 @@ class ScriptedLLM:
         tool_calls: optional function of the prompt returning the tool calls the
             "model" makes (to exercise write-invalidation).
         tokens_per_char: crude token estimate for usage (default 1 token per 4 chars).
+        finish_reason: the finish reason it reports (``"stop"``, ``"length"``,
+            ``"content_filter"``, ...), or a function of the prompt returning it;
+            None reports none (a client that does not know).
 
     Attributes:
         calls: how many times the model was called.
@@ -59,8 +62,10 @@ class ScriptedLLM:
         model_id: str = "scripted",
         tool_calls: Callable[[str], Sequence[ToolCall]] | None = None,
         tokens_per_char: float = 0.25,
+        finish_reason: str | Callable[[str], str | None] | None = "stop",
     ) -> None:
         self._fn = fn
+        self._finish = finish_reason
         self._delay_s = delay_s
         self._tool_calls = tool_calls
         self._tpc = tokens_per_char
@@ -91,7 +96,14 @@ class ScriptedLLM:
             prompt_tokens=max(1, int(prompt_chars * self._tpc)),
             completion_tokens=max(1, int(len(text) * self._tpc)),
         )
-        return Completion(text=text, usage=usage, tool_calls=calls, model=self.model_id)
+        finish = self._finish(prompt) if callable(self._finish) else self._finish
+        return Completion(
+            text=text,
+            usage=usage,
+            tool_calls=calls,
+            model=self.model_id,
+            finish_reason=finish,
+        )
 
 
 class SpanCapture:

@@ -32,6 +32,7 @@ from typing import Literal, Protocol, runtime_checkable
 
 import msgspec
 
+from stagecache.cache._scope import owner_key
 from stagecache.cache._settings import KeyParts
 
 __all__ = ["Backend", "Change", "Entry"]
@@ -45,6 +46,8 @@ class Entry(msgspec.Struct, kw_only=True):
         scope_key: the scope it belongs to (see :class:`~stagecache.cache.Scope`).
         scope_mode: ``per_user``, ``per_session`` or ``shared``.
         user_id: the user it is attributed to (``purge_user`` removes it).
+        tenant: the tenant of that user (None: no tenant); ``purge_user`` and the
+            per-user cap count a user inside its tenant.
         query: the query text as asked.
         answer: the cached answer.
         parts: the exact-match key parts.
@@ -63,6 +66,7 @@ class Entry(msgspec.Struct, kw_only=True):
     scope_key: str
     scope_mode: str
     user_id: str | None
+    tenant: str | None = None
     query: str
     answer: str
     parts: KeyParts
@@ -74,6 +78,11 @@ class Entry(msgspec.Struct, kw_only=True):
     hits: int = 0
     positive: int = 0
     negative: int = 0
+
+    @property
+    def owner(self) -> str | None:
+        """The (tenant, user) key the entry counts against (see ``owner_key``)."""
+        return owner_key(self.tenant, self.user_id)
 
 
 class Change(msgspec.Struct, frozen=True, kw_only=True):
@@ -129,8 +138,11 @@ class Backend(Protocol):
         """Delete every entry of a scope; returns the count."""
         ...
 
-    async def delete_user(self, user_id: str) -> int:
-        """Delete every entry attributed to ``user_id``; returns the count."""
+    async def delete_user(
+        self, user_id: str, tenant: str | None = None, *, all_tenants: bool = False
+    ) -> int:
+        """Delete every entry attributed to ``user_id`` of ``tenant`` (None: the
+        user without a tenant), or of every tenant; returns the count."""
         ...
 
     async def clear(self) -> int:

@@ -40,7 +40,7 @@ def make_backend(settings: CacheSettings) -> Backend:
     if b.kind == "sqlite":
         if not b.path:
             raise CacheError("backend.path: the sqlite backend needs a file path")
-        return SqliteBackend(b.path, busy_timeout_s=b.busy_timeout_s)
+        return SqliteBackend.from_settings(settings)
     if b.kind == "redis":
         from stagecache.cache._redis import RedisBackend
 
@@ -77,6 +77,7 @@ class CacheCore:
         # Every entry, least recently used first: the global LRU order is the dict's.
         self._records: OrderedDict[str, Record] = OrderedDict()
         self._scopes: dict[str, ScopeState] = {}
+        # owner_key(tenant, user) -> its entry ids: the per-user cap and purge.
         self._by_user: dict[str, set[str]] = {}
         self._hot: OrderedDict[str, None] = OrderedDict()  # loaded scopes, LRU first
         # (expires_at, id) min-heap; stale pairs (refreshed entries) are skipped.
@@ -135,7 +136,10 @@ class CacheCore:
         return self._settings.default_ttl
 
     def stats(self) -> dict[str, int]:
-        """Counts: entries, scopes, hot/cold/flat/hnsw scopes, users, flights."""
+        """Counts: entries, scopes, hot/cold/flat/hnsw scopes, users, flights.
+
+        ``users`` counts (tenant, user) pairs: user "1001" of two tenants is two.
+        """
         hot = [s.index for s in self._scopes.values() if s.index is not None]
         return {
             "entries": len(self._records),
@@ -154,24 +158,26 @@ class CacheCore:
         self,
         state: ScopeState,
         entry_id: str,
-        user_id: str | None,
+        owner: str | None,
         parts: KeyParts,
         query: str,
         expires_at: float,
         last_used: float,
     ) -> Record:
+        # The owner key is as good as the user id in the de-duplication key: a
+        # scope has one tenant, so inside it owners and users match one to one.
         record = Record(
             state,
-            user_id,
+            owner,
             parts,
-            query_key(query, parts, user_id),
+            query_key(query, parts, owner),
             expires_at,
             last_used,
         )
         self._records[entry_id] = record
         state.by_qkey[record.qkey] = entry_id
-        if user_id is not None:
-            self._by_user.setdefault(user_id, set()).add(entry_id)
+        if owner is not None:
+            self._by_user.setdefault(owner, set()).add(entry_id)
         heapq.heappush(self._expiry, (expires_at, entry_id))
         return record
 
@@ -182,12 +188,12 @@ class CacheCore:
         state = record.state
         if state.by_qkey.get(record.qkey) == entry_id:
             del state.by_qkey[record.qkey]
-        if record.user_id is not None:
-            ids = self._by_user.get(record.user_id)
+        if record.owner is not None:
+            ids = self._by_user.get(record.owner)
             if ids is not None:
                 ids.discard(entry_id)
                 if not ids:
-                    del self._by_user[record.user_id]
+                    del self._by_user[record.owner]
         return record
 
     def _touch(self, entry_id: str, record: Record, now: float) -> None:

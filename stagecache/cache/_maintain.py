@@ -25,7 +25,13 @@ from stagecache.cache._persist import (
     load_index,
     save_index,
 )
-from stagecache.cache._scope import Scope, scope_hash
+from stagecache.cache._scope import (
+    OWNER_SEPARATOR,
+    Scope,
+    check_purge,
+    owner_key,
+    scope_hash,
+)
 from stagecache.cache._state import ScopeState
 from stagecache.pipeline._events import CacheEvicted, Feedback, Invalidated
 
@@ -180,12 +186,12 @@ class Maintenance(CacheCore):
             self._publish(CacheEvicted(reason=reason, count=count, scope=state.hash))
         return sum(counts.values())
 
-    async def _make_room(self, user_id: str | None, incoming: int = 1) -> None:
+    async def _make_room(self, owner: str | None, incoming: int = 1) -> None:
         """Evict least recently used entries so ``incoming`` more fit the caps."""
         s = self._settings
         victims: list[str] = []
-        if user_id is not None:
-            mine = self._by_user.get(user_id, set())
+        if owner is not None:
+            mine = self._by_user.get(owner, set())
             excess = len(mine) + incoming - s.max_entries_per_user
             if excess > 0:
                 records = self._records
@@ -263,16 +269,34 @@ class Maintenance(CacheCore):
         self._publish(Invalidated(scope=scope_hash(key), count=count, reason=reason))
         return count
 
-    async def purge_user(self, user_id: str) -> int:
-        """Remove every entry attributed to ``user_id`` in any scope mode.
+    async def purge_user(
+        self, user_id: str, *, tenant: str | None = None, all_tenants: bool = False
+    ) -> int:
+        """Remove every entry attributed to ``user_id`` of ``tenant`` (None: the
+        user without a tenant), or of every tenant with ``all_tenants``, in any
+        scope mode.
 
         Entries, vectors (hnswlib graphs touched are compacted, so no deleted
         vector lingers) and saved index files go. Returns the number of entries.
+
+        Raises:
+            InputError: a bad id, or both ``tenant`` and ``all_tenants``.
         """
+        check_purge(user_id, tenant, all_tenants)
         async with self._write_lock:
             with anyio.CancelScope(shield=True):
-                ids = list(self._by_user.get(user_id, ()))
-                removed = await self._backend.delete_user(user_id)
+                if all_tenants:
+                    owners = [
+                        o
+                        for o in self._by_user
+                        if o.rpartition(OWNER_SEPARATOR)[2] == user_id
+                    ]
+                else:
+                    owners = [owner_key(tenant, user_id) or user_id]
+                ids = [i for o in owners for i in self._by_user.get(o, ())]
+                removed = await self._backend.delete_user(
+                    user_id, tenant, all_tenants=all_tenants
+                )
                 counts = await self._forget(ids)
                 for state in counts:
                     if state.key in self._scopes and isinstance(state.index, HnswIndex):
@@ -381,7 +405,7 @@ class Maintenance(CacheCore):
                         self._add_record(
                             state,
                             e.entry_id,
-                            e.user_id,
+                            e.owner,
                             e.parts,
                             e.query,
                             e.expires_at,

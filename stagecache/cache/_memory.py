@@ -10,12 +10,16 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable, Sequence
 
 from stagecache.cache._backend import Change, Entry
+from stagecache.cache._scope import OWNER_SEPARATOR, owner_key
 
 __all__ = ["MemoryBackend"]
 
 
 class MemoryBackend:
-    """Entries in a dict, plus per-scope and per-user id sets for bulk deletes."""
+    """Entries in a dict, plus per-scope and per-owner id sets for bulk deletes.
+
+    An owner is a user inside its tenant (``owner_key``).
+    """
 
     __slots__ = ("_by_scope", "_by_user", "_entries")
     name = "memory"
@@ -39,8 +43,9 @@ class MemoryBackend:
             self._unlink(old)
         self._entries[entry.entry_id] = entry
         self._by_scope.setdefault(entry.scope_key, set()).add(entry.entry_id)
-        if entry.user_id is not None:
-            self._by_user.setdefault(entry.user_id, set()).add(entry.entry_id)
+        owner = entry.owner
+        if owner is not None:
+            self._by_user.setdefault(owner, set()).add(entry.entry_id)
 
     async def put_many(self, entries: Sequence[Entry]) -> None:
         """Insert or replace many entries (the engine's group commit)."""
@@ -83,9 +88,19 @@ class MemoryBackend:
         """Delete every entry of a scope."""
         return await self.delete(list(self._by_scope.get(scope_key, ())))
 
-    async def delete_user(self, user_id: str) -> int:
-        """Delete every entry attributed to ``user_id``."""
-        return await self.delete(list(self._by_user.get(user_id, ())))
+    async def delete_user(
+        self, user_id: str, tenant: str | None = None, *, all_tenants: bool = False
+    ) -> int:
+        """Delete every entry attributed to ``user_id`` of ``tenant`` (None: no
+        tenant), or of every tenant."""
+        if all_tenants:
+            owners = [
+                o for o in self._by_user if o.rpartition(OWNER_SEPARATOR)[2] == user_id
+            ]
+        else:
+            owners = [owner_key(tenant, user_id) or user_id]
+        ids = [i for o in owners for i in self._by_user.get(o, ())]
+        return await self.delete(ids)
 
     async def clear(self) -> int:
         """Delete everything."""
@@ -118,7 +133,7 @@ class MemoryBackend:
     def _unlink(self, entry: Entry) -> None:
         for index, key in (
             (self._by_scope, entry.scope_key),
-            (self._by_user, entry.user_id),
+            (self._by_user, entry.owner),
         ):
             if key is None:
                 continue

@@ -38,20 +38,17 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from stagecache.cache._backend import Change, Entry
-from stagecache.cache._redis_codec import (
-    Cipher,
-    Undecryptable,
-    decode_entry,
-    encode_entry,
-    load_cipher,
-)
+from stagecache.cache._redis_codec import decode_entry, encode_entry
 from stagecache.cache._redis_config import client_options, safe_url, url_problem
+from stagecache.cache._rowcodec import CorruptRow, ForeignKey, RowCodec
+from stagecache.cache._scope import OWNER_SEPARATOR, owner_key
 from stagecache.errors import BackendUnavailable, CacheError, ConfigError
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
     from redis.commands.core import AsyncScript
 
+    from stagecache.cache._redis_rows import Rewritten
     from stagecache.cache._redis_sync import Follower
     from stagecache.cache._settings import CacheSettings
 
@@ -90,14 +87,16 @@ class RedisBackend:
         max_total_entries: cap over the namespace (None: none).
         stream_maxlen: events the change stream keeps (about); a worker that falls
             further behind rebuilds from Redis.
-        encrypt_values: seal query, answer and metadata with AES-256-GCM (key from
-            ``STAGECACHE_CACHE_KEY``).
+        encrypt_values: seal query, answer, metadata and vector with AES-256-GCM
+            (key from ``STAGECACHE_CACHE_KEY``).
         ephemeral_key: with ``encrypt_values`` and no key set, use a random key
             (a warning; other workers cannot read those values).
+        encryption_old_keys: names of variables holding keys to read with too.
         block_s: how long one stream read waits for events.
 
     Raises:
-        ConfigError: a bad URL, or a missing or malformed encryption key.
+        ConfigError: a bad URL, or a missing or malformed encryption key; at
+            open, a namespace recorded with another encryption mode or key.
     """
 
     name = "redis"
@@ -117,6 +116,7 @@ class RedisBackend:
         stream_maxlen: int = 100_000,
         encrypt_values: bool = False,
         ephemeral_key: bool = False,
+        encryption_old_keys: Sequence[str] = (),
         block_s: float = 0.5,
     ) -> None:
         problem = url_problem(url)
@@ -135,9 +135,12 @@ class RedisBackend:
         )
         self._caps = (max_entries_per_user or 0, max_total_entries or 0)
         self._maxlen = stream_maxlen
-        self._cipher: Cipher | None = (
-            load_cipher(ephemeral=ephemeral_key) if encrypt_values else None
+        self.codec = RowCodec.from_config(
+            encrypt=encrypt_values,
+            ephemeral=ephemeral_key,
+            old_keys=tuple(encryption_old_keys),
         )
+        self._mode_ok = False
         self.block_s = block_s
         self._cmd: Redis | None = None
         self._sub: Redis | None = None
@@ -150,7 +153,7 @@ class RedisBackend:
         self._tasks: list[asyncio.Task[None]] = []
         self._follower: Follower | None = None
         self._offline_start = False
-        self._undecryptable = 0
+        self._skipped = 0
         self.closing = False
 
     @classmethod
@@ -174,12 +177,13 @@ class RedisBackend:
             stream_maxlen=b.redis_stream_maxlen,
             encrypt_values=b.encrypt_values,
             ephemeral_key=b.ephemeral_key,
+            encryption_old_keys=tuple(b.encryption_old_keys),
         )
 
     @property
     def encrypted(self) -> bool:
         """Whether values are sealed with AES-GCM."""
-        return self._cipher is not None
+        return self.codec.encrypted
 
     @property
     def safe_url(self) -> str:
@@ -225,6 +229,7 @@ class RedisBackend:
         Raises:
             CacheError: not running under asyncio.
             BackendUnavailable: authentication failed.
+            ConfigError: the namespace records another encryption mode or key.
         """
         if self._cmd is not None:
             return
@@ -232,18 +237,17 @@ class RedisBackend:
         self.closing = False
         from redis import exceptions as rex
 
-        from stagecache.cache import _redis_lua as lua
         from stagecache.cache._redis_sync import Follower
 
-        self._cmd = self._client(self._socket_timeout_s)
-        self._sub = self._client(self.block_s + self._socket_timeout_s + 1.0)
-        for name in ("PUT", "TOUCH", "DELETE", "DELETE_SCOPE", "DELETE_USER"):
-            self._scripts[name] = self._cmd.register_script(getattr(lua, name))
-        for name in ("CLEAR", "STATE"):
-            self._scripts[name] = self._cmd.register_script(getattr(lua, name))
+        self._connect()
+        assert self._cmd is not None
         follower = Follower(self)
         try:
             state = await self.state(self._cmd)
+            await self._ensure_mode(self._cmd, translate=False)
+        except ConfigError:
+            await self._close_clients()
+            raise
         except (rex.AuthenticationError, rex.AuthorizationError) as exc:
             await self._close_clients()
             raise BackendUnavailable(
@@ -267,6 +271,51 @@ class RedisBackend:
             asyncio.create_task(follower.run(), name="stagecache-redis-follow"),
             asyncio.create_task(self._flush_loop(), name="stagecache-redis-touch"),
         ]
+
+    def _connect(self) -> None:
+        from stagecache.cache import _redis_lua as lua
+
+        self._cmd = self._client(self._socket_timeout_s)
+        self._sub = self._client(self.block_s + self._socket_timeout_s + 1.0)
+        for name in ("PUT", "TOUCH", "DELETE", "DELETE_SCOPE", "DELETE_USER"):
+            self._scripts[name] = self._cmd.register_script(getattr(lua, name))
+        for name in ("CLEAR", "STATE"):
+            self._scripts[name] = self._cmd.register_script(getattr(lua, name))
+
+    async def _ensure_mode(self, client: Redis, *, translate: bool = True) -> None:
+        """Check the namespace's recorded encryption mode once (see
+        ``_redis_rows``); a worker that started with Redis down checks before its
+        first read or write, so it never writes under a mismatched key."""
+        if self._mode_ok:
+            return
+        from stagecache.cache._redis_rows import check_mode
+
+        if translate:
+            await self._do("mode check", check_mode(self, client))
+        else:  # open() sorts Redis errors itself (unreachable: start offline)
+            await check_mode(self, client)
+        self._mode_ok = True
+
+    async def reencrypt(self) -> Rewritten:
+        """Rewrite every entry in this worker's mode and record it (the CLI's
+        ``stagecache reencrypt``): seal a plaintext namespace, rotate keys, or
+        decrypt. Entries are read with the current key and every
+        ``encryption_old_keys``; those no key opens, and altered ones, are
+        deleted. Works on a closed backend (without the mode check).
+        """
+        from stagecache.cache._redis_rows import rewrite_all
+
+        _require_asyncio()
+        opened = self._cmd is None
+        if opened:
+            self._connect()
+        try:
+            result = await self._do("reencrypt", rewrite_all(self, self._connected()))
+            self._mode_ok = True
+            return result
+        finally:
+            if opened:
+                await self._close_clients()
 
     async def aclose(self) -> None:
         """Stop following, write pending touches (bounded), close; idempotent."""
@@ -334,8 +383,19 @@ class RedisBackend:
         return self._prefix + suffix
 
     async def fetch(self, client: Redis, entry_ids: Sequence[str]) -> dict[str, Entry]:
-        """The entries among ``entry_ids``: one pipelined HGETALL per chunk."""
+        """The verified entries among ``entry_ids`` (altered ones are evicted)."""
+        out, _ = await self._fetch_checked(client, entry_ids)
+        return out
+
+    async def _fetch_checked(
+        self, client: Redis, entry_ids: Sequence[str]
+    ) -> tuple[dict[str, Entry], list[CorruptRow]]:
+        """One pipelined HGETALL per chunk; rows that fail their checksum or tag
+        are deleted (every worker hears of it) and returned."""
+        await self._ensure_mode(client)
         out: dict[str, Entry] = {}
+        corrupt: list[CorruptRow] = []
+        bad: list[str] = []
         for start in range(0, len(entry_ids), CHUNK):
             ids = entry_ids[start : start + CHUNK]
             replies: list[Any]
@@ -348,22 +408,31 @@ class RedisBackend:
                 replies = await pipe.execute()
             for entry_id, fields in zip(ids, replies, strict=True):
                 try:
-                    entry = decode_entry(entry_id, fields, self._cipher)
-                except Undecryptable as exc:
-                    self._count_undecryptable(exc)
+                    entry = decode_entry(entry_id, fields, self.codec)
+                except ForeignKey as exc:
+                    self._skipped += 1
+                    if self._skipped == 1 or self._skipped % 1000 == 0:
+                        _log.warning(
+                            "cache: %d entries skipped: %s", self._skipped, exc
+                        )
+                    continue
+                except CorruptRow as exc:
+                    corrupt.append(exc)
+                    bad.append(entry_id)
                     continue
                 if entry is not None:
                     out[entry_id] = entry
-        return out
-
-    def _count_undecryptable(self, exc: Undecryptable) -> None:
-        self._undecryptable += 1
-        if self._undecryptable == 1 or self._undecryptable % 1000 == 0:
+        if bad:
             _log.warning(
-                "cache: %d entries skipped, their values do not decrypt: %s",
-                self._undecryptable,
-                exc,
+                "cache: %s: %d entries failed their integrity check and were "
+                "evicted (%s)",
+                self.safe_url,
+                len(bad),
+                corrupt[0],
             )
+            await self._script("DELETE", bad, client)
+            self._deliver([Change(kind="delete", entry_ids=tuple(bad))])
+        return out, corrupt
 
     # -- the Backend protocol ------------------------------------------------------
 
@@ -375,7 +444,11 @@ class RedisBackend:
         (and every other worker through the stream).
         """
         client = self._connected()
-        user = "0" if entry.user_id is None else "1" + entry.user_id
+        await self._ensure_mode(client)
+        # The per-user zset is keyed by the owner (tenant, user): the cap and
+        # purge_user count a user inside its tenant.
+        owner = entry.owner
+        user = "0" if owner is None else "1" + owner
         ttl_ms = max(1, round((entry.expires_at - entry.last_used) * 1000))
         args: list[Any] = [
             repr(float(entry.last_used)),
@@ -386,7 +459,7 @@ class RedisBackend:
             user,
             repr(float(entry.last_used)),
             repr(float(entry.expires_at)),
-            *encode_entry(entry, self._cipher),
+            *encode_entry(entry, self.codec),
         ]
         gone = await self._do("put", self._script("PUT", args, client))
         ids = tuple(_text(i) for i in gone)
@@ -394,11 +467,20 @@ class RedisBackend:
             self._deliver([Change(kind="delete", entry_ids=ids)])
 
     async def get_many(self, entry_ids: Sequence[str]) -> dict[str, Entry]:
-        """The entries that exist among ``entry_ids`` (one round trip)."""
+        """The entries that exist among ``entry_ids`` (one round trip), verified.
+
+        Raises:
+            CorruptRow: an entry failed its checksum (or GCM tag): it was
+                evicted; the lookup is a miss (a ``cache.error``).
+        """
         if not entry_ids:
             return {}
         client = self._connected()
-        found = await self._do("get", self.fetch(client, list(entry_ids)))
+        found, corrupt = await self._do(
+            "get", self._fetch_checked(client, list(entry_ids))
+        )
+        if corrupt:
+            raise corrupt[0]
         seen = self._seen
         for entry_id, entry in found.items():
             seen[entry_id] = (entry.hits, entry.positive, entry.negative)
@@ -496,12 +578,30 @@ class RedisBackend:
             )
         )
 
-    async def delete_user(self, user_id: str) -> int:
-        """Delete every entry attributed to ``user_id``, in every scope."""
+    async def delete_user(
+        self, user_id: str, tenant: str | None = None, *, all_tenants: bool = False
+    ) -> int:
+        """Delete every entry attributed to ``user_id`` of ``tenant`` (None: no
+        tenant), in every scope; with ``all_tenants``, of every tenant (found by
+        a SCAN of the namespace's per-user keys: linear in the keyspace)."""
         client = self._connected()
-        return int(
-            await self._do("purge", self._script("DELETE_USER", [user_id], client))
-        )
+        owners = [owner_key(tenant, user_id) or user_id]
+        if all_tenants:
+            owners = [user_id]
+            pattern = _glob(self.key("u:")) + "*" + OWNER_SEPARATOR + _glob(user_id)
+            start = len(self.key("u:"))
+
+            async def scan() -> list[str]:
+                found = client.scan_iter(match=pattern, count=1000)
+                return [_text(key)[start:] async for key in found]
+
+            owners += await self._do("purge", scan())
+        total = 0
+        for owner in owners:
+            total += int(
+                await self._do("purge", self._script("DELETE_USER", [owner], client))
+            )
+        return total
 
     async def clear(self) -> int:
         """Delete every entry of the namespace."""
@@ -593,6 +693,11 @@ async def stop_task(task: asyncio.Task[None], bound: float) -> None:
             return
     if not task.cancelled() and task.exception() is not None:
         _log.warning("cache: redis background task failed: %r", task.exception())
+
+
+def _glob(text: str) -> str:
+    """``text`` with Redis glob characters escaped (a literal in a MATCH)."""
+    return "".join("\\" + c if c in "*?[]\\^-" else c for c in text)
 
 
 def _text(value: bytes | str) -> str:

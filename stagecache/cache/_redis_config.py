@@ -65,13 +65,21 @@ def check_redis(
     backend: BackendSettings, fail: Callable[[str, str], ConfigError]
 ) -> None:
     """Validate the redis fields of ``backend``; raise ``fail(field, message)``."""
+    from stagecache.cache._crypto import check_old_key_names
+
+    problem = check_old_key_names(backend.encryption_old_keys)
+    if problem is not None:
+        raise fail("backend.encryption_old_keys", problem)
+    if backend.kind not in ("redis", "sqlite") and (
+        backend.encrypt_values or backend.encryption_old_keys
+    ):
+        raise fail(
+            "backend.encrypt_values",
+            "encryption at rest is for the sqlite and redis backends (the memory "
+            "backend stores nothing); set kind = 'sqlite' or 'redis', or "
+            "encrypt_values = false",
+        )
     if backend.kind != "redis":
-        if backend.encrypt_values:
-            raise fail(
-                "backend.encrypt_values",
-                "only the redis backend encrypts values; set kind = 'redis' or "
-                "encrypt_values = false",
-            )
         return
     problem = url_problem(backend.redis_url)
     if problem is not None:

@@ -5,6 +5,10 @@ and escapes every part, so no choice of ids can make two different callers share
 key (user ``"alice:x"`` without a session and user ``"alice"`` in session ``"x"``
 encode differently). Telemetry only ever sees ``Scope.hash``, a short sha256 of the
 key, never the raw user id.
+
+A user exists inside a tenant: entries are attributed to the *owner* (tenant, user),
+and the per-user cap, ``purge_user`` and the ``users`` count all work on owners, so
+user "1001" of tenant "acme" and user "1001" of tenant "globex" are two users.
 """
 
 from __future__ import annotations
@@ -15,10 +19,24 @@ import unicodedata
 
 import msgspec
 
-from stagecache._model import Caller
+from stagecache._model import Caller, check_id
 from stagecache.cache._settings import CacheSettings, KeyParts
+from stagecache.errors import InputError
 
-__all__ = ["Scope", "normalise_query", "query_key", "resolve_scope", "scope_hash"]
+__all__ = [
+    "OWNER_SEPARATOR",
+    "Scope",
+    "check_purge",
+    "normalise_query",
+    "owner_key",
+    "query_key",
+    "resolve_scope",
+    "scope_hash",
+]
+
+#: Joins tenant and user in an owner key. A control character, which no valid id
+#: contains (``check_id``), so no two (tenant, user) pairs share a key.
+OWNER_SEPARATOR = "\x1f"
 
 _SPACES = re.compile(r"\s+")
 
@@ -33,12 +51,55 @@ class Scope(msgspec.Struct, frozen=True):
         user_id: the caller's user id. Entries written through the scope are
             attributed to this user, so ``purge_user`` removes them, even in a
             shared scope (where the key does not include the user).
+        tenant: the caller's tenant (None: no tenant); entries record it.
     """
 
     mode: str
     key: str
     hash: str
     user_id: str | None
+    tenant: str | None = None
+
+    @property
+    def owner(self) -> str | None:
+        """The owner key of entries written through the scope (None: no user)."""
+        return owner_key(self.tenant, self.user_id)
+
+
+def owner_key(tenant: str | None, user_id: str | None) -> str | None:
+    """The key of user ``user_id`` inside ``tenant``: what caps and purges count.
+
+    Without a tenant it is the user id itself (so data written before tenants
+    were counted apart keeps its key); with one, ``tenant + "\\x1f" + user``.
+    Returns None when there is no user.
+    """
+    if user_id is None:
+        return None
+    if tenant is None:
+        return user_id
+    return tenant + OWNER_SEPARATOR + user_id
+
+
+def check_purge(user_id: object, tenant: object, all_tenants: object) -> None:
+    """Check the arguments of a ``purge_user`` call.
+
+    Raises:
+        InputError: ``user_id`` or ``tenant`` is not a valid id (see
+            :func:`~stagecache._model.check_id`), or both ``tenant`` and
+            ``all_tenants`` are given.
+    """
+    if check_id(user_id, "user_id") is None:
+        raise InputError("user_id: purge_user needs a user id (a non-empty string)")
+    check_id(tenant, "tenant")
+    if not isinstance(all_tenants, bool):
+        raise InputError(
+            f"all_tenants: expected True or False, got {type(all_tenants).__name__}"
+        )
+    if all_tenants and tenant is not None:
+        raise InputError(
+            "tenant, all_tenants: give a tenant to purge the user of that tenant, "
+            "or all_tenants=True (and no tenant) to purge the id in every tenant"
+        )
 
 
 def scope_hash(key: str) -> str:
@@ -47,8 +108,8 @@ def scope_hash(key: str) -> str:
 
 
 def _clean(value: str | None) -> str | None:
-    # An empty string is as good as no id: caching under "" would pool every
-    # caller that forgot to set the field into one scope.
+    # Callers refuse empty ids (check_id); this only guards objects built around
+    # the constructor: "" must never become a scope of its own.
     return value if value else None
 
 
@@ -74,7 +135,7 @@ def resolve_scope(settings: CacheSettings, caller: Caller) -> Scope | str:
     else:
         parts = [mode, tenant, user, None]
     key = msgspec.json.encode(parts).decode()
-    return Scope(mode=mode, key=key, hash=scope_hash(key), user_id=user)
+    return Scope(mode=mode, key=key, hash=scope_hash(key), user_id=user, tenant=tenant)
 
 
 def normalise_query(query: str) -> str:

@@ -64,9 +64,13 @@ class BackendSettings(
         redis_socket_timeout_s: limit of every Redis call (default: half of
             ``timeout_s``).
         redis_stream_maxlen: change events kept; a worker further behind resyncs.
-        encrypt_values: seal queries, answers and metadata with AES-256-GCM, key
-            from ``STAGECACHE_CACHE_KEY`` (32 bytes, base64).
+        encrypt_values: seal queries, answers, metadata and vectors with
+            AES-256-GCM (``sqlite`` and ``redis``), key from
+            ``STAGECACHE_CACHE_KEY`` (32 bytes, base64).
         ephemeral_key: with ``encrypt_values`` and no key set, use a random one.
+        encryption_old_keys: names of environment variables holding more keys
+            to read with (a rotation; ``stagecache reencrypt`` rewrites every
+            entry under the current key). Keys never go in the file itself.
     """
 
     kind: Literal["memory", "sqlite", "redis"] = "memory"
@@ -81,6 +85,7 @@ class BackendSettings(
     redis_stream_maxlen: Annotated[int, msgspec.Meta(ge=100, le=100_000_000)] = 100_000
     encrypt_values: bool = False
     ephemeral_key: bool = False
+    encryption_old_keys: list[str] = []
 
 
 class KeyParts(msgspec.Struct, frozen=True):

@@ -12,53 +12,29 @@ wrong answer.
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import threading
 from collections.abc import AsyncIterator, Callable, Sequence
 from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
-import msgspec
 
+from stagecache.cache import _sqlite_rows as _rows
 from stagecache.cache._backend import Change, Entry
-from stagecache.cache._settings import KeyParts
-from stagecache.errors import BackendUnavailable, CacheError
+from stagecache.cache._rowcodec import CorruptRow, ForeignKey, RowCodec
+from stagecache.errors import BackendUnavailable, CacheError, ConfigError
+
+if TYPE_CHECKING:
+    from stagecache.cache._settings import CacheSettings
 
 __all__ = ["SqliteBackend"]
 
 T = TypeVar("T")
+_log = logging.getLogger("stagecache.cache")
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS entries (
-    entry_id TEXT PRIMARY KEY,
-    scope_key TEXT NOT NULL,
-    scope_mode TEXT NOT NULL,
-    user_id TEXT,
-    query TEXT NOT NULL,
-    answer TEXT NOT NULL,
-    model_id TEXT NOT NULL,
-    instruction_hash TEXT NOT NULL,
-    context_fingerprint TEXT NOT NULL,
-    vector BLOB NOT NULL,
-    metadata TEXT NOT NULL,
-    created_at REAL NOT NULL,
-    expires_at REAL NOT NULL,
-    last_used REAL NOT NULL,
-    hits INTEGER NOT NULL DEFAULT 0,
-    positive INTEGER NOT NULL DEFAULT 0,
-    negative INTEGER NOT NULL DEFAULT 0
-);
-CREATE INDEX IF NOT EXISTS entries_scope ON entries (scope_key);
-CREATE INDEX IF NOT EXISTS entries_user ON entries (user_id);
-"""
-_COLUMNS = (
-    "entry_id, scope_key, scope_mode, user_id, query, answer, model_id, "
-    "instruction_hash, context_fingerprint, vector, metadata, created_at, "
-    "expires_at, last_used, hits, positive, negative"
-)
-_INSERT = f"INSERT OR REPLACE INTO entries ({_COLUMNS}) VALUES ({', '.join('?' * 17)})"
 _MISSING = ("unable to open", "disk i/o", "readonly", "database is locked", "full")
 
 
@@ -68,24 +44,65 @@ class SqliteBackend:
     Args:
         path: the database file; created with its parent directory if missing.
         busy_timeout_s: how long to wait for a lock held by another process.
+        codec: how rows are checksummed or sealed (default: plain rows with
+            checksums; see ``_rowcodec`` and :meth:`from_settings`).
+
+    Raises:
+        ConfigError: (at open) the file records another encryption mode or key.
     """
 
-    __slots__ = ("_busy_timeout_s", "_conn", "_lock", "path")
+    __slots__ = (
+        "_busy_timeout_s", "_callbacks", "_codec", "_conn", "_lock", "_skipped",
+        "path",
+    )  # fmt: skip
     name = "sqlite"
     stores_vectors = True
 
-    def __init__(self, path: str | Path, *, busy_timeout_s: float = 5.0) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        busy_timeout_s: float = 5.0,
+        codec: RowCodec | None = None,
+    ) -> None:
         self.path = Path(path)
         self._busy_timeout_s = busy_timeout_s
+        self._codec = codec if codec is not None else RowCodec()
         self._conn: sqlite3.Connection | None = None
         self._lock = threading.Lock()
+        self._callbacks: list[Callable[[Change], None]] = []
+        self._skipped = 0
+
+    @classmethod
+    def from_settings(cls, settings: CacheSettings) -> SqliteBackend:
+        """The backend of ``settings.backend`` (``kind = "sqlite"``).
+
+        Raises:
+            ConfigError: no path, or a missing or malformed encryption key.
+        """
+        b = settings.backend
+        if not b.path:
+            raise ConfigError(
+                "the sqlite backend needs a file path", field="cache.backend.path"
+            )
+        codec = RowCodec.from_config(
+            encrypt=b.encrypt_values,
+            ephemeral=b.ephemeral_key,
+            old_keys=tuple(b.encryption_old_keys),
+        )
+        return cls(b.path, busy_timeout_s=b.busy_timeout_s, codec=codec)
+
+    @property
+    def encrypted(self) -> bool:
+        """Whether rows are sealed with AES-GCM."""
+        return self._codec.encrypted
 
     async def open(self) -> None:
         """Open (or create) the file and check that it is a healthy cache file."""
         if self._conn is None:
             await anyio.to_thread.run_sync(self._open)
 
-    def _open(self) -> None:
+    def _open(self, *, check: bool = True) -> None:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             conn = sqlite3.connect(
@@ -96,6 +113,9 @@ class SqliteBackend:
                 f"{self.path}: cannot open the cache file: {exc}"
             ) from exc
         try:
+            # Text that is not UTF-8 (a flipped bit) comes back as bytes, which
+            # the row codec rejects, instead of failing the whole query.
+            conn.text_factory = _text_or_bytes
             conn.execute("PRAGMA journal_mode=WAL")
             # NORMAL in WAL mode loses at most the last commits on power loss, never
             # consistency; a cache can afford that for 10x cheaper commits.
@@ -103,11 +123,39 @@ class SqliteBackend:
             row = conn.execute("PRAGMA quick_check").fetchone()
             if row is None or row[0] != "ok":
                 raise sqlite3.DatabaseError(f"integrity check failed: {row}")
-            conn.executescript(_SCHEMA)
+            if check:
+                _rows.prepare(conn, self._codec, where=str(self.path))
+            else:
+                _rows.upgrade_schema(conn)
         except sqlite3.Error as exc:
             conn.close()
             raise self._translate(exc, "open") from exc
+        except BaseException:
+            conn.close()
+            raise
         self._conn = conn
+
+    async def reencrypt(self) -> _rows.Rewritten:
+        """Rewrite every row in this backend's mode and record it (the CLI's
+        ``stagecache reencrypt``): seal a plaintext file, rotate keys, or decrypt.
+
+        Rows are read with the current key and every ``encryption_old_keys``;
+        rows no key opens, or altered ones, are deleted. Run it with the
+        workers stopped or configured to accept both keys.
+        """
+
+        def run() -> _rows.Rewritten:
+            if self._conn is None:
+                self._open(check=False)
+            conn = self._conn
+            assert conn is not None
+            with self._lock:
+                try:
+                    return _rows.rewrite_all(conn, self._codec)
+                except sqlite3.Error as exc:
+                    raise self._translate(exc, "reencrypt") from exc
+
+        return await anyio.to_thread.run_sync(run)
 
     async def aclose(self) -> None:
         """Close the connection; idempotent."""
@@ -143,25 +191,73 @@ class SqliteBackend:
 
     async def put(self, entry: Entry) -> None:
         """Insert or replace ``entry``."""
-        row = _to_row(entry)
-        sql = _INSERT
+        row = _rows.to_row(entry, self._codec)
+        sql = _rows.INSERT
         await self._run("put", lambda c: c.execute(sql, row))
 
     async def put_many(self, entries: Sequence[Entry]) -> None:
         """Insert or replace many entries in one transaction."""
-        rows = [_to_row(e) for e in entries]
-        sql = _INSERT
+        rows = [_rows.to_row(e, self._codec) for e in entries]
+        sql = _rows.INSERT
         await self._run("put", lambda c: c.executemany(sql, rows))
 
     async def get_many(self, entry_ids: Sequence[str]) -> dict[str, Entry]:
-        """The entries that exist among ``entry_ids``."""
+        """The entries that exist among ``entry_ids``, verified.
+
+        Raises:
+            CorruptRow: a row failed its checksum (or GCM tag); it was deleted
+                and reported as a ``delete`` change. The lookup is a miss (a
+                ``cache.error``), never an altered answer.
+        """
         ids = list(entry_ids)
         if not ids:
             return {}
         marks = ", ".join("?" * len(ids))
-        sql = f"SELECT {_COLUMNS} FROM entries WHERE entry_id IN ({marks})"
-        rows = await self._run("get", lambda c: c.execute(sql, ids).fetchall())
-        return {e.entry_id: e for e in map(self._from_row, rows)}
+        sql = f"SELECT rowid, {_rows.COLUMNS} FROM entries WHERE entry_id IN ({marks})"
+        found = await self._run("get", lambda c: c.execute(sql, ids).fetchall())
+        out, corrupt = await self._decode(found)
+        if corrupt:
+            raise corrupt[0]
+        return out
+
+    async def _decode(
+        self, found: Sequence[Sequence[Any]]
+    ) -> tuple[dict[str, Entry], list[CorruptRow]]:
+        """Verified entries of ``found`` (``rowid, COLUMNS`` rows); altered rows
+        are evicted (by rowid: a flipped id may not even be text) and returned."""
+        out: dict[str, Entry] = {}
+        corrupt: list[CorruptRow] = []
+        bad_ids: list[Any] = []
+        bad_entries: list[Any] = []
+        for row in found:
+            try:
+                entry = _rows.from_row(row[1:], self._codec)
+            except ForeignKey as exc:
+                self._skipped += 1
+                if self._skipped == 1 or self._skipped % 1000 == 0:
+                    _log.warning("cache: %d entries skipped: %s", self._skipped, exc)
+                continue
+            except CorruptRow as exc:
+                corrupt.append(exc)
+                bad_ids.append(row[0])
+                bad_entries.append(row[1])
+                continue
+            out[entry.entry_id] = entry
+        if bad_ids:
+            _log.warning(
+                "cache: %s: %d entries failed their integrity check and were "
+                "evicted (%s)",
+                self.path,
+                len(bad_ids),
+                corrupt[0],
+            )
+            marks = ", ".join("?" * len(bad_ids))
+            sql = f"DELETE FROM entries WHERE rowid IN ({marks})"
+            await self._run("evict", lambda c: c.execute(sql, bad_ids))
+            ids = tuple(i for i in bad_entries if isinstance(i, str))
+            for callback in list(self._callbacks):
+                callback(Change(kind="delete", entry_ids=ids))
+        return out, corrupt
 
     async def touch(
         self,
@@ -199,10 +295,16 @@ class SqliteBackend:
             "delete", lambda c: c.execute(sql, (scope_key,)).rowcount
         )
 
-    async def delete_user(self, user_id: str) -> int:
-        """Delete every entry attributed to ``user_id``."""
+    async def delete_user(
+        self, user_id: str, tenant: str | None = None, *, all_tenants: bool = False
+    ) -> int:
+        """Delete every entry attributed to ``user_id`` of ``tenant`` (None: no
+        tenant), or of every tenant."""
         sql = "DELETE FROM entries WHERE user_id = ?"
-        return await self._run("delete", lambda c: c.execute(sql, (user_id,)).rowcount)
+        args: tuple[str | None, ...] = (user_id,)
+        if not all_tenants:  # IS: NULL matches the user without a tenant
+            sql, args = sql + " AND tenant IS ?", (user_id, tenant)
+        return await self._run("delete", lambda c: c.execute(sql, args).rowcount)
 
     async def clear(self) -> int:
         """Delete everything."""
@@ -223,7 +325,7 @@ class SqliteBackend:
         """Every entry (of one scope, or all), in batches, ordered by rowid."""
         last = -1
         where = "rowid > ?" + (" AND scope_key = ?" if scope_key is not None else "")
-        sql = f"SELECT rowid, {_COLUMNS} FROM entries WHERE {where} "
+        sql = f"SELECT rowid, {_rows.COLUMNS} FROM entries WHERE {where} "
         sql += "ORDER BY rowid LIMIT ?"
         while True:
             args: tuple[Any, ...] = (
@@ -233,65 +335,29 @@ class SqliteBackend:
             if not rows:
                 return
             last = rows[-1][0]
-            yield [self._from_row(r[1:]) for r in rows]
+            # Altered rows are evicted and left out (logged), never raised here:
+            # one flipped bit must not stop a warm-up.
+            entries, _ = await self._decode(rows)
+            yield list(entries.values())
 
     def subscribe(self, callback: Callable[[Change], None]) -> Callable[[], None]:
-        """Other processes' writes are picked up at the next warm-up, not live."""
-        return _noop
+        """Other processes' writes are picked up at the next warm-up, not live;
+        rows evicted because they failed their integrity check are reported."""
+        self._callbacks.append(callback)
 
-    def _from_row(self, row: Sequence[Any]) -> Entry:
-        try:
-            return Entry(
-                entry_id=row[0],
-                scope_key=row[1],
-                scope_mode=row[2],
-                user_id=row[3],
-                query=row[4],
-                answer=row[5],
-                parts=KeyParts(row[6], row[7], row[8]),
-                vector=bytes(row[9]),
-                metadata=msgspec.json.decode(row[10], type=dict[str, str]),
-                created_at=float(row[11]),
-                expires_at=float(row[12]),
-                last_used=float(row[13]),
-                hits=int(row[14]),
-                positive=int(row[15]),
-                negative=int(row[16]),
-            )
-        except (TypeError, ValueError, msgspec.DecodeError) as exc:
-            raise CacheError(
-                f"{self.path}: entry {row[0]!r} is malformed ({exc}); the file is "
-                "corrupted or was written by another program: delete it or point "
-                "backend.path elsewhere"
-            ) from exc
+        def unsubscribe() -> None:
+            if callback in self._callbacks:
+                self._callbacks.remove(callback)
 
-
-def _to_row(entry: Entry) -> tuple[Any, ...]:
-    p = entry.parts
-    return (
-        entry.entry_id,
-        entry.scope_key,
-        entry.scope_mode,
-        entry.user_id,
-        entry.query,
-        entry.answer,
-        p.model_id,
-        p.instruction_hash,
-        p.context_fingerprint,
-        entry.vector,
-        msgspec.json.encode(entry.metadata).decode(),
-        entry.created_at,
-        entry.expires_at,
-        entry.last_used,
-        entry.hits,
-        entry.positive,
-        entry.negative,
-    )
+        return unsubscribe
 
 
 def _fetch(sql: str, args: tuple[Any, ...], conn: sqlite3.Connection) -> list[Any]:
     return conn.execute(sql, args).fetchall()
 
 
-def _noop() -> None:
-    return None
+def _text_or_bytes(raw: bytes) -> str | bytes:
+    try:
+        return raw.decode()
+    except UnicodeDecodeError:
+        return raw

@@ -22,19 +22,19 @@ __all__ = ["Record", "ScopeState"]
 class Record:
     """One entry, as the engine tracks it (about 100 bytes)."""
 
-    __slots__ = ("expires_at", "last_used", "parts", "qkey", "state", "user_id")
+    __slots__ = ("expires_at", "last_used", "owner", "parts", "qkey", "state")
 
     def __init__(
         self,
         state: ScopeState,
-        user_id: str | None,
+        owner: str | None,
         parts: KeyParts,
         qkey: int,
         expires_at: float,
         last_used: float,
     ) -> None:
         self.state = state
-        self.user_id = user_id
+        self.owner = owner  # owner_key(tenant, user): caps and purges count it
         self.parts = parts
         self.qkey = qkey
         self.expires_at = expires_at

@@ -111,7 +111,7 @@ class _Planned:
         sims = self.matrix[:n] @ v
         for i in np.flatnonzero(sims >= DEDUPE_COSINE):
             first = self.slots[int(i)].first
-            if first.parts == item.parts and first.scope.user_id == item.scope.user_id:
+            if first.parts == item.parts and first.scope.owner == item.scope.owner:
                 return self.slots[int(i)]
         return None
 
@@ -142,7 +142,7 @@ class BatchedStore(Maintenance):
                 state = self._scopes.get(item.scope.key)
                 if state is None or not len(state):
                     continue
-                qkey = query_key(item.query, item.parts, item.scope.user_id)
+                qkey = query_key(item.query, item.parts, item.scope.owner)
                 if qkey in state.by_qkey:
                     continue  # the writer finds it without a search
                 seq = self._seq
@@ -189,15 +189,27 @@ class BatchedStore(Maintenance):
         await self._settle_stores()
         return await super().invalidate(scope, reason=reason)
 
-    async def purge_user(self, user_id: str) -> int:
+    async def purge_user(
+        self, user_id: str, *, tenant: str | None = None, all_tenants: bool = False
+    ) -> int:
         """Remove every entry attributed to ``user_id`` in any scope mode.
 
         Stores issued before this call land first, so this removes them too.
         Entries, vectors (hnswlib graphs touched are compacted, so no deleted
         vector lingers) and saved index files go. Returns the number of entries.
+
+        Args:
+            user_id: the user.
+            tenant: the user's tenant; None is the user without a tenant (user
+                "1001" of tenant "acme" is another user).
+            all_tenants: remove the user's entries in every tenant (an erasure
+                of the id everywhere); ``tenant`` must then be None.
+
+        Raises:
+            InputError: a bad id, or both ``tenant`` and ``all_tenants``.
         """
         await self._settle_stores()
-        return await super().purge_user(user_id)
+        return await super().purge_user(user_id, tenant=tenant, all_tenants=all_tenants)
 
     async def clear(self) -> int:
         """Remove everything (entries, indexes, saved files); returns the count.
@@ -258,7 +270,7 @@ class BatchedStore(Maintenance):
             if ttl <= 0:
                 assigned.append((j, None))
                 continue
-            key, user = item.scope.key, item.scope.user_id
+            key, user = item.scope.key, item.scope.owner
             qkey = query_key(item.query, item.parts, user)
             scope_plan = planned.get(key)
             slot = by_qkey.get((key, qkey))
@@ -321,7 +333,7 @@ class BatchedStore(Maintenance):
             ][:SEARCH_GROUP]
             hits = await self._neighbours(state, [flat[k][3] for k in group])
             found.update(zip(group, hits, strict=True))
-        user, parts = item.scope.user_id, item.parts
+        user, parts = item.scope.owner, item.parts
         for other, sim in found.pop(j):
             if sim < DEDUPE_COSINE:
                 break
@@ -330,7 +342,7 @@ class BatchedStore(Maintenance):
                 record is not None
                 and record.state is state
                 and record.parts == parts
-                and record.user_id == user
+                and record.owner == user
             ):
                 return other
         return None
@@ -397,9 +409,7 @@ class BatchedStore(Maintenance):
         """Least recently used ids to evict so ``new`` fits the caps."""
         s, records = self._settings, self._records
         incoming = Counter(
-            slot.first.scope.user_id
-            for slot in new
-            if slot.first.scope.user_id is not None
+            slot.first.scope.owner for slot in new if slot.first.scope.owner is not None
         )
         victims: list[str] = []
         for user, n in incoming.items():
@@ -432,6 +442,7 @@ class BatchedStore(Maintenance):
             scope_key=scope.key,
             scope_mode=scope.mode,
             user_id=scope.user_id,
+            tenant=scope.tenant,
             query=first.query,
             answer=last.answer,
             parts=first.parts,
@@ -472,7 +483,7 @@ class BatchedStore(Maintenance):
                     self._add_record(
                         state,
                         slot.entry_id,
-                        scope.user_id,
+                        scope.owner,
                         slot.first.parts,
                         slot.first.query,
                         now + slot.ttl,

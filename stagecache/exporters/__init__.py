@@ -15,6 +15,7 @@ and span attribute is listed in ``docs/observability.md``.
 
 from __future__ import annotations
 
+from stagecache.exporters._errors import safe_error_message
 from stagecache.exporters._health import HEALTH, ExportHealth
 from stagecache.exporters._logging import LogConfig, LogExporter, configure_logging
 from stagecache.exporters._metrics import MetricsRecorder
@@ -47,6 +48,7 @@ __all__ = [
     "make_metric_exporter",
     "make_span_exporter",
     "query_attributes",
+    "safe_error_message",
     "setup_tracing",
     "text_hash",
 ]

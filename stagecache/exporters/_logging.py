@@ -1,10 +1,14 @@
-"""Logs: structlog set up for production (JSON lines) or development (console).
+"""Logs: JSON lines (production) or a console rendering (development), on request.
 
-:func:`configure_logging` sets up structlog and routes the standard-library loggers
-under ``stagecache`` through the same processors, so every record, ours or the
-OpenTelemetry SDK's warnings about a down collector, is one JSON line carrying
-``trace_id`` and ``span_id`` when a span is current. User data is reduced to
-hashes and lengths (see :mod:`stagecache.exporters._privacy`).
+The library logs through the standard-library ``stagecache`` logger and is silent
+until the host configures logging (see :mod:`stagecache.exporters._stdlog`).
+:func:`configure_logging` is for hosts that want stagecache to set up logging for
+them: it puts a handler on the ``stagecache`` (and ``opentelemetry``) loggers that
+renders every record, ours with its fields or the OpenTelemetry SDK's warnings
+about a down collector, as one JSON line carrying ``trace_id`` and ``span_id`` when
+a span is current, and configures structlog for the application's own structlog
+loggers the same way. User data is reduced to hashes and lengths (see
+:mod:`stagecache.exporters._privacy`).
 
 :class:`LogExporter` (``kind = "log"``) writes every pipeline event as a log record.
 """
@@ -14,12 +18,14 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from collections.abc import MutableMapping
 from typing import IO, TYPE_CHECKING, Any, Literal, TextIO
 
 import msgspec
 import structlog
 
 from stagecache.exporters._privacy import RedactSensitive
+from stagecache.exporters._stdlog import FIELDS_ATTR, REDACT, get_logger
 from stagecache.pipeline._events import Event, event_to_dict
 from stagecache.pipeline._tracing import add_trace_ids
 
@@ -54,7 +60,11 @@ def configure_logging(
     include_query_text: bool = False,
     stream: TextIO | None = None,
 ) -> Literal["json", "console"]:
-    """Set up structlog (and stdlib ``stagecache.*`` loggers); safe to call again.
+    """Write stagecache's records to ``stream``; safe to call again.
+
+    Not needed to use the library (which is silent until the host configures
+    logging); call it to get JSON lines without a logging set-up of your own. It
+    also configures structlog globally, for the application's structlog loggers.
 
     Args:
         mode: ``json`` (one JSON object a line), ``console`` (coloured, for a
@@ -69,6 +79,7 @@ def configure_logging(
         The mode chosen.
     """
     out = stream or sys.stderr
+    REDACT.include_query_text = include_query_text
     chosen = _pick_mode(mode, out)
     numeric = (
         level
@@ -106,7 +117,7 @@ def _colors(stream: IO[str]) -> bool:
 
 def _route_stdlib(shared: list[Any], renderer: Any, out: TextIO, level: int) -> None:
     formatter = structlog.stdlib.ProcessorFormatter(
-        foreign_pre_chain=[structlog.stdlib.add_logger_name, *shared],
+        foreign_pre_chain=[structlog.stdlib.add_logger_name, _our_fields, *shared],
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
             renderer,
@@ -122,6 +133,16 @@ def _route_stdlib(shared: list[Any], renderer: Any, out: TextIO, level: int) -> 
         logger.addHandler(handler)
         logger.setLevel(level if name == "stagecache" else max(level, logging.WARNING))
         logger.propagate = False
+
+
+def _our_fields(
+    _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """Put the fields of a stagecache record back as keys (not as message text)."""
+    fields = getattr(event_dict.get("_record"), FIELDS_ATTR, None)
+    if isinstance(fields, dict):
+        event_dict.update(fields)
+    return event_dict
 
 
 class LogConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -140,7 +161,7 @@ _WARN = frozenset({"stage.failed", "cache.error", "guard.blocked"})
 
 
 class LogExporter:
-    """Writes each pipeline event as a structlog record named by its tag.
+    """Writes each pipeline event as a record of ``stagecache.events`` (by its tag).
 
     Args:
         config: level and the events to log.
@@ -151,7 +172,7 @@ class LogExporter:
     def __init__(self, config: LogConfig | None = None) -> None:
         self.config = config or LogConfig()
         self._only = frozenset(self.config.events)
-        self._log = structlog.get_logger("stagecache.events")
+        self._log = get_logger("stagecache.events")
 
     @classmethod
     def from_config(cls, config: LogConfig, ctx: BuildContext) -> LogExporter:

@@ -16,6 +16,7 @@ from typing import Any
 from opentelemetry.metrics import CallbackOptions, MeterProvider, Observation
 
 from stagecache.exporters._health import HEALTH, ExportHealth
+from stagecache.exporters._labels import LabelLimiter
 from stagecache.exporters._pricing import (
     BoundedMap,
     ModelPrice,
@@ -62,7 +63,12 @@ class MetricsRecorder:
             (from the cache engine); without it the recorder keeps its own count
             from store, eviction and invalidation events.
         health: telemetry health counters to publish (dropped/failed spans).
+        max_label_values: distinct values kept per label that comes from outside
+            (model id, stage, rule, error type, reason); later ones are ``other``.
     """
+
+    #: Default of ``max_label_values``.
+    MAX_LABEL_VALUES = 100
 
     def __init__(
         self,
@@ -71,8 +77,12 @@ class MetricsRecorder:
         prices: Mapping[str, ModelPrice] | None = None,
         entry_counts: EntryCounts | None = None,
         health: ExportHealth = HEALTH,
+        max_label_values: int = MAX_LABEL_VALUES,
     ) -> None:
         self._prices = PriceTable(prices)
+        self._label = LabelLimiter(
+            max_label_values, known=(m for m in (prices or {}) if m != "*")
+        )
         self._entry_counts = entry_counts
         self._health = health
         # Per-scope entry counts, kept when the cache engine offers none.
@@ -195,21 +205,32 @@ class MetricsRecorder:
     # -- requests and stages ------------------------------------------------------
 
     def _on_request(self, e: ev.RequestFinished) -> None:
-        attrs = {OUTCOME: e.outcome, SCOPE_MODE: e.scope_mode or "none", MODEL: e.model}
+        attrs = {
+            OUTCOME: e.outcome,
+            SCOPE_MODE: e.scope_mode or "none",
+            MODEL: self._label(MODEL, e.model),
+        }
         self.requests.add(1, attrs)
         self.request_duration.record(e.latency_s, {OUTCOME: e.outcome})
 
     def _on_stage(self, e: ev.StageFinished) -> None:
         self.stage_duration.record(
-            e.duration_s, {STAGE: e.stage, "stagecache.status": "ok"}
+            e.duration_s,
+            {STAGE: self._label(STAGE, e.stage), "stagecache.status": "ok"},
         )
 
     def _on_stage_failed(self, e: ev.StageFailed) -> None:
+        stage = self._label(STAGE, e.stage)
         self.stage_duration.record(
-            e.duration_s, {STAGE: e.stage, "stagecache.status": "error"}
+            e.duration_s, {STAGE: stage, "stagecache.status": "error"}
         )
         self.stage_failures.add(
-            1, {STAGE: e.stage, ERROR_TYPE: e.error_type, "stagecache.policy": e.policy}
+            1,
+            {
+                STAGE: stage,
+                ERROR_TYPE: self._label(ERROR_TYPE, e.error_type),
+                "stagecache.policy": self._label("stagecache.policy", e.policy),
+            },
         )
 
     # -- cache ------------------------------------------------------------------
@@ -220,7 +241,7 @@ class MetricsRecorder:
         self.similarity.record(e.similarity, {"cache.result": "hit", SCOPE_MODE: mode})
         self.threshold.set(e.threshold, {SCOPE_MODE: mode})
         self.entry_age.record(max(e.entry_age_s, 0.0), {SCOPE_MODE: mode})
-        model = e.model or "unknown"
+        model = self._label(MODEL, e.model or "unknown")
         self.calls_saved.add(1, {MODEL: model})
         tokens = self._hit_tokens(e)
         if tokens is not None:
@@ -247,9 +268,8 @@ class MetricsRecorder:
 
     def _on_miss(self, e: ev.CacheMiss) -> None:
         mode = e.scope_mode or "none"
-        self.lookups.add(
-            1, {"cache.result": "miss", SCOPE_MODE: mode, REASON: e.reason}
-        )
+        reason = self._label(REASON, e.reason)
+        self.lookups.add(1, {"cache.result": "miss", SCOPE_MODE: mode, REASON: reason})
         self.threshold.set(e.threshold, {SCOPE_MODE: mode})
         if e.similarity is not None:
             self.similarity.record(
@@ -262,22 +282,23 @@ class MetricsRecorder:
             {
                 "cache.result": "skip",
                 SCOPE_MODE: e.scope_mode or "none",
-                REASON: e.reason,
+                REASON: self._label(REASON, e.reason),
             },
         )
 
     def _on_cache_error(self, e: ev.CacheError) -> None:
         mode = e.scope_mode or "none"
+        error_type = self._label(ERROR_TYPE, e.error_type)
         self.cache_errors.add(
             1,
             {
-                "cache.operation": e.operation,
-                ERROR_TYPE: e.error_type,
+                "cache.operation": self._label("cache.operation", e.operation),
+                ERROR_TYPE: error_type,
                 SCOPE_MODE: mode,
             },
         )
         self.lookups.add(
-            1, {"cache.result": "error", SCOPE_MODE: mode, REASON: e.error_type}
+            1, {"cache.result": "error", SCOPE_MODE: mode, REASON: error_type}
         )
 
     def _on_store(self, e: ev.CacheStore) -> None:
@@ -303,12 +324,12 @@ class MetricsRecorder:
             self._scopes.put(scope, (mode, have - count))
 
     def _on_evicted(self, e: ev.CacheEvicted) -> None:
-        self.evictions.add(e.count, {REASON: e.reason})
+        self.evictions.add(e.count, {REASON: self._label(REASON, e.reason)})
         if e.scope:
             self._forget(e.scope, e.count)
 
     def _on_invalidated(self, e: ev.Invalidated) -> None:
-        self.evictions.add(e.count, {REASON: e.reason})
+        self.evictions.add(e.count, {REASON: self._label(REASON, e.reason)})
         self._forget(e.scope, e.count)
 
     def _counts(self) -> dict[str, tuple[int, int]]:
@@ -339,13 +360,19 @@ class MetricsRecorder:
     # -- guards, model, embeddings, feedback --------------------------------------
 
     def _on_blocked(self, e: ev.GuardBlocked) -> None:
-        self.guard_blocked.add(1, {STAGE: e.stage, "stagecache.rule": e.rule})
+        self.guard_blocked.add(1, self._rule_labels(e.stage, e.rule))
 
     def _on_redacted(self, e: ev.GuardRedacted) -> None:
-        self.guard_redacted.add(e.count, {STAGE: e.stage, "stagecache.rule": e.rule})
+        self.guard_redacted.add(e.count, self._rule_labels(e.stage, e.rule))
+
+    def _rule_labels(self, stage: str, rule: str) -> dict[str, str]:
+        return {
+            STAGE: self._label(STAGE, stage),
+            "stagecache.rule": self._label("stagecache.rule", rule),
+        }
 
     def _on_llm(self, e: ev.LLMCall) -> None:
-        model = e.model or "unknown"
+        model = self._label(MODEL, e.model or "unknown")
         self.llm_calls.add(1, {MODEL: model, "stagecache.ok": str(e.ok).lower()})
         self.llm_duration.record(e.latency_s, {MODEL: model})
         self.llm_tokens.add(e.prompt_tokens, {MODEL: model, TOKEN_TYPE: "input"})

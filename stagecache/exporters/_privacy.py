@@ -65,6 +65,15 @@ class RedactSensitive:
     def __init__(self, *, include_query_text: bool = False) -> None:
         self._keep = QUERY_KEYS if include_query_text else frozenset()
 
+    @property
+    def include_query_text(self) -> bool:
+        """Whether ``query``/``prompt`` values pass unchanged."""
+        return bool(self._keep)
+
+    @include_query_text.setter
+    def include_query_text(self, value: bool) -> None:
+        self._keep = QUERY_KEYS if value else frozenset()
+
     def __call__(
         self, _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
     ) -> MutableMapping[str, Any]:

@@ -1,7 +1,8 @@
 """The prompt-injection scanner: applies the rule set to one text at a time.
 
 A text is matched in several views, each with the same rules (``_rules``): the
-canonical view, a leetspeak view, its ROT13 (override, role and leak rules), the
+canonical view, a leetspeak view, a view with words spelled out letter by letter
+joined ("I g n o r e" reads "ignore"), its ROT13 (override, role and leak rules), the
 text hidden in Unicode tag characters, and base64 and hex payloads decoded to
 text. Bidi controls and words split by zero-width characters are findings of their
 own. The scanner reports the first rule broken; the rule set is documented in
@@ -25,6 +26,7 @@ from stagecache.guards._normalize import (
     hidden_text_score,
     leet_view,
     rot13,
+    spaced_view,
 )
 from stagecache.guards._rules import BUILTIN_RULES, Rule, RuleSpec
 
@@ -39,7 +41,8 @@ class Detection:
         rule: the id of the rule that matched.
         excerpt: the matched text (canonical view, at most 80 characters).
         via: for a hidden payload, the rule its decoded text broke; for the
-            leetspeak view, ``"leet"``; else ``""``.
+            leetspeak view, ``"leet"``; for the spelled-out view, ``"spaced"``;
+            else ``""``.
     """
 
     rule: str
@@ -135,7 +138,7 @@ class InjectionScanner:
             that does not compile (the field names the rule and the pattern).
     """
 
-    __slots__ = ("_enabled", "_rot13", "_table", "rules")
+    __slots__ = ("_enabled", "_loose", "_rot13", "_table", "rules")
 
     def __init__(
         self, *, extra: Sequence[RuleSpec] = (), disable: Collection[str] = ()
@@ -162,17 +165,23 @@ class InjectionScanner:
         )
         self._enabled = frozenset(r.id for r in self.rules)
         entries: list[_Entry] = []
+        loose_entries: list[_Entry] = []
         rot_entries: list[_Entry] = []
         for rule in self.rules:
             anchors = rule.anchors or ((),) * len(rule.patterns)
-            for pattern, anchor in zip(rule.patterns, anchors, strict=True):
+            loose = rule.loose or rule.patterns
+            for pattern, anchor, gapless in zip(
+                rule.patterns, anchors, loose, strict=True
+            ):
                 entries.append((rule.id, pattern, frozenset(anchor)))
+                loose_entries.append((rule.id, gapless, frozenset(anchor)))
                 if rule.id.startswith(_ROT13_RULES):
                     # ROT13 anchors are tested on the plain view, so that the
                     # ROT13 of the text is computed only when it can match.
                     rotated = frozenset(rot13(a) for a in anchor)
                     rot_entries.append((rule.id, pattern, rotated))
         self._table = _Table(entries)
+        self._loose = _Table(loose_entries)
         self._rot13 = _Table(rot_entries) if self.enabled("encoding.rot13") else None
 
     def enabled(self, rule_id: str) -> bool:
@@ -200,6 +209,8 @@ class InjectionScanner:
         leet = leet_view(view)
         if leet is not None and (found := self._table.match(leet)) is not None:
             return Detection(found.rule, found.excerpt, "leet")
+        if (found := self._spaced(view)) is not None:
+            return found
         if hidden:
             for smuggled in decode_tag_runs(text):
                 if (inner := self._inner(smuggled)) is not None:
@@ -211,6 +222,16 @@ class InjectionScanner:
             if inner is not None:
                 return Detection("encoding.rot13", inner.excerpt, inner.rule)
         return self._scan_blobs(text)
+
+    def _spaced(self, view: str) -> Detection | None:
+        """A rule broken by the text once its spelled-out words are joined."""
+        joined = spaced_view(view)
+        if joined is None:
+            return None
+        found = self._loose.match(joined)
+        if found is None and (leet := leet_view(joined)) is not None:
+            found = self._loose.match(leet)
+        return None if found is None else Detection(found.rule, found.excerpt, "spaced")
 
     def _rot13_match(self, view: str) -> Detection | None:
         assert self._rot13 is not None

@@ -2,16 +2,19 @@
 
 Attackers hide override phrases from naive matching with fullwidth or accented
 letters, Cyrillic and Greek look-alikes, zero-width characters, Unicode tag
-characters ("ASCII smuggling") and leetspeak. The rules match a canonical view
-instead: NFKD with combining marks dropped, invisible and bidi controls removed,
-look-alikes mapped to Latin, lower case. The views exist only for matching; the
-user's text is never rewritten.
+characters ("ASCII smuggling") and leetspeak, or spell words out letter by letter
+("I g n o r e", "i.g.n.o.r.e"). The rules match a canonical view instead: NFKD with
+combining marks dropped, invisible and bidi controls removed, look-alikes mapped to
+Latin, lower case; and, when the text spells words out, a view with the spelled-out
+letters joined. The views exist only for matching; the user's text is never
+rewritten.
 """
 
 from __future__ import annotations
 
 import re
 import unicodedata
+from collections import Counter
 
 __all__ = [
     "BIDI_CONTROLS",
@@ -22,6 +25,7 @@ __all__ = [
     "hidden_text_score",
     "leet_view",
     "rot13",
+    "spaced_view",
 ]
 
 # Zero-width and other format characters that render as nothing. Stripped before
@@ -64,15 +68,32 @@ _HOMOGLYPHS = str.maketrans(
         "υ": "u", "χ": "x", "ω": "w", "ı": "i", "ɑ": "a", "ɡ": "g", "ɩ": "i",
         "ʏ": "y", "ᴀ": "a", "ᴇ": "e", "ɪ": "i", "ᴏ": "o", "ʀ": "r", "ꜱ": "s",
         "ᴛ": "t", "ᴜ": "u", "ɢ": "g", "ɴ": "n", "ᴍ": "m", "ᴅ": "d", "ᴄ": "c",
+        # Armenian.
+        "օ": "o", "ս": "u", "ց": "g", "հ": "h", "ո": "n", "զ": "q", "ա": "w",
+        "ւ": "l", "ք": "p",
     }
+    # Cherokee capitals (lower-cased: Python maps them to the small Cherokee
+    # letters), and the negative squared and regional-indicator letters.
+    | {
+        up.lower(): latin
+        for up, latin in zip(
+            "ᎠᎡᎢᎥᎩᎪᎫᎬᎳᎷᎻᏀᏃᏒᏚᏞᏟᏢᏦᏙᏴᏫ", "drtiyajewmhgzrslcpkvbo", strict=True
+        )
+    }
+    | {chr(0x1F170 + i): chr(0x61 + i) for i in range(26)}
+    | {chr(0x1F1E6 + i): chr(0x61 + i) for i in range(26)}
 )  # fmt: skip
 # Digits and symbols used as letters. Applied as a second view only, so that
 # ordinary numbers never change what the plain view matches.
 _LEET = str.maketrans({"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t",
-                       "@": "a", "$": "s"})  # fmt: skip
-# A word that mixes letters and leet characters ("1gn0re"); plain numbers ("3.11")
-# do not make a leet view worth computing.
-_LEET_WORD_RE = re.compile(r"[a-z][013457@$]|[013457@$][a-z]")
+                       "@": "a", "$": "s", "!": "i", "|": "l"})  # fmt: skip
+# A word that mixes letters and leet characters ("1gn0re", "!gnore", "a||"); plain
+# numbers ("3.11") do not make a leet view worth computing.
+_LEET_WORD_RE = re.compile(r"[a-z][013457@$!|]|[013457@$!|][a-z]")
+# Three or more single letters or digits, each separated from the next by one to
+# three non-word characters: "i g n o r e", "i.g.n.o.r.e", "i-g-n-o-r-e".
+_SPACED_RUN_RE = re.compile(r"(?<![^\W_])[^\W_](?:[\W_]{1,3}[^\W_](?![^\W_])){2,}")
+_SPACED_SEP_RE = re.compile(r"[\W_]{1,3}")
 _ROT13 = str.maketrans(
     "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ",
     "nopqrstuvwxyzabcdefghijklmNOPQRSTUVWXYZABCDEFGHIJKLM",
@@ -101,6 +122,35 @@ def leet_view(view: str) -> str | None:
     if _LEET_WORD_RE.search(view) is None:
         return None
     return view.translate(_LEET)
+
+
+def spaced_view(view: str) -> str | None:
+    """``view`` with words spelled out letter by letter joined, or None if none is.
+
+    In each run of single characters the most frequent separator is read as the
+    gap between letters and dropped; any other separator is a gap between words:
+    ``"i g n o r e  a l l"`` reads ``"ignore all"``, ``"i-g-n-o-r-e a-l-l"`` reads
+    ``"ignore all"``. With one separator throughout (``"i g n o r e a l l"``) the
+    letters run together (``"ignoreall"``): the scanner matches this view with
+    patterns whose word gaps are optional.
+
+    Args:
+        view: a canonical view (see :func:`canonical`).
+    """
+    if _SPACED_RUN_RE.search(view) is None:
+        return None
+    return _SPACED_RUN_RE.sub(_join_run, view)
+
+
+def _join_run(match: re.Match[str]) -> str:
+    run = match.group()
+    separators = _SPACED_SEP_RE.findall(run)
+    letters = _SPACED_SEP_RE.split(run)
+    gap = Counter(separators).most_common(1)[0][0]  # ties: the first one seen
+    out = [letters[0]]
+    for separator, letter in zip(separators, letters[1:], strict=True):
+        out.append(letter if separator == gap else " " + letter)
+    return "".join(out)
 
 
 def rot13(text: str) -> str:

@@ -39,12 +39,16 @@ class Rule:
             the rules implemented in code (encodings, hidden text, oversize).
         anchors: for each pattern, substrings of which one must occur for the
             pattern to run; an empty tuple means it always runs.
+        loose: for each pattern, a variant whose word gaps are optional
+            (``ignore all previous`` also matches ``ignoreallprevious``), matched
+            against the spelled-out view only; empty: ``patterns`` are used there.
     """
 
     id: str
     description: str
     patterns: tuple[re.Pattern[str], ...] = ()
     anchors: tuple[tuple[str, ...], ...] = ()
+    loose: tuple[re.Pattern[str], ...] = ()
 
 
 class RuleSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -63,6 +67,9 @@ class RuleSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
 
 
 _SEP = r"[\W_]+"
+# The word gap of a loose pattern: text spelled out letter by letter may lose the
+# gaps between its words ("i g n o r e a l l" reads "ignoreall").
+_GAP = r"[\W_]*"
 
 
 def _rule(rule_id: str, description: str, *entries: tuple[str, str]) -> Rule:
@@ -72,6 +79,7 @@ def _rule(rule_id: str, description: str, *entries: tuple[str, str]) -> Rule:
         description,
         tuple(re.compile(p.replace(" ", _SEP)) for _, p in entries),
         tuple(tuple(a.split()) for a, _ in entries),
+        tuple(re.compile(p.replace(" ", _GAP)) for _, p in entries),
     )
 
 

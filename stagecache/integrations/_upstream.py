@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 
 from stagecache._model import ToolCall, Turn, Usage
+from stagecache.clients import finish_reason
 from stagecache.errors import LLMError
 from stagecache.integrations._common import json_arguments
 from stagecache.stages.llm import Completion
@@ -133,4 +134,5 @@ class ForwardingModel:
             ),
             tool_calls=calls,
             model=str(data.get("model", "")),
+            finish_reason=finish_reason(data["choices"][0]),
         )

@@ -464,7 +464,12 @@ def _completion_of(result: CreateResult, model: str) -> Completion:
         completion_tokens=result.usage.completion_tokens,
     )
     if isinstance(result.content, str):
-        return Completion(text=result.content, usage=usage, model=model)
+        # AutoGen says "unknown" when the server gave no finish reason: trusted,
+        # like a client that reports none; "length", "content_filter": not stored.
+        finish = None if result.finish_reason == "unknown" else result.finish_reason
+        return Completion(
+            text=result.content, usage=usage, model=model, finish_reason=finish
+        )
     calls = [
         ToolCall(name=c.name, arguments=json_arguments(c.arguments))
         for c in result.content

@@ -44,6 +44,7 @@ from typing import Any
 
 from stagecache._cachecontrol import CacheControl
 from stagecache._model import Caller, Result, ToolCall, Turn
+from stagecache.guards._storable import unfinished
 from stagecache.integrations._common import (
     json_arguments,
     keyed_order,
@@ -393,7 +394,11 @@ class LangChainModel:
         ]
         text = reply.content if isinstance(reply.content, str) else ""
         # A tool-call reply has no storable text: it is never stored.
-        return Completion(text="" if tool_calls else text, tool_calls=tool_calls)
+        return Completion(
+            text="" if tool_calls else text,
+            tool_calls=tool_calls,
+            finish_reason=_finish_reason(getattr(reply, "response_metadata", None)),
+        )
 
 
 class StagecacheRunnable(Runnable[Any, BaseMessage]):
@@ -589,6 +594,9 @@ def _storable_text(return_val: RETURN_VAL_TYPE) -> str:
     if len(return_val) != 1:
         return ""
     generation = return_val[0]
+    metadata = getattr(getattr(generation, "message", None), "response_metadata", None)
+    if unfinished(_finish_reason(generation.generation_info, metadata)):
+        return ""  # cut by the token limit or a filter: not stored
     if isinstance(generation, ChatGeneration):
         message = generation.message
         if getattr(message, "tool_calls", None) or not isinstance(message.content, str):
@@ -615,6 +623,18 @@ def _safe_params(llm_string: str) -> dict[str, Any]:
     except InputError:
         return {}
     return params if uncacheable else {}
+
+
+def _finish_reason(*sources: object) -> str | None:
+    """The finish reason in LangChain metadata: ``finish_reason`` (OpenAI, Gemini),
+    ``stop_reason`` (Anthropic) or ``done_reason`` (Ollama); None when absent."""
+    for source in sources:
+        if isinstance(source, dict):
+            for key in ("finish_reason", "stop_reason", "done_reason"):
+                value = source.get(key)
+                if isinstance(value, str) and value:
+                    return value
+    return None
 
 
 def _with_memory(

@@ -11,11 +11,12 @@ admin endpoints ``POST /admin/purge {user_id}``, ``POST /admin/invalidate {user_
 session_id?}``, ``POST /admin/feedback {entry_id, correct}`` (``Authorization:
 Bearer <admin key>``).
 
-Identity: with ``--api-keys`` (a JSON object ``{"key": "user"}`` or ``{"key":
-{"user_id": ..., "tenant": ...}}``) every request needs a known key and runs as its
-user; otherwise the ``x-stagecache-user`` header names the user. The
-``x-stagecache-session`` header names the session either way. A request without a
-user is not cached unless the pipeline's scope is ``shared``.
+Identity (:mod:`._proxy_identity`, docs/security.md): with ``--api-keys`` every
+request needs a known key and runs as its user; otherwise the client's upstream
+credential identifies it (a keyed hash of it is the tenant) and the
+``x-stagecache-user`` / ``x-stagecache-session`` headers narrow inside it. A
+request without a credential, or without a user under a non-shared scope, is not
+cached; duplicated identity headers are a 400.
 
 Every answer carries ``x-stagecache: hit|miss|skip|bypass|error`` (``bypass``: the
 client's ``Cache-Control: no-cache`` or ``extra_body={"cache": {"no-cache": true}}``
@@ -34,13 +35,11 @@ Needs ``pip install 'stagecache[serve]'``.
 from __future__ import annotations
 
 import argparse
+import hmac
 import json
-import os
 import time
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from stagecache._cachecontrol import http_cache_control
@@ -54,6 +53,12 @@ from stagecache.integrations._openai_shapes import (
     error_body,
     sse,
 )
+from stagecache.integrations._proxy_config import (
+    ProxySettings,
+    add_serve_arguments,
+    load_api_keys,
+    settings_from_namespace,
+)
 from stagecache.integrations._upstream import (
     CURRENT,
     ForwardingModel,
@@ -63,65 +68,24 @@ from stagecache.pipeline import Pipeline
 
 require_extra("starlette", "serve")
 
-from prometheus_client import CollectorRegistry, Counter, Histogram  # noqa: E402
 from starlette.applications import Starlette  # noqa: E402
 from starlette.background import BackgroundTask  # noqa: E402
 from starlette.requests import Request  # noqa: E402
 from starlette.responses import JSONResponse, Response, StreamingResponse  # noqa: E402
 from starlette.routing import Route  # noqa: E402
 
-__all__ = ["ProxySettings", "create_app", "serve_main"]
+from stagecache.integrations._proxy_identity import (  # noqa: E402
+    IdentityError,
+    IdentityResolver,
+    UpstreamAuthCheck,
+    bearer,
+)
+from stagecache.integrations._proxy_metrics import (  # noqa: E402
+    ModelLabels,
+    ProxyMetrics,
+)
 
-
-@dataclass(frozen=True)
-class ProxySettings:
-    """What the proxy needs.
-
-    Attributes:
-        upstream: base URL of the OpenAI-compatible upstream (``.../v1``).
-        upstream_key: bearer key for the upstream (None: pass the client's
-            ``Authorization`` through when no ``api_keys`` are configured).
-        api_keys: proxy key -> caller; empty: no key needed, identity by header.
-        admin_key: bearer key of the admin endpoints (None: admin disabled).
-        models: allowed model ids (empty: any).
-        max_body_bytes: larger request bodies get 413.
-        read_only_tools: tools whose calls do not evict the caller's scope.
-        config_path: a pipeline TOML file (default: the built-in chain).
-        timeout_s: upstream request timeout.
-        chunk_chars: size of the content pieces of a replayed stream.
-    """
-
-    upstream: str
-    upstream_key: str | None = None
-    api_keys: dict[str, Caller] = field(default_factory=dict)
-    admin_key: str | None = None
-    models: frozenset[str] = frozenset()
-    max_body_bytes: int = 1_000_000
-    read_only_tools: frozenset[str] = frozenset()
-    config_path: str | None = None
-    timeout_s: float = 120.0
-    chunk_chars: int = 24
-
-
-class _Metrics:
-    def __init__(self) -> None:
-        self.registry = CollectorRegistry(auto_describe=True)
-        self.requests = Counter(
-            "stagecache_proxy_requests",
-            "Chat completion requests by cache outcome and HTTP status.",
-            ["outcome", "status"],
-            registry=self.registry,
-        )
-        self.latency = Histogram(
-            "stagecache_proxy_request_seconds",
-            "Time to answer a chat completion request, by cache outcome.",
-            ["outcome"],
-            registry=self.registry,
-        )
-
-    def observe(self, outcome: str, status: int, started: float) -> None:
-        self.requests.labels(outcome, str(status)).inc()
-        self.latency.labels(outcome).observe(time.perf_counter() - started)
+__all__ = ["ProxySettings", "create_app", "load_api_keys", "serve", "serve_main"]
 
 
 def _error(
@@ -135,12 +99,6 @@ def _error(
     return JSONResponse(
         error_body(message, type_, param=param, code=code), status_code=status
     )
-
-
-def _bearer(request: Request) -> str | None:
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
 
 
 def _chat_of(messages: list[Any]) -> list[dict[str, str]] | None:
@@ -184,7 +142,9 @@ class _Proxy:
         self.settings = settings
         self.pipeline = pipeline
         self.model = model
-        self.metrics = _Metrics()
+        self.identity = IdentityResolver(settings)
+        self.upstream_auth = UpstreamAuthCheck(self.probe_upstream)
+        self.metrics = ProxyMetrics(ModelLabels(settings.models))
 
     # -- helpers ------------------------------------------------------------------
 
@@ -195,29 +155,38 @@ class _Proxy:
             return {"authorization": request.headers["authorization"]}
         return {}
 
-    def caller_of(self, request: Request) -> Caller | JSONResponse:
-        session = request.headers.get("x-stagecache-session") or None
-        if self.settings.api_keys:
-            key = _bearer(request)
-            if key is None:
-                return _error(
-                    401,
-                    "You didn't provide an API key: Authorization: Bearer <key>.",
-                    "invalid_request_error",
-                    code="missing_api_key",
-                )
-            known = self.settings.api_keys.get(key)
-            if known is None:
-                return _error(
-                    401, "Incorrect API key provided.", code="invalid_api_key"
-                )
-            return Caller(
-                user_id=known.user_id,
-                session_id=session or known.session_id,
-                tenant=known.tenant,
+    def caller_of(self, request: Request) -> Caller | JSONResponse | None:
+        """The request's caller (None: not cached), or the error refusing it."""
+        try:
+            return self.identity.resolve(request.headers)
+        except IdentityError as exc:
+            return _error(exc.status, exc.message, param=exc.param, code=exc.code)
+
+    async def probe_upstream(self, key: str) -> int | None:
+        """POST an empty chat request with ``key``: the upstream's status."""
+        try:
+            response = await self.model.client.post(
+                self.model.base_url + "/chat/completions",
+                json={},
+                headers={"authorization": f"Bearer {key}"},
             )
-        user = request.headers.get("x-stagecache-user") or None
-        return Caller(user_id=user, session_id=session)
+        except Exception:  # httpx errors: unreachable, the verdict is unknown
+            return None
+        return response.status_code
+
+    def anonymous_is_cached(self) -> bool:
+        """Whether a caller without identity would get a cache scope (``shared``)."""
+        try:
+            return not isinstance(self.pipeline.cache.engine.scope_for(Caller()), str)
+        except StagecacheError:  # no cache stage: nothing to keep apart
+            return False
+
+    def cacheable(self, caller: Caller) -> bool:
+        """Whether ``caller`` has a cache scope (for the outcome of an error)."""
+        try:
+            return not isinstance(self.pipeline.cache.engine.scope_for(caller), str)
+        except StagecacheError:
+            return False
 
     async def read_json(self, request: Request) -> dict[str, Any] | JSONResponse:
         limit = self.settings.max_body_bytes
@@ -291,11 +260,15 @@ class _Proxy:
         started = time.perf_counter()
         response = await self._chat(request)
         outcome = response.headers.get("x-stagecache", "error")
-        self.metrics.observe(outcome, response.status_code, started)
+        model = getattr(request.state, "model", None)
+        self.metrics.observe(outcome, response.status_code, started, model)
         return response
 
     async def _chat(self, request: Request) -> Response:
-        caller = self.caller_of(request)
+        try:
+            caller = self.caller_of(request)
+        except InputError as exc:  # an id header that is no valid id
+            return _error(400, str(exc))
         if isinstance(caller, JSONResponse):
             return caller
         body = await self.read_json(request)
@@ -304,6 +277,7 @@ class _Proxy:
         model = body.get("model")
         if not isinstance(model, str) or not model:
             return _error(400, "you must provide a model parameter", param="model")
+        request.state.model = model
         messages = body.get("messages")
         if not isinstance(messages, list) or not messages:
             return _error(400, "'messages' must be a non-empty array", param="messages")
@@ -330,6 +304,19 @@ class _Proxy:
             return _error(400, str(exc), param=_param_of(exc))
         if chat is None or several:
             return await self.passthrough(body, request, "skip")
+        if (
+            caller is not None
+            and self.identity.by_credential
+            and not await self.upstream_auth.authenticates()
+        ):
+            caller = None  # the upstream takes any key: a key is no identity
+        if caller is None:
+            # Nothing authenticates the client: never cached. The chain still
+            # runs (the guards apply) unless the scope is shared, where even a
+            # caller without identity would read and write entries.
+            if self.anonymous_is_cached():
+                return await self.passthrough(body, request, "skip")
+            caller = Caller()
         stream = bool(body.get("stream"))
         options = body.get("stream_options")
         include_usage = isinstance(options, dict) and bool(options.get("include_usage"))
@@ -357,8 +344,9 @@ class _Proxy:
                 cache=control,
             )
         except Exception as exc:
+            outcome = "miss" if self.cacheable(caller) else "skip"
             return await self._failed(
-                exc, proxied, body, request, stream, include_usage
+                exc, proxied, body, request, stream, include_usage, outcome
             )
         finally:
             CURRENT.reset(token)
@@ -377,6 +365,7 @@ class _Proxy:
         request: Request,
         stream: bool,
         include_usage: bool,
+        outcome: str,
     ) -> Response:
         if proxied.error is not None:  # the upstream said no: say it verbatim
             error = proxied.error
@@ -384,7 +373,7 @@ class _Proxy:
                 error.content,
                 status_code=error.status,
                 media_type=error.content_type,
-                headers={"x-stagecache": "miss"},
+                headers={"x-stagecache": outcome},
             )
         if proxied.response is not None:  # answered, then the chain failed
             return self.respond(
@@ -413,7 +402,7 @@ class _Proxy:
     async def models(self, request: Request) -> Response:
         if (
             self.settings.api_keys
-            and self.settings.api_keys.get(_bearer(request) or "") is None
+            and self.settings.api_keys.get(bearer(request.headers) or "") is None
         ):
             return _error(401, "Incorrect API key provided.", code="invalid_api_key")
         try:
@@ -422,6 +411,8 @@ class _Proxy:
             )
         except Exception as exc:  # httpx errors: the upstream is unreachable
             return _error(502, f"cannot reach the upstream: {exc}", "api_error")
+        if response.status_code == 200:  # the upstream's models become labels
+            self.metrics.models.learn_listing(response.content)
         return Response(
             response.content,
             status_code=response.status_code,
@@ -445,10 +436,10 @@ class _Proxy:
             return _error(
                 403, "admin endpoints are disabled (no admin key)", code="forbidden"
             )
-        key = _bearer(request)
+        key = bearer(request.headers)
         if key is None:
             return _error(401, "admin key required", code="missing_api_key")
-        if key != self.settings.admin_key:
+        if not hmac.compare_digest(key.encode(), self.settings.admin_key.encode()):
             return _error(403, "wrong admin key", code="forbidden")
         return await self.read_json(request)
 
@@ -459,7 +450,18 @@ class _Proxy:
         user = body.get("user_id")
         if not isinstance(user, str) or not user:
             return _error(400, "user_id: a non-empty string", param="user_id")
-        return JSONResponse({"removed": await self.pipeline.cache.purge_user(user)})
+        tenant = body.get("tenant")
+        if tenant is not None and not isinstance(tenant, str):
+            return _error(400, "tenant: a string", param="tenant")
+        try:
+            # No tenant named: the id in every tenant. In the default mode a tenant
+            # is a keyed hash of a credential, which an operator cannot name.
+            removed = await self.pipeline.cache.purge_user(
+                user, tenant=tenant, all_tenants=tenant is None
+            )
+        except InputError as exc:
+            return _error(400, str(exc))
+        return JSONResponse({"removed": removed})
 
     async def invalidate(self, request: Request) -> Response:
         body = await self._admin_body(request)
@@ -470,8 +472,11 @@ class _Proxy:
             return _error(400, "user_id: a non-empty string", param="user_id")
         if session is not None and not isinstance(session, str):
             return _error(400, "session_id: a string", param="session_id")
-        caller = Caller(user_id=user, session_id=session, tenant=body.get("tenant"))
+        tenant = body.get("tenant")
+        if tenant is not None and not isinstance(tenant, str):
+            return _error(400, "tenant: a string", param="tenant")
         try:
+            caller = Caller(user_id=user, session_id=session, tenant=tenant)
             removed = await self.pipeline.cache.invalidate(caller)
         except InputError as exc:
             return _error(400, str(exc), param="user_id")
@@ -570,87 +575,35 @@ def create_app(
     return app
 
 
-def load_api_keys(path: str | Path) -> dict[str, Caller]:
-    """Read ``{"key": "user"}`` or ``{"key": {"user_id", "tenant"}}`` JSON.
-
-    Raises:
-        InputError: the file is not such an object.
-    """
-    try:
-        raw = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise InputError(f"{path}: cannot read API keys: {exc}") from None
-    if not isinstance(raw, dict):
-        raise InputError(f"{path}: expected a JSON object of key -> user")
-    keys: dict[str, Caller] = {}
-    for key, value in raw.items():
-        if isinstance(value, str):
-            keys[key] = Caller(user_id=value)
-        elif isinstance(value, dict) and isinstance(value.get("user_id"), str):
-            keys[key] = Caller(user_id=value["user_id"], tenant=value.get("tenant"))
-        else:
-            raise InputError(f"{path}: key {key[:4]}...: expected a user id")
-    return keys
-
-
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="stagecache serve", description="OpenAI-compatible caching proxy"
     )
-    parser.add_argument("--config", help="pipeline TOML file")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8080)
-    parser.add_argument("--upstream", required=True, help="e.g. http://host:8000/v1")
-    parser.add_argument("--upstream-key-env", help="variable holding the upstream key")
-    parser.add_argument("--api-keys", help="JSON file: proxy key -> user")
-    parser.add_argument("--admin-key-env", help="variable holding the admin key")
-    parser.add_argument("--models", default="", help="comma-separated allow-list")
-    parser.add_argument("--max-body-bytes", type=int, default=1_000_000)
-    parser.add_argument("--read-only-tools", default="", help="comma-separated")
-    parser.add_argument("--timeout", type=float, default=120.0)
-    parser.add_argument("--log-level", default="warning")
+    add_serve_arguments(parser)
     return parser
 
 
-def _env(name: str | None) -> str | None:
-    if not name:
-        return None
-    value = os.environ.get(name)
-    if not value:
-        raise InputError(f"environment variable {name} is not set")
-    return value
+def serve(args: argparse.Namespace) -> int:
+    """Run the proxy from parsed ``stagecache serve`` arguments until stopped.
 
+    Raises:
+        StagecacheError: a bad setting (a missing variable, a short secret, an
+            unreadable key file or pipeline file).
+    """
+    import uvicorn
 
-def settings_from_args(argv: Sequence[str]) -> tuple[ProxySettings, argparse.Namespace]:
-    """Parse ``stagecache serve`` arguments into settings."""
-    args = _parser().parse_args(list(argv))
-    settings = ProxySettings(
-        upstream=args.upstream,
-        upstream_key=_env(args.upstream_key_env),
-        api_keys=load_api_keys(args.api_keys) if args.api_keys else {},
-        admin_key=_env(args.admin_key_env),
-        models=frozenset(m.strip() for m in args.models.split(",") if m.strip()),
-        max_body_bytes=args.max_body_bytes,
-        read_only_tools=frozenset(
-            t.strip() for t in args.read_only_tools.split(",") if t.strip()
-        ),
-        config_path=args.config,
-        timeout_s=args.timeout,
-    )
-    return settings, args
+    app = create_app(settings_from_namespace(args))
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+    return 0
 
 
 def serve_main(argv: list[str]) -> int:
-    """Entry point of ``stagecache serve``; returns the exit code."""
+    """``stagecache serve`` with its own argument list; returns the exit code."""
     import sys
 
-    import uvicorn
-
+    args = _parser().parse_args(list(argv))
     try:
-        settings, args = settings_from_args(argv)
-        app = create_app(settings)
+        return serve(args)
     except StagecacheError as exc:
         print(f"stagecache serve: error: {exc}", file=sys.stderr)
         return 2
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
-    return 0

@@ -16,6 +16,7 @@ import msgspec
 
 from stagecache._model import Caller, Message, Turn
 from stagecache.cache import SemanticCache
+from stagecache.cache._scope import check_purge
 from stagecache.errors import InputError
 from stagecache.memory import MemoryStore
 from stagecache.pipeline._events import EventBus
@@ -69,19 +70,37 @@ class CacheAPI:
         self._instructions = default_instructions
         self.guards = list(guards)
 
-    async def purge_user(self, user_id: str) -> int:
-        """Remove every trace of ``user_id``: entries in every scope they own, their
-        vectors and saved index files, embedding-cache rows tied to them, and their
-        memory facts. Returns the number of cache entries removed.
+    async def purge_user(
+        self, user_id: str, *, tenant: str | None = None, all_tenants: bool = False
+    ) -> int:
+        """Remove every trace of ``user_id`` of ``tenant``: entries in every scope
+        they own, their vectors and saved index files, embedding-cache rows tied to
+        them, and their memory facts. Returns the number of cache entries removed.
+
+        Args:
+            user_id: the user.
+            tenant: the user's tenant. None is the user *without* a tenant: user
+                "1001" of tenant "acme" is another user, purged with
+                ``tenant="acme"``.
+            all_tenants: purge the id in every tenant (and without one), e.g. for
+                an erasure request; ``tenant`` must then be None.
+
+        Embedding-cache rows are tied to the user id alone, so they go for every
+        tenant of the id (they are a cache: a later query is embedded again).
+
+        Raises:
+            InputError: a bad id (see :class:`~stagecache.Caller`), or both
+                ``tenant`` and ``all_tenants``.
         """
-        if not user_id:
-            raise InputError("user_id: purge_user needs a non-empty user id")
-        count = await self.engine.purge_user(user_id)
+        check_purge(user_id, tenant, all_tenants)
+        count = await self.engine.purge_user(
+            user_id, tenant=tenant, all_tenants=all_tenants
+        )
         purge_sources = getattr(self._embedder, "purge_sources", None)
         if purge_sources is not None:
             await _maybe_await(purge_sources(user_source(user_id)))
         if self._memory is not None:
-            self._memory.forget_user(user_id)
+            self._memory.forget_user(user_id, tenant=tenant, all_tenants=all_tenants)
         return count
 
     async def invalidate(self, caller: Caller) -> int:
@@ -108,14 +127,30 @@ class CacheAPI:
             record(entry_id, correct)
         return found  # the engine publishes the Feedback event
 
-    async def remember(self, user_id: str, facts: str | Sequence[str]) -> int:
-        """Add facts to ``user_id``'s memory (changes the key of related queries)."""
+    async def remember(
+        self, user_id: str, facts: str | Sequence[str], *, tenant: str | None = None
+    ) -> int:
+        """Add facts to the memory of ``user_id`` of ``tenant`` (changes the key of
+        related queries); returns how many facts were new.
+
+        Only a caller with the same user id *and* tenant finds them
+        (``tenant=None``: the caller without a tenant).
+
+        Raises:
+            InputError: a bad id, an empty fact, or no memory store.
+        """
         if self._memory is None:
             raise InputError("this pipeline has no memory store")
-        return await self._memory.remember(user_id, facts)
+        return await self._memory.remember(user_id, facts, tenant=tenant)
+
+    def facts(self, user_id: str, *, tenant: str | None = None) -> list[str]:
+        """The facts remembered for ``user_id`` of ``tenant``, oldest first."""
+        if self._memory is None:
+            return []
+        return self._memory.facts(user_id, tenant=tenant)
 
     def stats(self) -> dict[str, int]:
-        """Entry and scope counts of the engine."""
+        """Entry and scope counts of the engine (``users``: (tenant, user) pairs)."""
         return self.engine.stats()
 
     async def import_pairs(

@@ -45,6 +45,9 @@ class Pipeline:
         cache: the operator API of the cache (``pipeline.cache``), if any.
         record_query_text: put the raw query on the request span (debugging only;
             by default spans carry its hash and length).
+        record_error_messages: let foreign error messages (scrubbed of request
+            text and PII, capped) into spans, events and logs; by default only
+            their type, status and length.
     """
 
     def __init__(
@@ -59,6 +62,7 @@ class Pipeline:
         components: Sequence[Any] = (),
         cache: CacheAPI | None = None,
         record_query_text: bool = False,
+        record_error_messages: bool = False,
     ) -> None:
         self.events = events or EventBus()
         self.tracer = make_tracer(tracer_provider, enabled=tracing)
@@ -68,6 +72,7 @@ class Pipeline:
             events=self.events,
             default_model=default_model,
             record_query_text=record_query_text,
+            record_error_messages=record_error_messages,
         )
         self._default_instructions = default_instructions
         self._components = tuple(components)

@@ -25,7 +25,6 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import anyio
-import structlog
 from opentelemetry.trace import Span, Status, StatusCode, Tracer
 
 from stagecache._cachecontrol import CacheControl, coerce_cache_control
@@ -39,7 +38,14 @@ from stagecache._model import (
 )
 from stagecache._request_params import request_params
 from stagecache.errors import InputError, StageError, StageTimeout
+from stagecache.exporters._errors import (
+    ErrorPolicy,
+    error_policy,
+    record_error,
+    safe_error_message,
+)
 from stagecache.exporters._privacy import query_attributes
+from stagecache.exporters._stdlog import get_logger
 from stagecache.pipeline._events import (
     EventBus,
     RequestFinished,
@@ -52,7 +58,7 @@ from stagecache.types import Stage
 
 __all__ = ["CLEANUPS", "Runner"]
 
-_log = structlog.get_logger("stagecache.pipeline")
+_log = get_logger("stagecache.pipeline")
 
 #: Key in ``turn.scratch`` of a list of callables run when the turn ends.
 CLEANUPS = "_cleanups"
@@ -65,6 +71,7 @@ class Runner:
 
     __slots__ = (
         "_events",
+        "_record_errors",
         "_record_query",
         "_refusal",
         "_stages",
@@ -81,6 +88,7 @@ class Runner:
         default_model: str = "default",
         refusal: str = _DEFAULT_REFUSAL,
         record_query_text: bool = False,
+        record_error_messages: bool = False,
     ) -> None:
         names = [s.name for s in stages]
         dupes = sorted({n for n in names if names.count(n) > 1})
@@ -93,6 +101,7 @@ class Runner:
         self._events = events
         self._refusal = refusal
         self._record_query = record_query_text
+        self._record_errors = record_error_messages
         self.default_model = default_model
 
     @property
@@ -140,6 +149,14 @@ class Runner:
 
     async def run(self, turn: Turn) -> Result:
         """Run ``turn`` through every stage and build the result."""
+        policy = ErrorPolicy()
+        if self._record_errors:
+            texts = (turn.instructions, *(m.content for m in turn.messages))
+            policy = ErrorPolicy(record_messages=True, texts=texts)
+        with error_policy(policy):
+            return await self._run(turn)
+
+    async def _run(self, turn: Turn) -> Result:
         started = time.perf_counter()
         events = self._events
         with self._tracer.start_as_current_span("stagecache.request") as root:
@@ -225,7 +242,7 @@ class Runner:
         self, stage: Stage, turn: Turn, exc: Exception, span: Span, duration: float
     ) -> Turn:
         policy = stage.failure_policy
-        span.record_exception(exc)
+        record_error(span, exc)
         span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
         span.set_attribute("error.type", type(exc).__name__)
         if self._events.active:
@@ -236,7 +253,7 @@ class Runner:
                     error_type=type(exc).__name__,
                     policy=policy,
                     duration_s=duration,
-                    message=str(exc)[:200],
+                    message=safe_error_message(exc),
                 )
             )
         # A broken log sink (a closed pipe) must not fail the turn.
@@ -246,7 +263,7 @@ class Runner:
                 stage=stage.name,
                 policy=policy,
                 error_type=type(exc).__name__,
-                error=str(exc)[:200],
+                error=safe_error_message(exc),
             )
         turn.errors.append(f"{stage.name}: {type(exc).__name__}: {exc}")
         if policy == "continue":
@@ -288,4 +305,4 @@ def _run_cleanups(turn: Turn) -> None:
         try:
             cleanup()
         except Exception as exc:  # a cleanup must not mask the request's own outcome
-            _log.warning("turn cleanup failed", error=str(exc)[:200])
+            _log.warning("turn cleanup failed", error=safe_error_message(exc))

@@ -48,12 +48,19 @@ class NullTracer(trace.NoOpTracer):
 
 
 def make_tracer(provider: TracerProvider | None, *, enabled: bool = True) -> Tracer:
-    """The tracer for a pipeline: from ``provider``, the global one, or a no-op."""
+    """The tracer for a pipeline: from ``provider``, the global one, or a no-op.
+
+    Its spans never copy an exception's message (see
+    :mod:`stagecache.exporters._safespans`).
+    """
     if not enabled:
         return NullTracer()
+    # Imported here: the exporters package imports this module.
+    from stagecache.exporters._safespans import PrivateTracer
+
     if provider is None:
-        return trace.get_tracer(_SCOPE)
-    return provider.get_tracer(_SCOPE)
+        return PrivateTracer(trace.get_tracer(_SCOPE))
+    return PrivateTracer(provider.get_tracer(_SCOPE))
 
 
 def current_trace_ids(span: Span | None = None) -> tuple[str, str]:

@@ -11,17 +11,18 @@ import contextlib
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import structlog
 from opentelemetry.trace import Span, Status, StatusCode, Tracer
 
 from stagecache._model import Turn
 from stagecache.cache import Scope, SemanticCache
+from stagecache.exporters._errors import record_error, safe_error_message
+from stagecache.exporters._stdlog import get_logger
 from stagecache.pipeline._events import CacheError, CacheSkip, EventBus
 from stagecache.types import Embedder
 
 __all__ = ["CacheOps", "Skip"]
 
-_log = structlog.get_logger("stagecache.cache")
+_log = get_logger("stagecache.cache")
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +93,7 @@ class CacheOps:
         span.update_name("cache.error")
         span.set_attribute("cache.operation", operation)
         span.set_attribute("error.type", kind)
-        span.record_exception(exc)
+        record_error(span, exc)
         span.set_status(Status(StatusCode.ERROR, kind))
         turn.errors.append(f"cache.{operation}: {kind}: {exc}")
         if self.events.active:
@@ -101,7 +102,7 @@ class CacheOps:
                     request_id=turn.request_id,
                     operation=operation,
                     error_type=kind,
-                    message=str(exc)[:200],
+                    message=safe_error_message(exc),
                     scope_mode=self.cache.settings.scope,
                 )
             )
@@ -111,5 +112,5 @@ class CacheOps:
                 "cache operation failed; the request goes on without the cache",
                 operation=operation,
                 error_type=kind,
-                error=str(exc)[:200],
+                error=safe_error_message(exc),
             )

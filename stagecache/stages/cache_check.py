@@ -25,13 +25,13 @@ from typing import Any, Protocol
 
 import anyio
 import msgspec
-import structlog
 from opentelemetry.trace import Span, Tracer
 
 from stagecache._model import Turn
 from stagecache._validate import CheckNumbers, Seconds
 from stagecache.cache import KeyParts, Scope, SemanticCache
 from stagecache.errors import ConfigError
+from stagecache.exporters._stdlog import get_logger
 from stagecache.pipeline._events import CacheHit, CacheMiss, EventBus
 from stagecache.pipeline._runner import CLEANUPS
 from stagecache.stages._cacheops import CacheOps, Skip
@@ -40,7 +40,7 @@ from stagecache.types import Embedder, FailurePolicy
 
 __all__ = ["CacheCheck", "CacheCheckConfig"]
 
-_log = structlog.get_logger("stagecache.cache")
+_log = get_logger("stagecache.cache")
 
 #: Keys in ``turn.scratch`` the store and write-invalidate stages read.
 SCOPE, PARTS = "cache_scope", "cache_parts"

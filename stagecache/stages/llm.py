@@ -9,6 +9,7 @@ Its failure policy is ``fail``: without a model answer there is nothing to retur
 
 from __future__ import annotations
 
+import enum
 import time
 from typing import Any, Protocol
 
@@ -24,12 +25,23 @@ __all__ = ["Completion", "LLMStage", "LLMStageConfig"]
 
 
 class Completion(msgspec.Struct):
-    """What a model client returns for a turn."""
+    """What a model client returns for a turn.
+
+    Attributes:
+        text: the answer text ("" for a reply that only calls tools).
+        usage: token usage.
+        tool_calls: the tool calls the model made.
+        model: the model id the server reported.
+        finish_reason: why the model stopped, as the server said it (``"stop"``,
+            ``"length"``, ``"content_filter"``, ``"tool_calls"``, ...); None when
+            the client does not know. Only answers that ended normally are stored.
+    """
 
     text: str
     usage: Usage = msgspec.field(default_factory=Usage)
     tool_calls: list[ToolCall] = []
     model: str = ""
+    finish_reason: str | None = None
 
 
 class LLMStageConfig(
@@ -111,8 +123,16 @@ class LLMStage:
         turn.answer = text
         turn.answer_source = "llm"
         turn.usage = getattr(completion, "usage", None) or Usage()
+        turn.finish_reason = _finish_text(getattr(completion, "finish_reason", None))
         declared = {t.name: t.read_only_hint for t in turn.tools}
         for call in getattr(completion, "tool_calls", None) or []:
             call.read_only_hint = declared.get(call.name, False) and call.read_only_hint
             turn.tool_calls.append(call)
         return turn
+
+
+def _finish_text(value: object) -> str | None:
+    """A client's finish reason as text (an enum's value); None for none or ""."""
+    if isinstance(value, enum.Enum):
+        value = value.value
+    return str(value) if value is not None and value != "" else None

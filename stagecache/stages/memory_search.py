@@ -1,5 +1,7 @@
 """The memory-search stage: puts the user's relevant memories on the turn.
 
+Memory is searched for the caller's user inside the caller's tenant.
+
 It embeds the query once (the cache check reuses ``turn.embedding``), searches the
 caller's memory, and sets ``turn.memory`` and ``turn.context_fingerprint``. Without
 a user id there is no memory to search. Failure policy ``continue``: a failed memory
@@ -75,12 +77,12 @@ class MemorySearch:
         return cls(ctx.memory, ctx.embedder, config)
 
     async def __call__(self, turn: Turn) -> Turn:
-        user_id = turn.caller.user_id
-        if not user_id or not self._memory.facts(user_id):
+        user_id, tenant = turn.caller.user_id, turn.caller.tenant
+        if not user_id or not self._memory.facts(user_id, tenant=tenant):
             return turn
         vector = await ensure_embedding(turn, self._embedder)
         turn.memory = self._memory.search(
-            user_id, vector, k=self._k, min_similarity=self._min
+            user_id, vector, tenant=tenant, k=self._k, min_similarity=self._min
         )
         turn.context_fingerprint = fingerprint(turn.memory)
         return turn

@@ -1,7 +1,8 @@
 """The output guard stage: redacts PII and secrets from the answer.
 
 It runs on whatever answer the turn has, cached or fresh, before the store stage
-(so the cache only ever holds redacted answers) and before the caller sees it.
+and before the caller sees it. A fresh answer it redacted is never stored (the
+finding makes the store stage skip it).
 Matches become ``[REDACTED:LABEL]``; the detectors are those of
 :class:`~stagecache.guards.PiiRedactor`, documented in ``docs/guards.md``. For each
 kind found the stage records a ``GuardFinding(action="redact", detail=<count>)`` and

@@ -1,17 +1,32 @@
-"""The store stage: on a miss, store the post-guard answer.
+"""The store stage: on a miss, store the post-guard answer, if it is fit to replay.
 
-It runs after the output guard, so what it stores is what the caller got (PII
-already redacted). It stores nothing for a hit, a skip, a refused or failed turn, an
-empty answer, a turn that called a writing tool (that answer describes a change
-of state; write-invalidate evicts the scope right after), or one whose cache
-control says ``no-store``. A cache control ``ttl`` replaces the TTL rules. The
-write itself is shielded from cancellation inside the cache engine, so a cancelled
-request leaves either a whole entry or none.
+It runs after the output guard, so what it stores is what the caller got. It
+stores nothing for a hit, a skip, a refused or failed turn, or an empty answer, and
+nothing that would poison the cache (``docs/guards.md``, "What is never stored"):
+
+- ``unfinished``: the model did not stop normally (``finish_reason`` ``length``,
+  ``content_filter``, ``tool_calls``, ...);
+- ``write_tool_call``: the turn called a writing tool (the answer describes a change
+  of state; write-invalidate evicts the scope right after);
+- ``uncacheable_tool``: the turn called a read-only tool not listed in
+  ``cacheable_tools`` (a live price or search result: on a hit the tool never runs);
+- ``guard_findings``: a guard flagged the input or redacted the answer;
+- ``answer_too_long``: longer than ``max_answer_chars``;
+- ``transient_error``: a short answer that reads as an error message ("Service
+  temporarily unavailable", "Rate limit exceeded");
+- ``no_store``: the request's cache control says ``no-store``.
+
+A cache control ``ttl`` replaces the TTL rules for the stored entry.
+
+The reason is logged at debug level and kept in ``turn.scratch["store_skipped"]``.
+The write itself is shielded from cancellation inside the cache engine, so a
+cancelled request leaves either a whole entry or none.
 """
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+import logging
+from typing import Annotated, Any, Protocol
 
 import anyio
 import msgspec
@@ -21,12 +36,17 @@ from stagecache._model import Turn
 from stagecache._validate import Chars, CheckNumbers, Seconds
 from stagecache.cache import SemanticCache
 from stagecache.errors import ConfigError
+from stagecache.guards._storable import transient_error, unfinished
 from stagecache.pipeline._events import CacheStore, EventBus
 from stagecache.stages._cacheops import CacheOps
 from stagecache.stages.cache_check import PARTS, SCOPE
 from stagecache.types import Embedder, FailurePolicy
 
 __all__ = ["Store", "StoreConfig"]
+
+_log = logging.getLogger("stagecache.cache")
+#: Where the store stage leaves the reason it did not store a fresh answer.
+STORE_SKIPPED = "store_skipped"
 
 
 class StoreConfig(
@@ -37,10 +57,18 @@ class StoreConfig(
     Attributes:
         max_answer_chars: longer answers are not stored.
         timeout_s: the stage's own limit.
+        cacheable_tools: names of read-only tools whose results may be replayed
+            from the cache (static lookups such as ``search_docs``). A turn that
+            called any other tool is not stored.
+        transient_max_chars: answers up to this long are checked for transient
+            error texts ("Service temporarily unavailable"); 0 switches the
+            check off.
     """
 
     max_answer_chars: Chars = 100_000
     timeout_s: Seconds | None = None
+    cacheable_tools: list[Annotated[str, msgspec.Meta(min_length=1)]] = []
+    transient_max_chars: Annotated[int, msgspec.Meta(ge=0, le=100_000_000)] = 300
 
 
 class _Ctx(Protocol):
@@ -54,7 +82,7 @@ class _Ctx(Protocol):
 class Store:
     """Stores a fresh, guarded answer under the turn's scope and key."""
 
-    __slots__ = ("_max", "_ops", "timeout_s")
+    __slots__ = ("_max", "_ops", "_tools", "_transient_chars", "timeout_s")
     Config = StoreConfig
     name = "store"
     failure_policy: FailurePolicy = "continue"
@@ -63,6 +91,17 @@ class Store:
         config = config or StoreConfig()
         self._ops = ops
         self._max = config.max_answer_chars
+        self._tools = _cacheable_tools(config.cacheable_tools)
+        self._transient_chars = config.transient_max_chars
+        if isinstance(self._transient_chars, bool) or not (
+            isinstance(self._transient_chars, int) and self._transient_chars >= 0
+        ):
+            # Structs built in Python skip msgspec's decode-time constraints.
+            raise ConfigError(
+                "must be a whole number of characters >= 0 (0 switches the check "
+                f"off), got {self._transient_chars!r}",
+                field="transient_max_chars",
+            )
         self.timeout_s = config.timeout_s
 
     @classmethod
@@ -78,16 +117,28 @@ class Store:
             return "no_fresh_answer"
         if turn.cache_control is not None and turn.cache_control.no_store:
             return "no_store"
+        if unfinished(turn.finish_reason):
+            return "unfinished"
         if any(not call.read_only_hint for call in turn.tool_calls):
             return "write_tool_call"
-        if any(f.action == "block" for f in turn.findings):
-            return "blocked"
+        if any(call.name not in self._tools for call in turn.tool_calls):
+            return "uncacheable_tool"
+        if turn.findings:
+            # A block, a flagged input, a redacted answer: the answer is suspect
+            # or degraded; it is served once, never replayed.
+            return "guard_findings"
         if len(turn.answer) > self._max:
             return "answer_too_long"
+        if transient_error(turn.answer, self._transient_chars) is not None:
+            return "transient_error"
         return None
 
     async def __call__(self, turn: Turn) -> Turn:
-        if self._why_not(turn) is not None:
+        why = self._why_not(turn)
+        if why is not None:
+            if why not in ("not_a_miss", "no_fresh_answer"):
+                turn.scratch[STORE_SKIPPED] = why
+                _log.debug("answer not stored: %s", why)
             return turn
         ops = self._ops
         scope, parts = turn.scratch[SCOPE], turn.scratch[PARTS]
@@ -135,3 +186,18 @@ class Store:
                     )
                 )
         return turn
+
+
+def _cacheable_tools(names: object) -> frozenset[str]:
+    if not isinstance(names, list | tuple | set | frozenset):
+        raise ConfigError(
+            f"must be a list of tool names, got {names!r:.80}",
+            field="cacheable_tools",
+        )
+    for i, name in enumerate(names):
+        if not isinstance(name, str) or not name.strip():
+            raise ConfigError(
+                f"must be a non-empty tool name, got {name!r:.80}",
+                field=f"cacheable_tools[{i}]",
+            )
+    return frozenset(names)

@@ -59,7 +59,6 @@ def test_hash_never_contains_the_user_id() -> None:
     ("settings", "caller", "reason"),
     [
         (CacheSettings(), Caller(), "no_user_id"),
-        (CacheSettings(), Caller(user_id=""), "no_user_id"),
         (CacheSettings(scope="per_session"), Caller(user_id="u"), "no_session_id"),
         (CacheSettings(scope="per_session"), Caller(session_id="s"), "no_user_id"),
     ],

@@ -24,8 +24,10 @@ def stream() -> Iterator[io.StringIO]:
     for name in ("stagecache", "opentelemetry"):
         logger = logging.getLogger(name)
         for handler in list(logger.handlers):
-            logger.removeHandler(handler)
+            if getattr(handler, "_stagecache_handler", False):  # keep the NullHandler
+                logger.removeHandler(handler)
         logger.propagate = True
+        logger.setLevel(logging.NOTSET)
 
 
 def _records(stream: io.StringIO) -> list[dict[str, Any]]:

@@ -19,12 +19,19 @@ from starlette.routing import Route
 class FakeUpstream:
     """Answers ``answer to: <last user message>``; counts its calls.
 
-    ``gone-model`` gets a 404 and ``broken`` a 500, in OpenAI's error shape.
+    ``gone-model`` gets a 404 and ``broken`` a 500, in OpenAI's error shape. With
+    ``keys``, it checks ``Authorization: Bearer <key>`` as OpenAI does (401
+    otherwise); ``calls`` counts the chat requests past those checks, ``refused``
+    the requests refused for their key.
     """
 
-    def __init__(self, delay_s: float = 0.0) -> None:
+    def __init__(
+        self, delay_s: float = 0.0, keys: frozenset[str] | None = None
+    ) -> None:
         self.calls = 0
+        self.refused = 0
         self.delay_s = delay_s
+        self.keys = keys
         self.app = Starlette(
             routes=[
                 Route("/v1/chat/completions", self.chat, methods=["POST"]),
@@ -32,16 +39,43 @@ class FakeUpstream:
             ]
         )
 
+    def _unauthorized(self, request: Request) -> Response | None:
+        if self.keys is None:
+            return None
+        scheme, _, key = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() == "bearer" and key in self.keys:
+            return None
+        self.refused += 1
+        error = {
+            "message": "Incorrect API key provided.",
+            "type": "invalid_request_error",
+            "param": None,
+            "code": "invalid_api_key",
+        }
+        return JSONResponse({"error": error}, status_code=401)
+
     async def models(self, request: Request) -> Response:
+        if refused := self._unauthorized(request):
+            return refused
         data = [{"id": "gpt-test", "object": "model", "created": 0, "owned_by": "t"}]
         return JSONResponse({"object": "list", "data": data})
 
     async def chat(self, request: Request) -> Response:
         import anyio
 
-        self.calls += 1
+        if refused := self._unauthorized(request):
+            return refused
         body = json.loads(await request.body())
-        model = body["model"]
+        model, messages = body.get("model"), body.get("messages")
+        if not model or not messages:
+            error = {
+                "message": "'model' and 'messages' are required",
+                "type": "invalid_request_error",
+                "param": None,
+                "code": None,
+            }
+            return JSONResponse({"error": error}, status_code=400)
+        self.calls += 1
         if model in ("gone-model", "broken"):
             status = 404 if model == "gone-model" else 500
             error = {

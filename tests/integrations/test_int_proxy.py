@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -19,6 +25,14 @@ KEY, ADMIN = "sk-alice", "admin-secret"
 @pytest.fixture(scope="module")
 def upstream() -> Iterator[tuple[FakeUpstream, str]]:
     fake = FakeUpstream()
+    with ServerThread(fake.app) as server:
+        yield fake, server.url
+
+
+@pytest.fixture(scope="module")
+def keyed_upstream() -> Iterator[tuple[FakeUpstream, str]]:
+    """An upstream that checks keys, as OpenAI does: its keys identify callers."""
+    fake = FakeUpstream(keys=frozenset({"sk-org", "sk-cli"}))
     with ServerThread(fake.app) as server:
         yield fake, server.url
 
@@ -178,6 +192,11 @@ def test_admin_endpoints_need_the_admin_key(proxy_url: str) -> None:
         proxy_url + "/admin/invalidate", json={"user_id": "alice"}, headers=right
     )
     assert invalidate.status_code == 200 and invalidate.json()["removed"] == 1
+    bad_tenant = {"user_id": "alice", "tenant": ["acme"]}
+    response = httpx.post(
+        proxy_url + "/admin/invalidate", json=bad_tenant, headers=right
+    )
+    assert _error(response, 400)["param"] == "tenant"
 
 
 def test_models_health_and_metrics(proxy_url: str) -> None:
@@ -189,19 +208,161 @@ def test_models_health_and_metrics(proxy_url: str) -> None:
 
 
 def test_header_identity_and_anonymous_requests(
-    upstream: tuple[FakeUpstream, str], pipeline_options: dict[str, Any]
+    keyed_upstream: tuple[FakeUpstream, str], pipeline_options: dict[str, Any]
 ) -> None:
-    settings = ProxySettings(upstream=upstream[1] + "/v1")
+    settings = ProxySettings(upstream=keyed_upstream[1] + "/v1")
     with ServerThread(create_app(settings, **pipeline_options)) as server:
         client = openai.OpenAI(
             base_url=server.url + "/v1",
-            api_key="unused",
+            api_key="sk-org",
             max_retries=0,
             default_headers={"x-stagecache-user": "zoe"},
         )
         for expected in ("miss", "hit"):
             _, headers = _ask(client, "Where is my invoice?")
             assert headers["x-stagecache"] == expected
-        anonymous = _client(server.url, "unused")
+        anonymous = _client(server.url, "sk-org")
         _, headers = _ask(anonymous, "Where is my invoice?")
         assert headers["x-stagecache"] == "skip"
+
+
+# -- the installed console script ---------------------------------------------------
+
+STAGECACHE = Path(sys.executable).with_name("stagecache")
+ROOT = Path(__file__).parents[2]
+
+
+def _env() -> dict[str, str]:
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
+    return {**os.environ, "PYTHONPATH": path, "HF_HUB_OFFLINE": "1"}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_serve_help_lists_every_option_with_its_help() -> None:
+    done = subprocess.run(
+        [str(STAGECACHE), "serve", "--help"],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    text = " ".join(done.stdout.split())
+    for option in (
+        "--upstream URL",
+        "--port PORT",
+        "--host HOST",
+        "--config FILE",
+        "--upstream-key-env NAME",
+        "--api-keys FILE",
+        "--identity-secret-env NAME",
+        "--admin-key-env NAME",
+        "--models LIST",
+        "--max-body-bytes N",
+        "--read-only-tools LIST",
+        "--timeout SECONDS",
+        "--log-level LEVEL",
+    ):
+        assert option in text, option
+    assert "args" not in done.stdout.split()
+    assert "127.0.0.1" in text  # the default host is loopback
+
+
+def test_serve_without_an_upstream_is_a_usage_error() -> None:
+    done = subprocess.run(
+        [str(STAGECACHE), "serve", "--port", "1"],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2
+    assert "--upstream" in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [("short", "identity_secret: too short"), ("", "STAGECACHE_TEST_SECRET is not")],
+)
+def test_a_bad_identity_secret_is_a_usage_error(value: str, message: str) -> None:
+    done = subprocess.run(
+        [
+            str(STAGECACHE),
+            "serve",
+            "--upstream",
+            "http://127.0.0.1:9/v1",
+            "--identity-secret-env",
+            "STAGECACHE_TEST_SECRET",
+        ],
+        env={**_env(), "STAGECACHE_TEST_SECRET": value},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2
+    assert message in done.stderr and "Traceback" not in done.stderr
+
+
+def test_every_serve_option_has_help() -> None:
+    from stagecache.cli import _parser
+
+    sub = next(a for a in _parser()._actions if a.dest == "command")
+    serve = sub.choices["serve"]
+    options = [a for a in serve._actions if a.option_strings and a.dest != "help"]
+    assert len(options) == 13
+    assert all(a.help and len(a.help) > 10 for a in options)
+
+
+def test_the_documented_serve_command_works_with_the_openai_client(
+    keyed_upstream: tuple[FakeUpstream, str], tmp_path: Path
+) -> None:
+    config = tmp_path / "pipeline.toml"
+    config.write_text('[verifier]\nkind = "structural"\n[cache]\ntimeout_s = 30.0\n')
+    port = _free_port()
+    command = [
+        str(STAGECACHE),
+        "serve",
+        "--upstream",
+        keyed_upstream[1] + "/v1",
+        "--port",
+        str(port),
+        "--config",
+        str(config),
+    ]
+    log = tmp_path / "serve.log"
+    with log.open("wb") as sink:
+        server = subprocess.Popen(command, env=_env(), stdout=sink, stderr=sink)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 180
+        while True:
+            assert server.poll() is None, log.read_text()
+            try:
+                if httpx.get(base + "/healthz").status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.5)
+        client = openai.OpenAI(
+            base_url=base + "/v1",
+            api_key="sk-cli",
+            max_retries=0,
+            default_headers={"x-stagecache-user": "cli-user"},
+        )
+        outcomes = []
+        for _ in range(2):
+            miss, headers = _ask(client, "How do I rotate my API token?")
+            outcomes.append(headers["x-stagecache"])
+            assert miss.choices[0].message.content == (
+                "answer to: How do I rotate my API token?"
+            )
+        assert outcomes == ["miss", "hit"]
+    finally:
+        server.terminate()
+        server.wait(timeout=60)

@@ -184,13 +184,18 @@ async def test_guard_refused_input_is_never_stored(embedder: Any) -> None:
         assert pipeline.cache.stats()["entries"] == 0 and llm.calls == 0
 
 
-async def test_answer_is_stored_only_after_pii_redaction(embedder: Any) -> None:
+async def test_an_answer_with_pii_is_never_stored_not_even_redacted(
+    embedder: Any,
+) -> None:
     pipeline = build(
         llm=ScriptedLLM(lambda p: "Write to carol.secret@example.com"),
         embedder=embedder,
     )
     async with pipeline:
-        await pipeline.run("Who do I write to?", caller=stagecache.Caller(user_id=USER))
+        result = await pipeline.run(
+            "Who do I write to?", caller=stagecache.Caller(user_id=USER)
+        )
         engine = pipeline.cache.engine
         entries = [e async for batch in engine.backend.scan() for e in batch]
-    assert len(entries) == 1 and "carol.secret@example.com" not in entries[0].answer
+    assert result.answer == "Write to [REDACTED:EMAIL]"
+    assert entries == []  # a redaction is a guard finding: see test_sec_poison.py

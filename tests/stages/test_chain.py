@@ -10,6 +10,7 @@ import pytest
 
 from stagecache import Caller, ToolCall, ToolSpec
 from stagecache.cache import CacheSettings
+from stagecache.config import DEFAULT_STAGES, parse_config
 from stagecache.pipeline._events import CacheSkip, Invalidated
 from stagecache.testing import ScriptedLLM, capture_events, capture_spans
 
@@ -154,7 +155,14 @@ async def test_a_read_only_tool_call_keeps_the_scope(make_pipeline: Make) -> Non
     llm = ScriptedLLM(
         lambda p: "sunny", tool_calls=lambda p: [ToolCall(name="weather")]
     )
-    pipeline, _ = make_pipeline(llm=llm)
+    # The operator marks the tool cacheable; an unmarked one is never stored
+    # (tests/security/test_sec_poison.py).
+    stages = [
+        {"kind": k, **({"cacheable_tools": ["weather"]} if k == "store" else {})}
+        for k in DEFAULT_STAGES
+    ]
+    config = parse_config({"stages": stages})
+    pipeline, _ = make_pipeline(llm=llm, config=config)
     spec = [ToolSpec(name="weather", read_only_hint=True)]
     async with pipeline:
         await pipeline.run("What is the weather in Oslo?", caller=ALICE, tools=spec)
@@ -180,20 +188,22 @@ async def test_purge_removes_everything_and_returns_the_count(
     assert bob.cache.hit
 
 
-async def test_pii_is_redacted_before_it_is_stored_and_on_a_hit(
+async def test_pii_is_redacted_and_the_redacted_answer_is_never_stored(
     make_pipeline: Make,
 ) -> None:
-    pipeline, _ = make_pipeline(
+    pipeline, llm = make_pipeline(
         lambda p: "Mail jane.doe@example.com or call +1 415 555 0134."
     )
     async with pipeline:
         fresh = await pipeline.run("Who do I contact for billing?", caller=ALICE)
-        cached = await pipeline.run("Who do I contact for billing?", caller=ALICE)
-        entry_id = cached.cache.entry_id or ""
-        entries = await pipeline.cache.engine.backend.get_many([entry_id])
+        again = await pipeline.run("Who do I contact for billing?", caller=ALICE)
+        stats = pipeline.cache.stats()
     assert "jane.doe@example.com" not in fresh.answer
-    assert cached.cache.hit and cached.answer == fresh.answer
-    assert "example.com" not in entries[entry_id].answer
+    redacted = "Mail [REDACTED:EMAIL] or call [REDACTED:PHONE]."
+    assert fresh.answer == again.answer == redacted
+    assert not fresh.cache.stored and not again.cache.hit
+    assert llm.calls == 2
+    assert stats["entries"] == 0
 
 
 async def test_a_cached_answer_passes_the_output_guard(make_pipeline: Make) -> None:
