@@ -377,6 +377,8 @@ def test_proxy_cache_control(
     assert bypass["x-stagecache"] == "bypass" and fake.calls == calls + 1
     _, body_bypass = _ask(proxy_url, q, extra_body={"cache": {"no-cache": True}})
     assert body_bypass["x-stagecache"] == "bypass"
+    metrics = httpx.get(proxy_url + "/metrics").text
+    assert 'outcome="bypass"' in metrics  # counted as a bypass, not an error
     _, old = _ask(proxy_url, q, extra_headers={"Cache-Control": "max-age=0"})
     assert old["x-stagecache"] == "miss"
     client = openai.OpenAI(base_url=proxy_url + "/v1", api_key=KEY, max_retries=0)
