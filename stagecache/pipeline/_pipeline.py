@@ -16,7 +16,7 @@ from opentelemetry.trace import TracerProvider
 
 from stagecache._cachecontrol import CacheControl
 from stagecache._model import Caller, Message, Result, ToolSpec
-from stagecache.errors import StagecacheError
+from stagecache.errors import BackendUnavailable, StagecacheError
 from stagecache.pipeline._events import EventBus
 from stagecache.pipeline._runner import Runner
 from stagecache.pipeline._tracing import make_tracer
@@ -131,7 +131,14 @@ class Pipeline:
         return self._cache
 
     async def warm_up(self) -> None:
-        """Load models, open backends, rebuild indexes: everything heavy, once."""
+        """Load models, open backends, rebuild indexes: everything heavy, once.
+
+        A part that can run degraded (the cache engine: ``start_degraded``) and
+        fails for want of storage (``BackendUnavailable``, ``OSError``: a full disk,
+        an unreachable backend) does not stop the start: it logs the typed error,
+        publishes a ``cache.error`` event (operation ``warm_up``) and runs without
+        the cache, so requests are answered by the model.
+        """
         if self._open:
             return
         opened: list[Any] = []
@@ -139,7 +146,7 @@ class Pipeline:
             for part in (*self._components, *self.stages):
                 warm = getattr(part, "warm_up", None)
                 if warm is not None:
-                    await warm()
+                    await _warm(part, warm)
                 opened.append(part)
         except BaseException:
             await _close_all(opened)
@@ -219,6 +226,16 @@ class Pipeline:
             cache=cache,
         )
         return await self._runner.run(turn)
+
+
+async def _warm(part: Any, warm: Any) -> None:
+    try:
+        await warm()
+    except (BackendUnavailable, OSError) as exc:
+        degrade = getattr(part, "start_degraded", None)
+        if degrade is None:
+            raise
+        degrade(exc)
 
 
 async def _close_all(parts: Sequence[Any]) -> None:

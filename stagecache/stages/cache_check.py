@@ -53,8 +53,10 @@ class CacheCheckConfig(
 
     Attributes:
         single_flight: identical concurrent misses wait for the first one's answer
-            instead of each calling the model.
-        flight_wait_s: the longest a follower waits for the leader.
+            instead of each calling the model; if the first one's model call
+            fails, one follower takes over and the others wait for it.
+        flight_wait_s: the longest a follower waits for the leader (takeovers
+            included).
         timeout_s: the stage's own limit, embedding included (the backend calls
             are also bounded by ``[cache] timeout_s``): a hung embedder becomes a
             ``cache.error`` after this long, and the model answers.
@@ -199,6 +201,8 @@ class CacheCheck:
             return
         hit = found.hit
         assert hit is not None
+        if found.touch_error is not None:
+            ops.bookkeeping_failed(turn, "touch", found.touch_error)
         age = found.entry_age_s if found.entry_age_s is not None else 0.0
         outcome.status, outcome.reason = "hit", "hit"
         outcome.similarity, outcome.entry_id, outcome.entry_age_s = (
@@ -234,8 +238,14 @@ class CacheCheck:
             scope, turn.query, parts, wait_s=self._config.flight_wait_s
         )
         if flight.leader:
-            # Released when the turn ends, whatever happens: stored, failed, cancelled.
-            turn.scratch.setdefault(CLEANUPS, []).append(flight.release)
+            # Released when the turn ends, whatever happens: stored, failed,
+            # cancelled. Without an answer it failed: one follower takes over.
+            turn.scratch.setdefault(CLEANUPS, []).append(
+                lambda: flight.release(failed=turn.answer is None)
+            )
+            if flight.took_over:
+                turn.scratch["single_flight"] = "took_over"
+                _log.debug("single-flight follower took over from a failed leader")
             return
         turn.scratch["single_flight"] = "follower"
         with self._ops.tracer.start_as_current_span("cache.lookup") as span:
