@@ -5,6 +5,7 @@ metadata of the entry a hit came from.
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import json
 import logging
@@ -26,8 +27,10 @@ __all__ = [
     "check_caller",
     "entry_metadata",
     "llm_model_id",
+    "llm_params",
     "messages_of",
     "parse_prompt",
+    "safe_params",
     "with_memory",
 ]
 
@@ -42,6 +45,42 @@ LC_ROLES = {"user": "human", "assistant": "ai"}
 def llm_model_id(llm_string: str) -> str:
     """The model part of the key for a LangChain ``llm_string``."""
     return "lc-" + hashlib.sha256(llm_string.encode()).hexdigest()[:16]
+
+
+def llm_params(llm_string: str) -> dict[str, Any]:
+    """The invocation parameters in a LangChain ``llm_string``, where readable.
+
+    LangChain writes them as ``str(sorted(params.items()))`` (after ``---`` for a
+    serialisable model). Values that are not Python literals make them unreadable:
+    then {} (the whole ``llm_string`` is still hashed into the key).
+    """
+    tail = llm_string.rpartition("---")[2]
+    try:
+        items = ast.literal_eval(tail)
+        params = dict(items)
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+        return {}
+    return {k: v for k, v in params.items() if isinstance(k, str)}
+
+
+def safe_params(llm_string: str) -> dict[str, Any]:
+    """The ``llm_string`` parameters to hand to the pipeline: only when the policy
+    does not cache them (``n > 1``, ``logprobs``), else none.
+
+    The whole ``llm_string`` is in the key already (the model id), so the
+    parameters only need to say when a request is not cacheable; passing them
+    otherwise would change the key of every entry stored before. A value the
+    policy rejects never fails a lookup.
+    """
+    from stagecache._request_params import request_params
+    from stagecache.errors import InputError
+
+    params = llm_params(llm_string)
+    try:
+        uncacheable = request_params(params).uncacheable
+    except InputError:
+        return {}
+    return params if uncacheable else {}
 
 
 async def entry_metadata(

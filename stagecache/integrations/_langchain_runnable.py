@@ -19,7 +19,7 @@ import contextvars
 import copy
 import hashlib
 import json
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
@@ -27,6 +27,7 @@ from langchain_core.messages import AIMessage, BaseMessage, convert_to_messages
 from langchain_core.runnables import Runnable, RunnableConfig
 from langchain_core.utils.function_calling import convert_to_openai_tool
 
+from stagecache._cachecontrol import CacheControl
 from stagecache._model import Caller, Result, ToolCall, ToolSpec, Turn
 from stagecache.integrations._common import json_arguments, resolve_caller
 from stagecache.integrations._langchain_codec import (
@@ -53,17 +54,19 @@ __all__ = ["LangChainModel", "StagecacheRunnable"]
 
 
 class _Call:
-    __slots__ = ("config", "messages", "model", "result")
+    __slots__ = ("config", "kwargs", "messages", "model", "result")
 
     def __init__(
         self,
         model: Runnable[Any, BaseMessage],
         messages: list[BaseMessage],
         config: RunnableConfig | None,
+        kwargs: dict[str, Any],
     ) -> None:
         self.model = model
         self.messages = messages
         self.config = config
+        self.kwargs = kwargs
         self.result: BaseMessage | None = None
 
 
@@ -95,16 +98,19 @@ class LangChainModel:
         model: Runnable[Any, BaseMessage]
         if call is not None:
             model, messages, config = call.model, call.messages, call.config
+            kwargs = call.kwargs
         elif self._model is not None:
             messages = convert_to_messages(
                 [(LC_ROLES.get(m.role, m.role), m.content) for m in turn.messages]
             )
-            model, config = self._model, None
+            model, config, kwargs = self._model, None, dict(turn.params)
         else:
             from stagecache.errors import LLMError
 
             raise LLMError("LangChainModel has no chat model to call")
-        reply = await model.ainvoke(with_memory(messages, turn.memory), config)
+        reply = await model.ainvoke(
+            with_memory(messages, turn.memory), config, **kwargs
+        )
         if call is not None:
             call.result = reply
         tool_calls = [
@@ -138,7 +144,13 @@ class StagecacheRunnable(Runnable[Any, BaseMessage]):
         caller: the identity every call runs as.
         caller_from: returns the identity of the current call.
         model: the model id in cache keys (default: from the chat model).
+        cache_control: the cache control of every call (a per-call ``cache=``
+            keyword wins).
         **pipeline_options: for ``Pipeline.default`` when ``pipeline`` is None.
+
+    Call keyword arguments (``stop=``, ``temperature=``, ...) reach the chat model
+    and are part of the key as request parameters; ``cache=`` is a per-call cache
+    control (``{"no-cache": True}``), not passed on.
 
     Raises:
         ConfigError: no ``caller`` nor ``caller_from`` under a non-shared scope
@@ -153,8 +165,10 @@ class StagecacheRunnable(Runnable[Any, BaseMessage]):
         caller_from: Callable[[], Caller | None] | None = None,
         *,
         model: str | None = None,
+        cache_control: CacheControl | Mapping[str, Any] | None = None,
         **pipeline_options: Any,
     ) -> None:
+        self._cache_control = cache_control
         self.base_model = chat_model
         self.chat_model: Runnable[Any, BaseMessage] = chat_model
         self.model_id = model or llm_model_id(chat_model._get_llm_string())
@@ -204,14 +218,14 @@ class StagecacheRunnable(Runnable[Any, BaseMessage]):
     ) -> BaseMessage:
         """Run the chain (blocking)."""
         caller = resolve_caller(self._caller, self._caller_from)
-        return self._loop.run(self._ainvoke(input, config, caller))
+        return self._loop.run(self._ainvoke(input, config, caller, kwargs))
 
     async def ainvoke(
         self, input: Any, config: RunnableConfig | None = None, **kwargs: Any
     ) -> BaseMessage:
         """Run the chain."""
         caller = resolve_caller(self._caller, self._caller_from)
-        return await self._loop.arun(self._ainvoke(input, config, caller))
+        return await self._loop.arun(self._ainvoke(input, config, caller, kwargs))
 
     def close(self) -> None:
         """Close the pipeline and stop the private loop."""
@@ -219,17 +233,27 @@ class StagecacheRunnable(Runnable[Any, BaseMessage]):
         self._loop.close()
 
     async def _ainvoke(
-        self, input: Any, config: RunnableConfig | None, caller: Caller
+        self,
+        input: Any,
+        config: RunnableConfig | None,
+        caller: Caller,
+        kwargs: dict[str, Any],
     ) -> BaseMessage:
+        control = kwargs.pop("cache", self._cache_control)
         messages = messages_of(input)
         chat = chat_of(messages)
         if chat is None:
-            return await self.chat_model.ainvoke(messages, config)
-        call = _Call(self.chat_model, messages, config)
+            return await self.chat_model.ainvoke(messages, config, **kwargs)
+        call = _Call(self.chat_model, messages, config, kwargs)
         token = _CALL.set(call)
         try:
             result = await self.pipeline.run(
-                chat, caller=caller, model=self.model_id, tools=self._tools
+                chat,
+                caller=caller,
+                model=self.model_id,
+                tools=self._tools,
+                params=kwargs,
+                cache=control,
             )
         finally:
             _CALL.reset(token)

@@ -20,9 +20,15 @@ empty); a call of a tool not listed in ``read_only_tools`` evicts the caller's
 scope. A cached answer comes back as a ``CreateResult`` with ``cached=True`` and zero
 usage; ``create_stream`` replays it as chunks followed by that result.
 
-Requests the cache cannot key faithfully go straight to the inner client: images in
-a user message, and ``json_output`` (the key has no place for a response schema).
-Needs ``pip install 'stagecache[autogen]'`` (autogen-core/ext 0.4+).
+The request fingerprint (docs/integrations.md, "Request parameters") keys on what
+the agent asked for: ``extra_create_args`` (temperature, max_tokens, ...), the tools'
+names, descriptions and schemas, ``tool_choice``, and ``json_output`` (as
+``response_format``: JSON mode, or the schema of a structured-output type). A
+per-request cache control rides in ``extra_create_args={"cache": {...}}`` (LiteLLM's
+spelling; it is removed before the inner client sees the arguments), or for every
+call in the constructor's ``cache_control=``. Requests with images in a user
+message go straight to the inner client. Needs ``pip install 'stagecache[autogen]'``
+(autogen-core/ext 0.4+).
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from collections.abc import AsyncGenerator, Callable, Collection, Mapping, Seque
 from types import MappingProxyType
 from typing import Any, Literal
 
+from stagecache._cachecontrol import CacheControl
 from stagecache._model import Caller, Result, ToolCall, ToolSpec, Turn, Usage
 from stagecache.errors import LLMError
 from stagecache.integrations._common import (
@@ -119,7 +126,9 @@ class AutoGenModel:
         if request is not None:
             client, messages, kwargs = request.client, request.messages, request.kwargs
         elif self._inner is not None:
-            client, messages, kwargs = self._inner, _messages_of(turn), {}
+            client, messages = self._inner, _messages_of(turn)
+            # run(params=...): the request parameters go along, as AutoGen's own.
+            kwargs = {"extra_create_args": dict(turn.params)} if turn.params else {}
         else:
             raise LLMError("AutoGenModel has no inner client to call")
         result = await client.create(_with_memory(messages, turn.memory), **kwargs)
@@ -143,6 +152,8 @@ class StagecacheChatCompletionClient(ChatCompletionClient):
         model: the model id in cache keys (default: the inner client's model).
         chunk_chars: size of the chunks a cached answer is streamed in.
         owns_pipeline: close the pipeline in :meth:`close`.
+        cache_control: the cache control of every call (a per-call
+            ``extra_create_args["cache"]`` wins).
     """
 
     component_type = "model"
@@ -158,8 +169,10 @@ class StagecacheChatCompletionClient(ChatCompletionClient):
         model: str | None = None,
         chunk_chars: int = 16,
         owns_pipeline: bool = False,
+        cache_control: CacheControl | Mapping[str, Any] | None = None,
     ) -> None:
         self._inner = inner
+        self._cache_control = cache_control
         self._pipeline = pipeline
         self._caller = caller
         self._caller_from = caller_from
@@ -180,6 +193,7 @@ class StagecacheChatCompletionClient(ChatCompletionClient):
         *,
         read_only_tools: Collection[str] = (),
         model: str | None = None,
+        cache_control: CacheControl | Mapping[str, Any] | None = None,
         **pipeline_options: Any,
     ) -> StagecacheChatCompletionClient:
         """The wrapper around :meth:`stagecache.Pipeline.default` (which it owns).
@@ -190,6 +204,7 @@ class StagecacheChatCompletionClient(ChatCompletionClient):
             caller_from: as for the constructor.
             read_only_tools: as for the constructor.
             model: as for the constructor.
+            cache_control: as for the constructor.
             **pipeline_options: for ``Pipeline.default`` (``embedder=``, ``cache=``).
         """
         model_id = model or _model_name(inner)
@@ -204,6 +219,7 @@ class StagecacheChatCompletionClient(ChatCompletionClient):
             read_only_tools=read_only_tools,
             model=model_id,
             owns_pipeline=True,
+            cache_control=cache_control,
         )
 
     @property
@@ -222,6 +238,11 @@ class StagecacheChatCompletionClient(ChatCompletionClient):
         cancellation_token: CancellationToken | None = None,
     ) -> CreateResult:
         """Answer from the cache, or through the chain from the inner client."""
+        control = extra_create_args.get("cache", self._cache_control)
+        if "cache" in extra_create_args:
+            extra_create_args = {
+                k: v for k, v in extra_create_args.items() if k != "cache"
+            }
         kwargs: dict[str, Any] = {
             "tools": tools,
             "tool_choice": tool_choice,
@@ -229,7 +250,7 @@ class StagecacheChatCompletionClient(ChatCompletionClient):
             "extra_create_args": extra_create_args,
             "cancellation_token": cancellation_token,
         }
-        chat = None if json_output is not None else _chat_of(messages)
+        chat = _chat_of(messages)
         if chat is None:
             result = await self._inner.create(messages, **kwargs)
             self._count(result)
@@ -242,6 +263,8 @@ class StagecacheChatCompletionClient(ChatCompletionClient):
                 caller=resolve_caller(self._caller, self._caller_from),
                 model=self._model,
                 tools=[self._spec(t) for t in tools],
+                params=_params_of(tool_choice, json_output, extra_create_args),
+                cache=control,
             )
         finally:
             _CURRENT.reset(token)
@@ -338,6 +361,34 @@ class StagecacheChatCompletionClient(ChatCompletionClient):
                 completion_tokens=self._actual.completion_tokens
                 + usage.completion_tokens,
             )
+
+
+def _params_of(
+    tool_choice: ToolChoice,
+    json_output: bool | type[Any] | None,
+    extra_create_args: Mapping[str, Any],
+) -> dict[str, Any]:
+    """A ``create`` call's arguments as OpenAI request parameters (for the key)."""
+    params = dict(extra_create_args)
+    if isinstance(tool_choice, Tool):
+        params["tool_choice"] = {
+            "type": "function",
+            "function": {"name": tool_choice.name},
+        }
+    else:
+        params["tool_choice"] = tool_choice
+    if json_output is True:
+        params["response_format"] = {"type": "json_object"}
+    elif isinstance(json_output, type):
+        schema = getattr(json_output, "model_json_schema", None)
+        params["response_format"] = {
+            "type": "json_schema",
+            "json_schema": {
+                "name": json_output.__name__,
+                "schema": schema() if callable(schema) else repr(json_output),
+            },
+        }
+    return params
 
 
 def _model_name(client: ChatCompletionClient) -> str:

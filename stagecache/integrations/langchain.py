@@ -16,9 +16,14 @@ entry is keyed, guarded and traced exactly like one stored through
 ``pipeline.run``. The caller is fixed per cache (``caller=``) or read per call
 (``caller_from=``); a cache with neither refuses to be built (unless its scope is
 ``shared``). ``llm_string`` (the model and its parameters) is hashed into the
-model part of the key. The cache cannot change the answer LangChain returns on a
-miss, so redactions apply to what is stored (and later served), not to that first
-answer; use :class:`StagecacheRunnable` to guard every answer.
+model part of the key, and its parameters, where they can be read back, also go
+through the request-parameter policy (docs/integrations.md), so ``n > 1`` or
+``logprobs`` are not cached. ``cache_control=`` sets a cache control (LiteLLM's
+spelling) for every lookup. :class:`StagecacheRunnable` passes call keyword
+arguments (``stop=``, ``temperature=``, ...) to the chat model and into the key,
+and takes ``cache=`` per call. The cache cannot change the answer LangChain
+returns on a miss, so redactions apply to what is stored (and later served), not
+to that first answer; use :class:`StagecacheRunnable` to guard every answer.
 
 A parked turn belongs to the thread (sync) or task (async) that looked it up:
 LangChain calls ``update`` from there once the model answered, and never if the
@@ -42,9 +47,10 @@ import contextvars
 import logging
 import threading
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
+from stagecache._cachecontrol import CacheControl, coerce_cache_control
 from stagecache._model import Caller, Result, Turn
 from stagecache.integrations._common import require_extra, resolve_caller
 from stagecache.integrations._loop import LoopThread
@@ -66,7 +72,9 @@ from stagecache.integrations._langchain_convert import (  # noqa: E402
     check_caller,
     entry_metadata,
     llm_model_id,
+    llm_params,
     parse_prompt,
+    safe_params,
 )
 from stagecache.integrations._langchain_runnable import (  # noqa: E402
     LangChainModel,
@@ -78,6 +86,7 @@ __all__ = [
     "StagecacheLangChainCache",
     "StagecacheRunnable",
     "llm_model_id",
+    "llm_params",
 ]
 
 _log = logging.getLogger("stagecache.integrations.langchain")
@@ -166,6 +175,8 @@ class StagecacheLangChainCache(BaseCache):
             caller's thread); wins over ``caller`` when it returns one.
         config_path: a pipeline TOML file (default: the built-in chain).
         update_wait_s: how long a missed lookup waits for its ``update``.
+        cache_control: the cache control of every lookup (``no-store``,
+            ``namespace``, ...).
         **pipeline_options: for ``Pipeline.default``/``stagecache.load``
             (``embedder=``, ``config=``, ``cache=``, ``tracer_provider=``).
 
@@ -182,8 +193,10 @@ class StagecacheLangChainCache(BaseCache):
         *,
         config_path: str | None = None,
         update_wait_s: float = 300.0,
+        cache_control: CacheControl | Mapping[str, Any] | None = None,
         **pipeline_options: Any,
     ) -> None:
+        self._cache_control = coerce_cache_control(cache_control)
         self._caller = caller
         self._caller_from = caller_from
         self.update_wait_s = update_wait_s
@@ -244,7 +257,14 @@ class StagecacheLangChainCache(BaseCache):
         caller = resolve_caller(self._caller, self._caller_from)
         chat, is_chat = parse_prompt(prompt)
         model = llm_model_id(llm_string)
-        key = (caller.user_id, caller.session_id, caller.tenant, model, prompt)
+        key = (
+            caller.user_id,
+            caller.session_id,
+            caller.tenant,
+            model,
+            prompt,
+            llm_string,
+        )
         return key, chat, is_chat, caller, model, _origin()
 
     async def _lookup(self, request: Request) -> RETURN_VAL_TYPE | None:
@@ -295,7 +315,13 @@ class StagecacheLangChainCache(BaseCache):
         self, parked: _Parked, chat: Chat, caller: Caller, model: str
     ) -> Result:
         _PARKED.set(parked)  # this task's own context
-        result = await self.pipeline.run(chat, caller=caller, model=model)
+        result = await self.pipeline.run(
+            chat,
+            caller=caller,
+            model=model,
+            params=safe_params(parked.key[-1]),
+            cache=self._cache_control,
+        )
         if not parked.abandoned:
             self.last_result = result
         return result
