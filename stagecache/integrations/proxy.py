@@ -42,12 +42,7 @@ from typing import Any
 from stagecache._model import Caller, Result
 from stagecache.errors import InputError, StagecacheError
 from stagecache.integrations._common import keyed_order, reorder, require_extra
-from stagecache.integrations._openai_shapes import (
-    chunks_of,
-    completion,
-    error_body,
-    sse,
-)
+from stagecache.integrations._openai_shapes import chunks_of, completion, sse
 from stagecache.integrations._proxy_config import (
     ProxySettings,
     add_serve_arguments,
@@ -64,11 +59,19 @@ from stagecache.pipeline import Pipeline
 require_extra("starlette", "serve")
 
 from starlette.applications import Starlette  # noqa: E402
-from starlette.background import BackgroundTask  # noqa: E402
+from starlette.exceptions import HTTPException  # noqa: E402
 from starlette.requests import Request  # noqa: E402
 from starlette.responses import JSONResponse, Response, StreamingResponse  # noqa: E402
 from starlette.routing import Route  # noqa: E402
 
+from stagecache.integrations._proxy_errors import (  # noqa: E402
+    BodyError,
+    error_response,
+    http_exception_handler,
+    parse_json,
+    read_body,
+    server_error_handler,
+)
 from stagecache.integrations._proxy_identity import (  # noqa: E402
     IdentityError,
     IdentityResolver,
@@ -78,6 +81,10 @@ from stagecache.integrations._proxy_identity import (  # noqa: E402
 from stagecache.integrations._proxy_metrics import (  # noqa: E402
     ModelLabels,
     ProxyMetrics,
+)
+from stagecache.integrations._proxy_passthrough import (  # noqa: E402
+    CLIENT_HEADERS,
+    forward,
 )
 
 __all__ = ["ProxySettings", "create_app", "load_api_keys", "serve", "serve_main"]
@@ -91,9 +98,7 @@ def _error(
     param: str | None = None,
     code: str | None = None,
 ) -> JSONResponse:
-    return JSONResponse(
-        error_body(message, type_, param=param, code=code), status_code=status
-    )
+    return error_response(status, message, type_, param=param, code=code)
 
 
 def _chat_of(messages: list[Any]) -> list[dict[str, str]] | None:
@@ -184,22 +189,12 @@ class _Proxy:
             return False
 
     async def read_json(self, request: Request) -> dict[str, Any] | JSONResponse:
-        limit = self.settings.max_body_bytes
-        declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
-            return _error(413, f"The request body exceeds {limit} bytes.")
-        raw = b""
-        async for piece in request.stream():
-            raw += piece
-            if len(raw) > limit:
-                return _error(413, f"The request body exceeds {limit} bytes.")
+        """The body as a JSON object fit to send on, or the 400/413 refusing it."""
         try:
-            body = json.loads(raw)
-        except ValueError:
-            return _error(400, "The request body is not valid JSON.")
-        if not isinstance(body, dict):
-            return _error(400, "The request body must be a JSON object.")
-        return body
+            raw = await read_body(request, self.settings.max_body_bytes)
+            return parse_json(raw)
+        except BodyError as exc:
+            return exc.response
 
     def respond(
         self,
@@ -220,33 +215,14 @@ class _Proxy:
     async def passthrough(
         self, body: dict[str, Any], request: Request, outcome: str
     ) -> Response:
-        """Forward the request as it is (streaming included)."""
-        headers = {"x-stagecache": outcome}
-        upstream_headers = self.upstream_headers(request)
-        url = self.model.base_url + "/chat/completions"
-        try:
-            if not body.get("stream"):
-                response = await self.model.client.post(
-                    url, json=body, headers=upstream_headers
-                )
-                return Response(
-                    response.content,
-                    status_code=response.status_code,
-                    media_type=response.headers.get("content-type"),
-                    headers=headers,
-                )
-            outgoing = self.model.client.build_request(
-                "POST", url, json=body, headers=upstream_headers
-            )
-            response = await self.model.client.send(outgoing, stream=True)
-        except Exception as exc:  # httpx errors: the upstream is unreachable
-            return _error(502, f"cannot reach the upstream: {exc}", "api_error")
-        return StreamingResponse(
-            response.aiter_raw(),
-            status_code=response.status_code,
-            media_type=response.headers.get("content-type"),
-            headers=headers,
-            background=BackgroundTask(response.aclose),
+        """Forward the chat request as it is (streaming included), once."""
+        return await forward(
+            self.model.client,
+            "POST",
+            self.model.base_url + "/chat/completions",
+            json_body=body,
+            headers=self.upstream_headers(request),
+            outcome=outcome,
         )
 
     # -- endpoints ----------------------------------------------------------------
@@ -255,6 +231,8 @@ class _Proxy:
         started = time.perf_counter()
         response = await self._chat(request)
         outcome = response.headers.get("x-stagecache", "error")
+        if response.status_code >= 400 and outcome in ("miss", "skip"):
+            outcome = "upstream_error"  # the upstream said no: not a cache outcome
         model = getattr(request.state, "model", None)
         self.metrics.observe(outcome, response.status_code, started, model)
         return response
@@ -325,11 +303,11 @@ class _Proxy:
             )
         finally:
             CURRENT.reset(token)
+        headers = _outcome_headers(result)
+        if not result.cache.hit:
+            headers = {**proxied.upstream_headers, **headers}
         return self.respond(
-            self._body_of(result, proxied, model),
-            stream,
-            include_usage,
-            _outcome_headers(result),
+            self._body_of(result, proxied, model), stream, include_usage, headers
         )
 
     async def _failed(
@@ -342,30 +320,47 @@ class _Proxy:
         include_usage: bool,
         outcome: str,
     ) -> Response:
+        upstream = proxied.upstream_headers
         if proxied.error is not None:  # the upstream said no: say it verbatim
             error = proxied.error
             return Response(
                 error.content,
                 status_code=error.status,
                 media_type=error.content_type,
-                headers={"x-stagecache": outcome},
+                headers={**upstream, "x-stagecache": outcome},
             )
         if proxied.response is not None:  # answered, then the chain failed
             return self.respond(
-                proxied.response, stream, include_usage, {"x-stagecache": "error"}
+                proxied.response,
+                stream,
+                include_usage,
+                {**upstream, "x-stagecache": "error"},
+            )
+        if proxied.failure is not None:  # timeout, unreachable, unreadable
+            failure = proxied.failure
+            return error_response(
+                failure.status,
+                failure.message,
+                code=failure.code,
+                headers={**upstream, "x-stagecache": "error"},
+            )
+        if proxied.sent:  # sent, and no reply we can use: never a second call
+            return error_response(
+                502,
+                "The upstream's reply could not be used.",
+                code="bad_upstream_response",
+                headers={"x-stagecache": "error"},
             )
         if isinstance(exc, InputError):
             return _error(400, str(exc), param="messages")
-        if isinstance(exc, StagecacheError) and "cannot reach" in str(exc):
-            return _error(502, str(exc), "api_error")
         # The cache machinery failed before the model call: forward as it is.
         return await self.passthrough(body, request, "error")
 
     def _body_of(
         self, result: Result, proxied: ProxyRequest, model: str
     ) -> dict[str, Any]:
-        if result.blocked is not None:
-            return completion(result.answer, model, finish_reason="content_filter")
+        if result.blocked is not None:  # a guard's refusal, as OpenAI sends one
+            return completion(result.answer, model, refusal=True)
         raw = proxied.response
         if result.cache.hit or raw is None:
             return completion(result.answer, model)
@@ -380,18 +375,42 @@ class _Proxy:
             and self.settings.api_keys.get(bearer(request.headers) or "") is None
         ):
             return _error(401, "Incorrect API key provided.", code="invalid_api_key")
-        try:
-            response = await self.model.client.get(
-                self.model.base_url + "/models", headers=self.upstream_headers(request)
-            )
-        except Exception as exc:  # httpx errors: the upstream is unreachable
-            return _error(502, f"cannot reach the upstream: {exc}", "api_error")
+        response = await forward(
+            self.model.client,
+            "GET",
+            self.model.base_url + "/models",
+            headers=self.upstream_headers(request),
+            outcome="skip",
+        )
         if response.status_code == 200:  # the upstream's models become labels
-            self.metrics.models.learn_listing(response.content)
-        return Response(
-            response.content,
-            status_code=response.status_code,
-            media_type=response.headers.get("content-type"),
+            self.metrics.models.learn_listing(bytes(response.body))
+        return response
+
+    async def other(self, request: Request) -> Response:
+        """Any other ``/v1/...`` endpoint: passed through uncached, streams too."""
+        if (
+            self.settings.api_keys
+            and self.settings.api_keys.get(bearer(request.headers) or "") is None
+        ):
+            return _error(401, "Incorrect API key provided.", code="invalid_api_key")
+        try:
+            raw = await read_body(request, self.settings.max_body_bytes)
+        except BodyError as exc:
+            return exc.response
+        headers = {
+            name: request.headers[name]
+            for name in CLIENT_HEADERS
+            if name in request.headers
+        }
+        path = request.url.path.removeprefix("/v1")
+        return await forward(
+            self.model.client,
+            request.method,
+            self.model.base_url + path,
+            content=raw or None,
+            headers={**headers, **self.upstream_headers(request)},
+            outcome="skip",
+            params=request.url.query,
         )
 
     async def healthz(self, request: Request) -> Response:
@@ -527,8 +546,17 @@ def create_app(
             Route("/admin/purge", proxy.purge, methods=["POST"]),
             Route("/admin/invalidate", proxy.invalidate, methods=["POST"]),
             Route("/admin/feedback", proxy.feedback, methods=["POST"]),
+            Route(
+                "/v1/{path:path}",
+                proxy.other,
+                methods=["GET", "POST", "DELETE", "PUT", "PATCH"],
+            ),
         ],
         lifespan=lifespan,
+        exception_handlers={
+            HTTPException: http_exception_handler,
+            Exception: server_error_handler,
+        },
     )
     app.state.proxy = proxy
     return app

@@ -189,7 +189,7 @@ def test_an_unreachable_upstream_is_an_openai_shaped_502(
 def test_unknown_routes_and_methods_are_openai_shaped(proxy_url: str) -> None:
     error = _error(httpx.get(proxy_url + "/no/such/thing"), 404)
     assert error["code"] == "unknown_url"
-    _error(httpx.get(proxy_url + "/v1/chat/completions"), 405)
+    _error(httpx.post(proxy_url + "/healthz"), 405)
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,104 @@
+"""Requests the proxy does not cache: sent upstream once, answered as they came.
+
+Used for chat requests the cache cannot key (``n > 1``, images), for requests
+without an identity, for ``/v1/models`` and for every other OpenAI endpoint
+(``/v1/responses``, ``/v1/completions``, ``/v1/files``...). The reply keeps the
+upstream's status, content type, body (streamed as it arrives when it is a
+stream) and informative headers (:func:`._upstream.forwarded_headers`), plus
+``x-stagecache``. A timeout is a 504 and an unreachable upstream a 502, both in
+OpenAI's error shape with ``x-stagecache: error``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+from starlette.background import BackgroundTask
+from starlette.responses import Response, StreamingResponse
+
+from stagecache.integrations._proxy_errors import error_response
+from stagecache.integrations._upstream import failure_of, forwarded_headers
+
+__all__ = ["CLIENT_HEADERS", "forward"]
+
+#: Request headers of the client that go upstream with a passed-through request
+#: (besides the credential, which ``upstream_headers`` decides).
+CLIENT_HEADERS = (
+    "content-type",
+    "accept",
+    "openai-beta",
+    "openai-organization",
+    "openai-project",
+    "idempotency-key",
+)
+
+
+async def forward(
+    client: httpx.AsyncClient,
+    method: str,
+    url: str,
+    *,
+    headers: dict[str, str],
+    outcome: str,
+    json_body: dict[str, Any] | None = None,
+    content: bytes | None = None,
+    params: str = "",
+) -> Response:
+    """Send one request upstream and answer with its reply.
+
+    Args:
+        client: the upstream connection pool.
+        method: the HTTP method.
+        url: the upstream URL.
+        headers: what to send (credential, content type...).
+        outcome: the ``x-stagecache`` value of a reply.
+        json_body: a JSON body (the chat passthrough).
+        content: a raw body (other endpoints).
+        params: the client's query string.
+    """
+    outgoing = client.build_request(
+        method,
+        url + (f"?{params}" if params else ""),
+        json=json_body,
+        content=content,
+        headers=headers,
+    )
+    try:
+        response = await client.send(outgoing, stream=True)
+    except httpx.HTTPError as exc:
+        failure = failure_of(exc)
+        return error_response(
+            failure.status,
+            failure.message,
+            code=failure.code,
+            headers={"x-stagecache": "error"},
+        )
+    reply_headers = {**forwarded_headers(response.headers), "x-stagecache": outcome}
+    media_type = response.headers.get("content-type")
+    if "text/event-stream" in (media_type or ""):
+        return StreamingResponse(
+            response.aiter_bytes(),
+            status_code=response.status_code,
+            media_type=media_type,
+            headers=reply_headers,
+            background=BackgroundTask(response.aclose),
+        )
+    try:
+        body = await response.aread()
+    except httpx.HTTPError as exc:
+        failure = failure_of(exc)
+        return error_response(
+            failure.status,
+            failure.message,
+            code=failure.code,
+            headers={**reply_headers, "x-stagecache": "error"},
+        )
+    finally:
+        await response.aclose()
+    return Response(
+        body,
+        status_code=response.status_code,
+        media_type=media_type,
+        headers=reply_headers,
+    )
