@@ -95,7 +95,9 @@ def chunks_of(
     refusal = message.get("refusal")
     field = "refusal" if isinstance(refusal, str) and refusal else "content"
     yield chunk({"role": "assistant", "content": "", "refusal": None})
-    text = refusal if field == "refusal" else (message.get("content") or "")
+    text: str = refusal if isinstance(refusal, str) and refusal else ""
+    if field == "content":
+        text = message.get("content") or ""
     step = max(1, chunk_chars)
     for start in range(0, len(text), step):
         yield chunk({field: text[start : start + step]})

@@ -28,8 +28,8 @@ __all__ = [
     "MAX_DEPTH",
     "BodyError",
     "error_response",
-    "parse_json",
     "http_exception_handler",
+    "parse_json",
     "read_body",
     "server_error_handler",
 ]

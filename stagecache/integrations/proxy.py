@@ -64,6 +64,10 @@ from starlette.requests import Request  # noqa: E402
 from starlette.responses import JSONResponse, Response, StreamingResponse  # noqa: E402
 from starlette.routing import Route  # noqa: E402
 
+from stagecache.integrations._proxy_embeddings import (  # noqa: E402
+    EmbeddingCaches,
+    texts_of,
+)
 from stagecache.integrations._proxy_errors import (  # noqa: E402
     BodyError,
     error_response,
@@ -145,6 +149,7 @@ class _Proxy:
         self.identity = IdentityResolver(settings)
         self.upstream_auth = UpstreamAuthCheck(self.probe_upstream)
         self.metrics = ProxyMetrics(ModelLabels(settings.models))
+        self.embedding_caches = EmbeddingCaches()
 
     # -- helpers ------------------------------------------------------------------
 
@@ -386,6 +391,67 @@ class _Proxy:
             self.metrics.models.learn_listing(bytes(response.body))
         return response
 
+    async def embedding_scope(self, caller: Caller | None) -> str | None:
+        """The cache scope of an embeddings request's caller (None: uncached)."""
+        if caller is None:
+            return None
+        if self.identity.by_credential and not await self.upstream_auth.authenticates():
+            return None  # the upstream takes any key: a key is no identity
+        try:
+            scope = self.pipeline.cache.engine.scope_for(caller)
+        except StagecacheError:  # no cache stage
+            return None
+        return None if isinstance(scope, str) else scope.key
+
+    async def embeddings(self, request: Request) -> Response:
+        """``POST /v1/embeddings``: texts seen before in the scope are not resent."""
+        try:
+            caller = self.caller_of(request)
+        except InputError as exc:  # an id header that is no valid id
+            return _error(400, str(exc))
+        if isinstance(caller, JSONResponse):
+            return caller
+        body = await self.read_json(request)
+        if isinstance(body, JSONResponse):
+            return body
+        model = body.get("model")
+        if not isinstance(model, str) or not model:
+            return _error(400, "you must provide a model parameter", param="model")
+        if self.settings.models and model not in self.settings.models:
+            return _error(
+                404,
+                f"The model `{model}` does not exist or you do not have access to it.",
+                param="model",
+                code="model_not_found",
+            )
+        if body.get("encoding_format") not in (None, "float", "base64"):
+            return _error(
+                400,
+                "encoding_format: 'float' or 'base64'",
+                param="encoding_format",
+            )
+        url = self.model.base_url + "/embeddings"
+        headers = self.upstream_headers(request)
+        texts = texts_of(body.get("input"))
+        scope = await self.embedding_scope(caller) if texts is not None else None
+        if texts is None or scope is None:
+            return await forward(
+                self.model.client,
+                "POST",
+                url,
+                json_body=body,
+                headers=headers,
+                outcome="skip",
+            )
+        return await self.embedding_caches.answer(
+            scope=scope,
+            body=body,
+            texts=texts,
+            client=self.model.client,
+            url=url,
+            headers=headers,
+        )
+
     async def other(self, request: Request) -> Response:
         """Any other ``/v1/...`` endpoint: passed through uncached, streams too."""
         if (
@@ -541,6 +607,7 @@ def create_app(
         routes=[
             Route("/v1/chat/completions", proxy.chat, methods=["POST"]),
             Route("/v1/models", proxy.models, methods=["GET"]),
+            Route("/v1/embeddings", proxy.embeddings, methods=["POST"]),
             Route("/healthz", proxy.healthz, methods=["GET"]),
             Route("/metrics", proxy.prometheus, methods=["GET"]),
             Route("/admin/purge", proxy.purge, methods=["POST"]),

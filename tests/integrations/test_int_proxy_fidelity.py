@@ -79,7 +79,9 @@ def _error(response: httpx.Response, status: int) -> dict[str, Any]:
     return dict(error)
 
 
-def _post(url: str, content: bytes, path: str = "/v1/chat/completions") -> httpx.Response:
+def _post(
+    url: str, content: bytes, path: str = "/v1/chat/completions"
+) -> httpx.Response:
     headers = {
         "content-type": "application/json",
         "authorization": f"Bearer {ORG}",
@@ -197,7 +199,8 @@ def test_unknown_routes_and_methods_are_openai_shaped(proxy_url: str) -> None:
     [
         # A lone surrogate: valid JSON, but no text.
         b'{"model": "gpt-test", "messages": [{"role": "user", "content": "\\ud800"}]}',
-        b'{"model": "gpt-test", "n": NaN, "messages": [{"role": "user", "content": "a"}]}',
+        b'{"model": "gpt-test", "n": NaN, '
+        b'"messages": [{"role": "user", "content": "a"}]}',
         b'{"model": "gpt-test", "temperature": -Infinity, '
         b'"messages": [{"role": "user", "content": "a"}]}',
         b'{"model": "gpt-test", "messages": [{"role": "user", "content": "a"}], '
@@ -222,7 +225,9 @@ def test_other_openai_endpoints_pass_through_uncached(
     assert raw.headers["x-stagecache"] == "skip"
     assert raw.headers["x-request-id"].startswith("req-echo")
     assert raw.http_response.json()["body"]["prompt"] == "Say hi"
-    response = _post(proxy_url, b'{"model": "gpt-test", "input": "hi"}', "/v1/responses")
+    response = _post(
+        proxy_url, b'{"model": "gpt-test", "input": "hi"}', "/v1/responses"
+    )
     assert response.status_code == 200
     assert response.json()["path"] == "/v1/responses"
     assert upstream[0].authorizations[-1] == f"Bearer {ORG}"
@@ -256,9 +261,7 @@ def test_repeated_embedding_texts_are_not_sent_upstream_again(
     assert [d.index for d in second.data] == [0, 1, 2]
     beta = (first.data[1].embedding, second.data[1].embedding)
     assert beta[0] == pytest.approx(beta[1], abs=1e-6)
-    assert first.data[0].embedding == pytest.approx(
-        second.data[2].embedding, abs=1e-6
-    )
+    assert first.data[0].embedding == pytest.approx(second.data[2].embedding, abs=1e-6)
     floats = client.embeddings.create(
         model="emb-test", input="alpha one", encoding_format="float"
     )
