@@ -29,6 +29,7 @@ import httpx
 import numpy as np
 from starlette.responses import JSONResponse, Response
 
+from stagecache.cache import Scope
 from stagecache.embeddings import CachedEmbedder
 from stagecache.errors import EmbeddingError, InputError
 from stagecache.integrations._proxy_errors import error_response
@@ -148,23 +149,48 @@ class EmbeddingCaches:
 
     def __init__(self) -> None:
         self._caches: OrderedDict[tuple[str, str, str], CachedEmbedder] = OrderedDict()
+        #: scope key -> (user id, tenant) of its owner, for purges.
+        self._owners: dict[str, tuple[str | None, str | None]] = {}
 
-    def _cache(self, scope: str, model: str, dimensions: object) -> CachedEmbedder:
-        key = (scope, model, repr(dimensions))
+    def _cache(self, scope: Scope, model: str, dimensions: object) -> CachedEmbedder:
+        key = (scope.key, model, repr(dimensions))
         cache = self._caches.get(key)
         if cache is None:
             inner = _ForwardingEmbedder(f"{model}|dimensions={dimensions!r}")
             cache = CachedEmbedder(inner, memory_items=MEMORY_ITEMS)
             self._caches[key] = cache
+            self._owners[scope.key] = (scope.user_id, scope.tenant)
             while len(self._caches) > MAX_CACHES:
-                self._caches.popitem(last=False)
+                (gone, _, _), _ = self._caches.popitem(last=False)
+                if not any(k[0] == gone for k in self._caches):
+                    self._owners.pop(gone, None)
         self._caches.move_to_end(key)
         return cache
+
+    def purge(self, user_id: str, tenant: str | None = None) -> int:
+        """Drop every cache of ``user_id`` (in ``tenant``, or in every tenant).
+
+        Returns:
+            The number of vectors dropped.
+        """
+        scopes = {
+            key
+            for key, (user, owner_tenant) in self._owners.items()
+            if user == user_id and (tenant is None or owner_tenant == tenant)
+        }
+        removed = 0
+        for key in [k for k in self._caches if k[0] in scopes]:
+            cache = self._caches.pop(key)
+            removed += cache.stats.misses
+            cache.clear_memory()
+        for scope in scopes:
+            self._owners.pop(scope, None)
+        return removed
 
     async def answer(
         self,
         *,
-        scope: str,
+        scope: Scope,
         body: dict[str, Any],
         texts: list[str],
         client: httpx.AsyncClient,

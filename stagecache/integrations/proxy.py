@@ -40,6 +40,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from stagecache._model import Caller, Result
+from stagecache.cache import Scope
 from stagecache.errors import InputError, StagecacheError
 from stagecache.integrations._common import keyed_order, reorder, require_extra
 from stagecache.integrations._openai_shapes import chunks_of, completion, sse
@@ -387,11 +388,11 @@ class _Proxy:
             headers=self.upstream_headers(request),
             outcome="skip",
         )
-        if response.status_code == 200:  # the upstream's models become labels
-            self.metrics.models.learn_listing(bytes(response.body))
+        if response.status_code == 200 and not isinstance(response, StreamingResponse):
+            self.metrics.models.learn_listing(bytes(response.body))  # become labels
         return response
 
-    async def embedding_scope(self, caller: Caller | None) -> str | None:
+    async def embedding_scope(self, caller: Caller | None) -> Scope | None:
         """The cache scope of an embeddings request's caller (None: uncached)."""
         if caller is None:
             return None
@@ -401,7 +402,7 @@ class _Proxy:
             scope = self.pipeline.cache.engine.scope_for(caller)
         except StagecacheError:  # no cache stage
             return None
-        return None if isinstance(scope, str) else scope.key
+        return None if isinstance(scope, str) else scope
 
     async def embeddings(self, request: Request) -> Response:
         """``POST /v1/embeddings``: texts seen before in the scope are not resent."""
@@ -521,6 +522,7 @@ class _Proxy:
             )
         except InputError as exc:
             return _error(400, str(exc))
+        removed += self.embedding_caches.purge(user, tenant)  # the user's vectors
         return JSONResponse({"removed": removed})
 
     async def invalidate(self, request: Request) -> Response:

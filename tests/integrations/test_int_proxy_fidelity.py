@@ -20,6 +20,7 @@ from stagecache.integrations.proxy import ProxySettings, create_app
 ORG = "sk-org"
 OTHER = "sk-cli"
 PROXY_KEY = "sk-proxy-alice"
+ADMIN = "admin-secret-fidelity"
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +35,9 @@ def proxy_url(
     upstream: tuple[FakeUpstream, str], pipeline_options: dict[str, Any]
 ) -> Iterator[str]:
     """Identity from the client's upstream credential (the default mode)."""
-    settings = ProxySettings(upstream=upstream[1] + "/v1", timeout_s=1.0)
+    settings = ProxySettings(
+        upstream=upstream[1] + "/v1", timeout_s=1.0, admin_key=ADMIN
+    )
     with ServerThread(create_app(settings, **pipeline_options)) as server:
         yield server.url
 
@@ -273,6 +276,24 @@ def test_repeated_embedding_texts_are_not_sent_upstream_again(
     # Another model is another key.
     client.embeddings.create(model="emb-other", input="alpha one")
     assert len(fake.embedded) == sent + 3
+
+
+def test_an_admin_purge_drops_the_users_embeddings(
+    proxy_url: str, upstream: tuple[FakeUpstream, str]
+) -> None:
+    fake = upstream[0]
+    client = _client(proxy_url, user="eve")
+    for _ in range(2):
+        client.embeddings.create(model="emb-test", input="eve's private note")
+    assert fake.embedded.count("eve's private note") == 1
+    purged = httpx.post(
+        proxy_url + "/admin/purge",
+        json={"user_id": "eve"},
+        headers={"authorization": f"Bearer {ADMIN}"},
+    )
+    assert purged.status_code == 200 and purged.json()["removed"] >= 1
+    client.embeddings.create(model="emb-test", input="eve's private note")
+    assert fake.embedded.count("eve's private note") == 2
 
 
 # -- guard blocks ----------------------------------------------------------------------
