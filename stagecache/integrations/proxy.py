@@ -5,9 +5,11 @@
     stagecache serve --upstream http://127.0.0.1:8000/v1 --port 8080 \\
         --api-keys keys.json --admin-key-env STAGECACHE_ADMIN_KEY
 
-Endpoints: ``POST /v1/chat/completions`` (JSON and SSE streaming), ``GET /v1/models``
-(passed through), ``GET /healthz``, ``GET /metrics`` (Prometheus text), and the
-admin endpoints ``POST /admin/purge {user_id}``, ``POST /admin/invalidate {user_id,
+Endpoints: ``POST /v1/chat/completions`` (JSON and SSE streaming), ``POST
+/v1/embeddings`` (through an embedding cache: :mod:`._proxy_embeddings`), ``GET
+/v1/models`` and every other ``/v1/...`` endpoint (passed through uncached:
+:mod:`._proxy_passthrough`), ``GET /healthz``, ``GET /metrics`` (Prometheus text),
+and the admin endpoints ``POST /admin/purge {user_id}``, ``POST /admin/invalidate {user_id,
 session_id?}``, ``POST /admin/feedback {entry_id, correct}`` (``Authorization:
 Bearer <admin key>``).
 
@@ -21,8 +23,12 @@ cached; duplicated identity headers are a 400.
 Every answer carries ``x-stagecache: hit|miss|skip|error`` (and
 ``x-stagecache-similarity`` when a candidate was found). A miss returns the
 upstream's reply with only the answer text changed by the output guard; upstream
-errors come back verbatim; if the cache machinery fails, the request is forwarded
-as it is. A streamed request is answered once the whole answer is known (the output
+errors come back verbatim; the upstream's request id, rate-limit and
+``retry-after`` headers are forwarded. A request goes upstream at most once: if
+the cache machinery fails before the model call, the request is forwarded as it
+is; a timeout is a 504, an unreachable upstream or an unreadable reply a 502.
+Every error the proxy itself produces is OpenAI-shaped (:mod:`._proxy_errors`). A
+guard's block is a refusal in ``message.refusal``. A streamed request is answered once the whole answer is known (the output
 guard must see all of it), replayed as ``chat.completion.chunk`` events; requests
 the cache cannot key (images, ``n > 1``) are streamed straight through.
 
