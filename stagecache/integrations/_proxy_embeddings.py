@@ -33,6 +33,7 @@ from stagecache.cache import Scope
 from stagecache.embeddings import CachedEmbedder
 from stagecache.errors import EmbeddingError, InputError
 from stagecache.integrations._proxy_errors import error_response
+from stagecache.integrations._proxy_passthrough import forward
 from stagecache.integrations._upstream import (
     UpstreamFailure,
     failure_of,
@@ -187,7 +188,54 @@ class EmbeddingCaches:
             self._owners.pop(scope, None)
         return removed
 
-    async def answer(
+    async def serve(
+        self,
+        body: dict[str, Any],
+        *,
+        scope: Scope | None,
+        client: httpx.AsyncClient,
+        url: str,
+        headers: dict[str, str],
+        models: frozenset[str],
+    ) -> Response:
+        """Answer an embeddings request (``scope`` None: passed through uncached).
+
+        Args:
+            body: the validated JSON body.
+            scope: the caller's cache scope.
+            client: the upstream connection pool.
+            url: the upstream's ``/embeddings`` URL.
+            headers: the credential to send upstream.
+            models: the operator's model allow-list (empty: any).
+        """
+        model = body.get("model")
+        if not isinstance(model, str) or not model:
+            return error_response(
+                400, "you must provide a model parameter", param="model"
+            )
+        if models and model not in models:
+            return error_response(
+                404,
+                f"The model `{model}` does not exist or you do not have access to it.",
+                param="model",
+                code="model_not_found",
+            )
+        if body.get("encoding_format") not in (None, "float", "base64"):
+            return error_response(
+                400,
+                "encoding_format: 'float' or 'base64'",
+                param="encoding_format",
+            )
+        texts = texts_of(body.get("input"))
+        if texts is None or scope is None:
+            return await forward(
+                client, "POST", url, json_body=body, headers=headers, outcome="skip"
+            )
+        return await self._answer(
+            scope=scope, body=body, texts=texts, client=client, url=url, headers=headers
+        )
+
+    async def _answer(
         self,
         *,
         scope: Scope,

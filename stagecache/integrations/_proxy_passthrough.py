@@ -15,12 +15,13 @@ from typing import Any
 
 import httpx
 from starlette.background import BackgroundTask
+from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from stagecache.integrations._proxy_errors import error_response
+from stagecache.integrations._proxy_errors import BodyError, error_response, read_body
 from stagecache.integrations._upstream import failure_of, forwarded_headers
 
-__all__ = ["CLIENT_HEADERS", "forward"]
+__all__ = ["CLIENT_HEADERS", "forward", "forward_request"]
 
 #: Request headers of the client that go upstream with a passed-through request
 #: (besides the credential, which ``upstream_headers`` decides).
@@ -101,4 +102,41 @@ async def forward(
         status_code=response.status_code,
         media_type=media_type,
         headers=reply_headers,
+    )
+
+
+async def forward_request(
+    client: httpx.AsyncClient,
+    base_url: str,
+    request: Request,
+    *,
+    credential: dict[str, str],
+    max_body_bytes: int,
+) -> Response:
+    """Pass a client's ``/v1/...`` request on as it is (body, query, stream).
+
+    Args:
+        client: the upstream connection pool.
+        base_url: the upstream's base (``.../v1``).
+        request: the client's request.
+        credential: what authenticates it upstream (the proxy's ``upstream_headers``).
+        max_body_bytes: larger bodies get 413.
+    """
+    try:
+        raw = await read_body(request, max_body_bytes)
+    except BodyError as exc:
+        return exc.response
+    headers = {
+        name: request.headers[name]
+        for name in CLIENT_HEADERS
+        if name in request.headers
+    }
+    return await forward(
+        client,
+        request.method,
+        base_url + request.url.path.removeprefix("/v1"),
+        content=raw or None,
+        headers={**headers, **credential},
+        outcome="skip",
+        params=request.url.query,
     )

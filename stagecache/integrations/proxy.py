@@ -9,9 +9,9 @@ Endpoints: ``POST /v1/chat/completions`` (JSON and SSE streaming), ``POST
 /v1/embeddings`` (through an embedding cache: :mod:`._proxy_embeddings`), ``GET
 /v1/models`` and every other ``/v1/...`` endpoint (passed through uncached:
 :mod:`._proxy_passthrough`), ``GET /healthz``, ``GET /metrics`` (Prometheus text),
-and the admin endpoints ``POST /admin/purge {user_id}``, ``POST /admin/invalidate {user_id,
-session_id?}``, ``POST /admin/feedback {entry_id, correct}`` (``Authorization:
-Bearer <admin key>``).
+and the admin endpoints ``POST /admin/purge {user_id}``, ``POST /admin/invalidate
+{user_id, session_id?}``, ``POST /admin/feedback {entry_id, correct}``
+(``Authorization: Bearer <admin key>``).
 
 Identity (:mod:`._proxy_identity`, docs/security.md): with ``--api-keys`` every
 request needs a known key and runs as its user; otherwise the client's upstream
@@ -28,9 +28,10 @@ errors come back verbatim; the upstream's request id, rate-limit and
 the cache machinery fails before the model call, the request is forwarded as it
 is; a timeout is a 504, an unreachable upstream or an unreadable reply a 502.
 Every error the proxy itself produces is OpenAI-shaped (:mod:`._proxy_errors`). A
-guard's block is a refusal in ``message.refusal``. A streamed request is answered once the whole answer is known (the output
-guard must see all of it), replayed as ``chat.completion.chunk`` events; requests
-the cache cannot key (images, ``n > 1``) are streamed straight through.
+guard's block is a refusal in ``message.refusal``. A streamed request is answered
+once the whole answer is known (the output guard must see all of it), replayed as
+``chat.completion.chunk`` events; requests the cache cannot key (images,
+``n > 1``) are streamed straight through.
 
 Needs ``pip install 'stagecache[serve]'``.
 """
@@ -71,10 +72,7 @@ from starlette.requests import Request  # noqa: E402
 from starlette.responses import JSONResponse, Response, StreamingResponse  # noqa: E402
 from starlette.routing import Route  # noqa: E402
 
-from stagecache.integrations._proxy_embeddings import (  # noqa: E402
-    EmbeddingCaches,
-    texts_of,
-)
+from stagecache.integrations._proxy_embeddings import EmbeddingCaches  # noqa: E402
 from stagecache.integrations._proxy_errors import (  # noqa: E402
     BodyError,
     error_response,
@@ -94,8 +92,8 @@ from stagecache.integrations._proxy_metrics import (  # noqa: E402
     ProxyMetrics,
 )
 from stagecache.integrations._proxy_passthrough import (  # noqa: E402
-    CLIENT_HEADERS,
     forward,
+    forward_request,
 )
 
 __all__ = ["ProxySettings", "create_app", "load_api_keys", "serve", "serve_main"]
@@ -421,42 +419,13 @@ class _Proxy:
         body = await self.read_json(request)
         if isinstance(body, JSONResponse):
             return body
-        model = body.get("model")
-        if not isinstance(model, str) or not model:
-            return _error(400, "you must provide a model parameter", param="model")
-        if self.settings.models and model not in self.settings.models:
-            return _error(
-                404,
-                f"The model `{model}` does not exist or you do not have access to it.",
-                param="model",
-                code="model_not_found",
-            )
-        if body.get("encoding_format") not in (None, "float", "base64"):
-            return _error(
-                400,
-                "encoding_format: 'float' or 'base64'",
-                param="encoding_format",
-            )
-        url = self.model.base_url + "/embeddings"
-        headers = self.upstream_headers(request)
-        texts = texts_of(body.get("input"))
-        scope = await self.embedding_scope(caller) if texts is not None else None
-        if texts is None or scope is None:
-            return await forward(
-                self.model.client,
-                "POST",
-                url,
-                json_body=body,
-                headers=headers,
-                outcome="skip",
-            )
-        return await self.embedding_caches.answer(
-            scope=scope,
-            body=body,
-            texts=texts,
+        return await self.embedding_caches.serve(
+            body,
+            scope=await self.embedding_scope(caller),
             client=self.model.client,
-            url=url,
-            headers=headers,
+            url=self.model.base_url + "/embeddings",
+            headers=self.upstream_headers(request),
+            models=self.settings.models,
         )
 
     async def other(self, request: Request) -> Response:
@@ -466,24 +435,12 @@ class _Proxy:
             and self.settings.api_keys.get(bearer(request.headers) or "") is None
         ):
             return _error(401, "Incorrect API key provided.", code="invalid_api_key")
-        try:
-            raw = await read_body(request, self.settings.max_body_bytes)
-        except BodyError as exc:
-            return exc.response
-        headers = {
-            name: request.headers[name]
-            for name in CLIENT_HEADERS
-            if name in request.headers
-        }
-        path = request.url.path.removeprefix("/v1")
-        return await forward(
+        return await forward_request(
             self.model.client,
-            request.method,
-            self.model.base_url + path,
-            content=raw or None,
-            headers={**headers, **self.upstream_headers(request)},
-            outcome="skip",
-            params=request.url.query,
+            self.model.base_url,
+            request,
+            credential=self.upstream_headers(request),
+            max_body_bytes=self.settings.max_body_bytes,
         )
 
     async def healthz(self, request: Request) -> Response:
