@@ -45,6 +45,7 @@ async def forward(
     json_body: dict[str, Any] | None = None,
     content: bytes | None = None,
     params: str = "",
+    api_reply: bool = False,
 ) -> Response:
     """Send one request upstream and answer with its reply.
 
@@ -57,6 +58,8 @@ async def forward(
         json_body: a JSON body (the chat passthrough).
         content: a raw body (other endpoints).
         params: the client's query string.
+        api_reply: a success must be JSON or an event stream (chat); anything
+            else (an HTML page with status 200) is a 502.
     """
     outgoing = client.build_request(
         method,
@@ -77,6 +80,19 @@ async def forward(
         )
     reply_headers = {**forwarded_headers(response.headers), "x-stagecache": outcome}
     media_type = response.headers.get("content-type")
+    if (
+        api_reply
+        and response.is_success
+        and not any(kind in (media_type or "") for kind in ("json", "event-stream"))
+    ):
+        await response.aclose()
+        return error_response(
+            502,
+            f"The upstream answered {response.status_code} ({media_type}) with a "
+            "body that is not an API reply.",
+            code="bad_upstream_response",
+            headers={**reply_headers, "x-stagecache": "error"},
+        )
     if "text/event-stream" in (media_type or ""):
         return StreamingResponse(
             response.aiter_bytes(),

@@ -233,6 +233,7 @@ class _Proxy:
             json_body=body,
             headers=self.upstream_headers(request),
             outcome=outcome,
+            api_reply=True,
         )
 
     # -- endpoints ----------------------------------------------------------------

@@ -164,6 +164,11 @@ def test_a_non_json_200_is_one_upstream_call_and_a_502(
         _ask(_client(proxy_url), "hi again", model="html")
     assert info.value.status_code == 502
     assert upstream[0].calls == calls + 2
+    # Passed through uncached (n > 1): still no HTML with status 200.
+    with pytest.raises(openai.InternalServerError) as info:
+        _ask(_client(proxy_url), "hi twice", model="html", n=2)
+    assert info.value.response.headers["x-stagecache"] == "error"
+    assert upstream[0].calls == calls + 3
 
 
 def test_an_upstream_timeout_is_a_504(proxy_url: str) -> None:
