@@ -125,6 +125,23 @@ def test_a_passthrough_carries_the_upstream_headers(proxy_url: str) -> None:
     assert headers["x-ratelimit-limit-requests"] == "500"
 
 
+def test_a_streamed_passthrough_streams_with_the_upstream_headers(
+    proxy_url: str,
+) -> None:
+    client = _client(proxy_url)
+    raw = client.chat.completions.with_raw_response.create(
+        model="gpt-test",
+        messages=[{"role": "user", "content": "Stream two answers."}],
+        n=2,
+        stream=True,
+    )
+    assert raw.headers["x-stagecache"] == "skip"
+    assert raw.headers["x-request-id"].startswith("req-up")
+    chunks = list(raw.parse())
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == "answer to: Stream two answers."
+
+
 def test_an_upstream_429_keeps_retry_after_and_counts_as_an_upstream_error(
     proxy_url: str,
 ) -> None:
