@@ -46,7 +46,6 @@ _FORWARDED = frozenset(
         "openai-version",
         "openai-organization",
         "openai-project",
-        "openai-model",
     }
 )
 
