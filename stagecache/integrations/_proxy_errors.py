@@ -73,16 +73,45 @@ class BodyError(Exception):
         self.response = response
 
 
-def _refuse(message: str, code: str = "invalid_body", status: int = 400) -> NoReturn:
-    raise BodyError(error_response(status, message, code=code))
+def _refuse(
+    message: str,
+    code: str = "invalid_body",
+    status: int = 400,
+    *,
+    param: str | None = None,
+) -> NoReturn:
+    raise BodyError(error_response(status, message, code=code, param=param))
 
 
-def _constant(name: str) -> NoReturn:
-    _refuse(
-        f"The request body contains {name}, which is not a JSON number; "
-        "send a finite number.",
-        code="invalid_number",
-    )
+class _NonFinite:
+    """Where the parser met ``NaN``/``Infinity``: refused once its field is known."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+
+def _constant(name: str) -> _NonFinite:
+    return _NonFinite(name)
+
+
+def _refuse_non_finite(body: dict[str, Any]) -> None:
+    """Refuse a ``NaN``/``Infinity`` anywhere, naming the top-level field."""
+    for key, value in body.items():
+        stack = [value]
+        while stack:
+            item = stack.pop()
+            if isinstance(item, _NonFinite):
+                _refuse(
+                    f"{key}: {item.name} is not a JSON number; send a finite number.",
+                    code="invalid_number",
+                    param=key,
+                )
+            if isinstance(item, dict):
+                stack.extend(item.values())
+            elif isinstance(item, list):
+                stack.extend(item)
 
 
 def _check(value: Any) -> None:
@@ -155,6 +184,7 @@ def parse_json(raw: bytes) -> dict[str, Any]:
     if not isinstance(body, dict):
         _refuse("The request body must be a JSON object.", code="invalid_json")
     _check(body)
+    _refuse_non_finite(body)
     return body
 
 
