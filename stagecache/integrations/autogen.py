@@ -15,25 +15,31 @@ guards, the semantic cache, write-invalidation and the traces apply to the agent
 model calls. On a miss the pipeline's LLM stage calls the *inner* client through
 :class:`AutoGenModel` with the original AutoGen messages, tools and arguments, so
 the inner client sees exactly what the agent sent. A response made of
-``FunctionCall`` s passes through unchanged and is never stored (its text part is
-empty); a call of a tool not listed in ``read_only_tools`` evicts the caller's
-scope. A cached answer comes back as a ``CreateResult`` with ``cached=True`` and zero
-usage; ``create_stream`` replays it as chunks followed by that result.
+``FunctionCall`` s of tools listed in ``read_only_tools`` is stored and replayed
+exactly (the agent then runs the tools, live); a call of any other tool evicts the
+caller's scope and is never stored. A cached answer comes back as a ``CreateResult``
+with ``cached=True``, its ``thought`` and the usage of the call that made it (as
+``autogen_ext``'s ChatCompletionCache does); ``create_stream`` replays it as chunks
+followed by that result. The tools' schemas, ``tool_choice`` and ``json_output``
+(the schema of a structured-output type) are part of the key
+(``_autogen_codec``). The client is an AutoGen component: ``dump_component()`` /
+``load_component()`` (``_autogen_component``).
 
-Requests the cache cannot key faithfully go straight to the inner client: images in
-a user message, and ``json_output`` (the key has no place for a response schema).
-Needs ``pip install 'stagecache[autogen]'`` (autogen-core/ext 0.4+).
+Requests with images in a user message go straight to the inner client. Needs
+``pip install 'stagecache[autogen]'`` (autogen-core/ext 0.4+).
 """
 
 from __future__ import annotations
 
 import contextvars
 from collections.abc import AsyncGenerator, Callable, Collection, Mapping, Sequence
+from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 from stagecache._model import Caller, Result, ToolCall, ToolSpec, Turn, Usage
-from stagecache.errors import LLMError
+from stagecache.config import PipelineConfig
+from stagecache.errors import ConfigError, LLMError
 from stagecache.integrations._common import (
     json_arguments,
     keyed_order,
@@ -42,11 +48,12 @@ from stagecache.integrations._common import (
     resolve_caller,
 )
 from stagecache.pipeline import Pipeline
+from stagecache.pipeline._events import CacheHit, Event
 from stagecache.stages.llm import Completion
 
 require_extra("autogen_core", "autogen")
 
-from autogen_core import CancellationToken, FunctionCall  # noqa: E402
+from autogen_core import CancellationToken, Component, FunctionCall  # noqa: E402
 from autogen_core.models import (  # noqa: E402
     AssistantMessage,
     ChatCompletionClient,
@@ -61,6 +68,15 @@ from autogen_core.models import (  # noqa: E402
 )
 from autogen_core.tools import Tool, ToolSchema  # noqa: E402
 
+from stagecache.integrations import _autogen_codec as codec  # noqa: E402
+from stagecache.integrations._autogen_component import (  # noqa: E402
+    CallerConfig,
+    PipelineSource,
+    StagecacheClientConfig,
+    dump_pipeline,
+    pipeline_of,
+)
+
 __all__ = ["AutoGenModel", "StagecacheChatCompletionClient"]
 
 _NO_ARGS: Mapping[str, Any] = MappingProxyType({})
@@ -70,7 +86,7 @@ ToolChoice = Tool | Literal["auto", "required", "none"]
 class _Request:
     """One ``create`` call on its way through the pipeline (see ``_CURRENT``)."""
 
-    __slots__ = ("client", "kwargs", "messages", "result")
+    __slots__ = ("client", "hit_usage", "kwargs", "messages", "result")
 
     def __init__(
         self,
@@ -82,6 +98,8 @@ class _Request:
         self.messages = messages
         self.kwargs = kwargs
         self.result: CreateResult | None = None
+        # The usage of the call that made the entry a hit came from (CacheHit).
+        self.hit_usage: RequestUsage | None = None
 
 
 # The LLM stage only sees the Turn; the original AutoGen request (messages with
@@ -125,10 +143,12 @@ class AutoGenModel:
         result = await client.create(_with_memory(messages, turn.memory), **kwargs)
         if request is not None:
             request.result = result
-        return _completion_of(result, self.model_id)
+        return _completion_of(result, self.model_id, turn)
 
 
-class StagecacheChatCompletionClient(ChatCompletionClient):
+class StagecacheChatCompletionClient(
+    ChatCompletionClient, Component[StagecacheClientConfig]
+):
     """Wraps any AutoGen ``ChatCompletionClient`` in a stagecache pipeline.
 
     Args:
@@ -143,9 +163,16 @@ class StagecacheChatCompletionClient(ChatCompletionClient):
         model: the model id in cache keys (default: the inner client's model).
         chunk_chars: size of the chunks a cached answer is streamed in.
         owns_pipeline: close the pipeline in :meth:`close`.
+        pipeline_config: how ``pipeline`` was built (a TOML file's path or the
+            config), for :meth:`dump_component`; :meth:`default` and
+            :meth:`from_config_file` set it.
     """
 
     component_type = "model"
+    component_config_schema = StagecacheClientConfig
+    component_provider_override = (
+        "stagecache.integrations.autogen.StagecacheChatCompletionClient"
+    )
 
     def __init__(
         self,
@@ -158,6 +185,7 @@ class StagecacheChatCompletionClient(ChatCompletionClient):
         model: str | None = None,
         chunk_chars: int = 16,
         owns_pipeline: bool = False,
+        pipeline_config: PipelineConfig | str | Path | None = None,
     ) -> None:
         self._inner = inner
         self._pipeline = pipeline
@@ -170,6 +198,12 @@ class StagecacheChatCompletionClient(ChatCompletionClient):
         self._actual = RequestUsage(prompt_tokens=0, completion_tokens=0)
         self._total = RequestUsage(prompt_tokens=0, completion_tokens=0)
         self.last_result: Result | None = None
+        self._source: PipelineSource | Literal[False] = (
+            Path(pipeline_config)
+            if isinstance(pipeline_config, str | Path)
+            else (pipeline_config if pipeline_config is not None else False)
+        )
+        self._unsubscribe = pipeline.events.subscribe(_note_hit_usage)
 
     @classmethod
     def default(
@@ -196,7 +230,13 @@ class StagecacheChatCompletionClient(ChatCompletionClient):
         pipeline = Pipeline.default(
             llm=AutoGenModel(inner, model_id=model_id), **pipeline_options
         )
-        return cls(
+        config: PipelineConfig | None = pipeline_options.get("config")
+        settings = pipeline_options.get("cache")
+        if settings is not None:
+            import msgspec
+
+            config = msgspec.structs.replace(config or PipelineConfig(), cache=settings)
+        client = cls(
             inner,
             pipeline,
             caller,
@@ -205,6 +245,104 @@ class StagecacheChatCompletionClient(ChatCompletionClient):
             model=model_id,
             owns_pipeline=True,
         )
+        client._source = config
+        return client
+
+    @classmethod
+    def from_config_file(
+        cls,
+        inner: ChatCompletionClient,
+        path: str | Path,
+        caller: Caller | None = None,
+        caller_from: Callable[[], Caller | None] | None = None,
+        *,
+        read_only_tools: Collection[str] = (),
+        model: str | None = None,
+        chunk_chars: int = 16,
+    ) -> StagecacheChatCompletionClient:
+        """The wrapper around the pipeline a TOML file describes (which it owns).
+
+        Args:
+            inner: the model client that answers misses.
+            path: the pipeline file (``stagecache.load``).
+            caller: as for the constructor.
+            caller_from: as for the constructor.
+            read_only_tools: as for the constructor.
+            model: as for the constructor.
+            chunk_chars: as for the constructor.
+
+        Raises:
+            ConfigError: the file is missing or has a bad field.
+        """
+        model_id = model or _model_name(inner)
+        pipeline = Pipeline.load(path, llm=AutoGenModel(inner, model_id=model_id))
+        return cls(
+            inner,
+            pipeline,
+            caller,
+            caller_from,
+            read_only_tools=read_only_tools,
+            model=model_id,
+            chunk_chars=chunk_chars,
+            owns_pipeline=True,
+            pipeline_config=path,
+        )
+
+    def _to_config(self) -> StagecacheClientConfig:
+        """The component config (see ``_autogen_component``).
+
+        Raises:
+            ConfigError: ``caller_from`` is set, or the pipeline's config is unknown.
+        """
+        if self._caller_from is not None:
+            raise ConfigError(
+                "a callable cannot be dumped to a component config; dump a client "
+                "with a fixed caller= and set caller_from on the loaded copy",
+                field="caller_from",
+            )
+        if self._source is False:
+            raise ConfigError(
+                "the pipeline was built by hand; pass pipeline_config= (its TOML "
+                "file or PipelineConfig) to the constructor, or use default() / "
+                "from_config_file()",
+                field="pipeline_config",
+            )
+        source = self._source
+        return StagecacheClientConfig(
+            client=self._inner.dump_component(),
+            caller=None if self._caller is None else CallerConfig.of(self._caller),
+            read_only_tools=sorted(self._read_only),
+            model=self._model,
+            chunk_chars=self._chunk,
+            **dump_pipeline(source),
+        )
+
+    @classmethod
+    def _from_config(cls, config: StagecacheClientConfig) -> Self:
+        """A client built from its component config (it owns its pipeline).
+
+        Raises:
+            ConfigError: a missing ``config_file`` or a bad pipeline table.
+        """
+        source = pipeline_of(config)
+        inner = ChatCompletionClient.load_component(config.client)
+        model_id = config.model or _model_name(inner)
+        llm = AutoGenModel(inner, model_id=model_id)
+        if isinstance(source, Path):
+            pipeline = Pipeline.load(source, llm=llm)
+        else:
+            pipeline = Pipeline.default(llm=llm, config=source)
+        client = cls(
+            inner,
+            pipeline,
+            None if config.caller is None else config.caller.caller(),
+            read_only_tools=config.read_only_tools,
+            model=model_id,
+            chunk_chars=config.chunk_chars,
+            owns_pipeline=True,
+        )
+        client._source = source
+        return client
 
     @property
     def pipeline(self) -> Pipeline:
@@ -229,7 +367,8 @@ class StagecacheChatCompletionClient(ChatCompletionClient):
             "extra_create_args": extra_create_args,
             "cancellation_token": cancellation_token,
         }
-        chat = None if json_output is not None else _chat_of(messages)
+        shape = codec.shape_fingerprint(tools, tool_choice, json_output)
+        chat = None if shape == codec.NOT_KEYABLE else _chat_of(messages)
         if chat is None:
             result = await self._inner.create(messages, **kwargs)
             self._count(result)
@@ -241,12 +380,13 @@ class StagecacheChatCompletionClient(ChatCompletionClient):
                 chat,
                 caller=resolve_caller(self._caller, self._caller_from),
                 model=self._model,
+                instructions=codec.keyed_instructions(chat, shape),
                 tools=[self._spec(t) for t in tools],
             )
         finally:
             _CURRENT.reset(token)
         self.last_result = outcome
-        result = _result_of(outcome, request.result)
+        result = _result_of(outcome, request.result, request.hit_usage)
         self._count(result)
         return result
 
@@ -282,6 +422,7 @@ class StagecacheChatCompletionClient(ChatCompletionClient):
 
     async def close(self) -> None:
         """Close the inner client (and the pipeline when this client owns it)."""
+        self._unsubscribe()
         await self._inner.close()
         if self._owns:
             await self._pipeline.aclose()
@@ -291,7 +432,7 @@ class StagecacheChatCompletionClient(ChatCompletionClient):
         return self._actual
 
     def total_usage(self) -> RequestUsage:
-        """Tokens of every answer returned (same as actual: hits cost nothing)."""
+        """Tokens of every answer returned, a hit counting its original usage."""
         return self._total
 
     def count_tokens(
@@ -407,28 +548,47 @@ def _with_memory(
     return [SystemMessage(content=facts), *messages]
 
 
-def _completion_of(result: CreateResult, model: str) -> Completion:
+def _completion_of(result: CreateResult, model: str, turn: Turn) -> Completion:
     usage = Usage(
         prompt_tokens=result.usage.prompt_tokens,
         completion_tokens=result.usage.completion_tokens,
     )
+    stored = codec.encode(result)
     if isinstance(result.content, str):
         # AutoGen says "unknown" when the server gave no finish reason: trusted,
         # like a client that reports none; "length", "content_filter": not stored.
         finish = None if result.finish_reason == "unknown" else result.finish_reason
+        if stored is None:  # a thought that cannot be stored: served, not cached
+            finish = "unstorable"
         return Completion(
-            text=result.content, usage=usage, model=model, finish_reason=finish
+            text=result.content if stored is None else stored,
+            usage=usage,
+            model=model,
+            finish_reason=finish,
+        )
+    read_only = {t.name for t in turn.tools if t.read_only_hint}
+    if stored is not None and all(c.name in read_only for c in result.content):
+        # A *request* to run read-only tools: the agent runs them after a hit
+        # too, so the request itself is the answer (no tool ran in the pipeline).
+        finish = result.finish_reason
+        return Completion(
+            text=stored,
+            usage=usage,
+            model=model,
+            finish_reason=None if finish in ("function_calls", "unknown") else finish,
         )
     calls = [
         ToolCall(name=c.name, arguments=json_arguments(c.arguments))
         for c in result.content
         if isinstance(c, FunctionCall)
     ]
-    # No text: a function-call response is never stored (nothing to answer with).
+    # A call of a writing tool: never stored; the LLM stage sees the call (evicts).
     return Completion(text="", usage=usage, tool_calls=calls, model=model)
 
 
-def _result_of(outcome: Result, raw: CreateResult | None) -> CreateResult:
+def _result_of(
+    outcome: Result, raw: CreateResult | None, hit_usage: RequestUsage | None
+) -> CreateResult:
     """The ``CreateResult`` the agent gets for a pipeline outcome."""
     zero = RequestUsage(prompt_tokens=0, completion_tokens=0)
     if outcome.blocked is not None:
@@ -438,18 +598,39 @@ def _result_of(outcome: Result, raw: CreateResult | None) -> CreateResult:
             usage=zero,
             cached=False,
         )
+    answer = codec.decode(outcome.answer)
     if outcome.cache.hit or raw is None:
         usage = RequestUsage(
             prompt_tokens=outcome.usage.prompt_tokens,
             completion_tokens=outcome.usage.completion_tokens,
         )
+        if outcome.cache.hit:
+            usage = hit_usage or zero
+        calls = isinstance(answer.content, list)
         return CreateResult(
-            finish_reason="stop",
-            content=outcome.answer,
-            usage=zero if outcome.cache.hit else usage,
+            finish_reason="function_calls" if calls else "stop",
+            content=answer.content,
+            usage=usage,
             cached=outcome.cache.hit,
+            thought=answer.thought,
         )
-    if isinstance(raw.content, str):
-        # The post-guard answer (redactions applied), with the model's metadata.
-        return raw.model_copy(update={"content": outcome.answer})
+    if isinstance(raw.content, str) and isinstance(answer.content, str):
+        # The post-guard answer and thought (redactions applied), with the
+        # model's metadata.
+        update: dict[str, Any] = {"content": answer.content}
+        if raw.thought is not None:
+            update["thought"] = answer.thought
+        return raw.model_copy(update=update)
     return raw
+
+
+def _note_hit_usage(event: Event) -> None:
+    """On a hit, keep the usage stored with the entry for the current request."""
+    if not isinstance(event, CacheHit):
+        return
+    request = _CURRENT.get()
+    if request is not None:
+        request.hit_usage = RequestUsage(
+            prompt_tokens=event.prompt_tokens or 0,
+            completion_tokens=event.completion_tokens or 0,
+        )

@@ -1,0 +1,133 @@
+"""AutoGen: the component config of ``StagecacheChatCompletionClient``.
+
+``client.dump_component()`` gives a ``ComponentModel`` that
+``ChatCompletionClient.load_component(...)`` turns back into an equivalent client:
+the inner client's own component config, how to build the pipeline (a TOML file's
+path, or the pipeline config itself as a table), the caller, ``read_only_tools``,
+the model id and the chunk size.
+
+What a config cannot carry is refused with a :class:`~stagecache.errors.ConfigError`
+naming the field, never silently dropped: a ``caller_from`` callable, a pipeline
+built by hand (pass ``pipeline_config=`` to the constructor), a Redis password in
+the pipeline config (keep secrets in the file or the environment: use
+``from_config_file``). Objects handed to ``default()`` next to the config (an
+embedder instance, a tracer provider) are not part of it: the copy builds what the
+config describes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import msgspec
+from autogen_core import ComponentModel
+from pydantic import BaseModel, Field
+
+from stagecache._model import Caller
+from stagecache.config import PipelineConfig, parse_config
+from stagecache.errors import ConfigError
+
+__all__ = ["CallerConfig", "StagecacheClientConfig", "dump_pipeline", "pipeline_of"]
+
+
+class CallerConfig(BaseModel):
+    """A :class:`stagecache.Caller` in a component config."""
+
+    user_id: str | None = None
+    session_id: str | None = None
+    tenant: str | None = None
+    metadata: dict[str, str] = Field(default_factory=dict)
+
+    @classmethod
+    def of(cls, caller: Caller) -> CallerConfig:
+        """The config of ``caller``."""
+        return cls(
+            user_id=caller.user_id,
+            session_id=caller.session_id,
+            tenant=caller.tenant,
+            metadata=dict(caller.metadata),
+        )
+
+    def caller(self) -> Caller:
+        """The caller (ids checked as ``Caller`` checks them)."""
+        return Caller(
+            user_id=self.user_id,
+            session_id=self.session_id,
+            tenant=self.tenant,
+            metadata=dict(self.metadata),
+        )
+
+
+class StagecacheClientConfig(BaseModel):
+    """The component config of ``StagecacheChatCompletionClient``.
+
+    Attributes:
+        client: the inner client's component config.
+        config_file: a pipeline TOML file (read when the client is loaded).
+        pipeline: the pipeline config as a table (when there is no file); neither:
+            ``Pipeline.default``'s chain with the embedded defaults.
+        caller: the identity every call runs as.
+        read_only_tools: as for the client.
+        model: the model id in cache keys.
+        chunk_chars: as for the client.
+    """
+
+    client: ComponentModel
+    config_file: str | None = None
+    pipeline: dict[str, Any] | None = None
+    caller: CallerConfig | None = None
+    read_only_tools: list[str] = Field(default_factory=list)
+    model: str | None = None
+    chunk_chars: int = 16
+
+
+#: How a client's pipeline was built: a TOML file, a config, the defaults (None).
+PipelineSource = PipelineConfig | Path | None
+
+
+def dump_pipeline(source: PipelineSource) -> dict[str, Any]:
+    """The ``config_file`` / ``pipeline`` fields for ``source``.
+
+    Raises:
+        ConfigError: the config holds a secret (a Redis password).
+    """
+    if isinstance(source, Path):
+        return {"config_file": str(source)}
+    if source is None:
+        return {}
+    if source.cache.backend.redis_password is not None:
+        raise ConfigError(
+            "a component config would carry the Redis password in clear; put it in "
+            "a pipeline file or the environment and build the client with "
+            "StagecacheChatCompletionClient.from_config_file(...)",
+            field="cache.backend.redis_password",
+        )
+    table: dict[str, Any] = msgspec.to_builtins(source)
+    table.pop("llm", None)  # the AutoGen client is the model
+    return {"pipeline": table}
+
+
+def pipeline_of(config: StagecacheClientConfig) -> PipelineSource:
+    """The pipeline source a loaded config names.
+
+    Raises:
+        ConfigError: both ``config_file`` and ``pipeline``, a file that does not
+            exist, or a bad pipeline table.
+    """
+    if config.config_file is not None and config.pipeline is not None:
+        raise ConfigError(
+            "give either config_file or pipeline, not both", field="config_file"
+        )
+    if config.config_file is not None:
+        path = Path(config.config_file)
+        if not path.is_file():
+            raise ConfigError(
+                f"no pipeline file at {config.config_file!r}; point config_file at "
+                "an existing TOML file",
+                field="config_file",
+            )
+        return path
+    if config.pipeline is not None:
+        return parse_config(dict(config.pipeline))
+    return None
