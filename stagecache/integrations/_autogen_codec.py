@@ -1,4 +1,4 @@
-"""AutoGen: how a ``CreateResult`` is stored as a cache answer, and the request's shape key.
+"""AutoGen: a ``CreateResult`` as a stored answer; the request's shape key.
 
 **Stored answers.** A plain text reply is stored as its text, like every other
 answer in the cache. A reply that carries more (a ``thought``, or a list of
@@ -30,14 +30,13 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import msgspec
-
 from autogen_core import FunctionCall
 from autogen_core.models import CreateResult
 from autogen_core.tools import Tool, ToolSchema
 
 __all__ = [
-    "Decoded",
     "NOT_KEYABLE",
+    "Decoded",
     "decode",
     "encode",
     "keyed_instructions",

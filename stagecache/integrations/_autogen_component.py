@@ -17,8 +17,9 @@ config describes.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import msgspec
 from autogen_core import ComponentModel
@@ -28,7 +29,21 @@ from stagecache._model import Caller
 from stagecache.config import PipelineConfig, parse_config
 from stagecache.errors import ConfigError
 
-__all__ = ["CallerConfig", "StagecacheClientConfig", "dump_pipeline", "pipeline_of"]
+if TYPE_CHECKING:
+    from autogen_core.models import ChatCompletionClient
+
+    from stagecache.pipeline import Pipeline
+    from stagecache.types import LLMClient
+
+__all__ = [
+    "CallerConfig",
+    "PipelineSource",
+    "StagecacheClientConfig",
+    "build_pipeline",
+    "dump_pipeline",
+    "pipeline_of",
+    "to_config",
+]
 
 
 class CallerConfig(BaseModel):
@@ -131,3 +146,60 @@ def pipeline_of(config: StagecacheClientConfig) -> PipelineSource:
     if config.pipeline is not None:
         return parse_config(dict(config.pipeline))
     return None
+
+
+def build_pipeline(source: PipelineSource, llm: LLMClient) -> Pipeline:
+    """The pipeline ``source`` describes, around ``llm``."""
+    from stagecache.pipeline import Pipeline
+
+    if isinstance(source, Path):
+        return Pipeline.load(source, llm=llm)
+    return Pipeline.default(llm=llm, config=source)
+
+
+def to_config(
+    inner: ChatCompletionClient,
+    source: PipelineSource | Literal[False],
+    *,
+    caller: Caller | None,
+    caller_from: object,
+    read_only_tools: Collection[str],
+    model: str,
+    chunk_chars: int,
+) -> StagecacheClientConfig:
+    """The component config of a client with these parts.
+
+    Args:
+        inner: the inner client (dumped with its own ``dump_component``).
+        source: how the pipeline was built; False: unknown (built by hand).
+        caller: the fixed caller.
+        caller_from: the caller callable, if any (refused).
+        read_only_tools: as for the client.
+        model: as for the client.
+        chunk_chars: as for the client.
+
+    Raises:
+        ConfigError: ``caller_from`` is set, the pipeline's config is unknown, or
+            it holds a Redis password.
+    """
+    if caller_from is not None:
+        raise ConfigError(
+            "a callable cannot be dumped to a component config; dump a client "
+            "with a fixed caller= and set caller_from on the loaded copy",
+            field="caller_from",
+        )
+    if source is False:
+        raise ConfigError(
+            "the pipeline was built by hand; pass pipeline_config= (its TOML "
+            "file or PipelineConfig) to the constructor, or use default() / "
+            "from_config_file()",
+            field="pipeline_config",
+        )
+    return StagecacheClientConfig(
+        client=inner.dump_component(),
+        caller=None if caller is None else CallerConfig.of(caller),
+        read_only_tools=sorted(read_only_tools),
+        model=model,
+        chunk_chars=chunk_chars,
+        **dump_pipeline(source),
+    )

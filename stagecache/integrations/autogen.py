@@ -37,49 +37,44 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal, Self
 
-from stagecache._model import Caller, Result, ToolCall, ToolSpec, Turn, Usage
+from stagecache._model import Caller, Result, ToolSpec, Turn
 from stagecache.config import PipelineConfig
-from stagecache.errors import ConfigError, LLMError
-from stagecache.integrations._common import (
-    json_arguments,
-    keyed_order,
-    reorder,
-    require_extra,
-    resolve_caller,
-)
+from stagecache.errors import LLMError
+from stagecache.integrations._common import require_extra, resolve_caller
 from stagecache.pipeline import Pipeline
 from stagecache.pipeline._events import CacheHit, Event
 from stagecache.stages.llm import Completion
 
 require_extra("autogen_core", "autogen")
 
-from autogen_core import CancellationToken, Component, FunctionCall  # noqa: E402
+from autogen_core import CancellationToken, Component  # noqa: E402
 from autogen_core.models import (  # noqa: E402
-    AssistantMessage,
     ChatCompletionClient,
     CreateResult,
-    FunctionExecutionResultMessage,
     LLMMessage,
     ModelCapabilities,
     ModelInfo,
     RequestUsage,
-    SystemMessage,
-    UserMessage,
 )
 from autogen_core.tools import Tool, ToolSchema  # noqa: E402
 
 from stagecache.integrations import _autogen_codec as codec  # noqa: E402
+from stagecache.integrations import _autogen_component as component  # noqa: E402
+from stagecache.integrations import _autogen_messages as convert  # noqa: E402
 from stagecache.integrations._autogen_component import (  # noqa: E402
-    CallerConfig,
     PipelineSource,
     StagecacheClientConfig,
-    dump_pipeline,
-    pipeline_of,
 )
 
 __all__ = ["AutoGenModel", "StagecacheChatCompletionClient"]
 
 _NO_ARGS: Mapping[str, Any] = MappingProxyType({})
+_chat_of, _messages_of, _with_memory = (
+    convert.chat_of,
+    convert.messages_of,
+    convert.with_memory,
+)
+_completion_of, _result_of = convert.completion_of, convert.result_of
 ToolChoice = Tool | Literal["auto", "required", "none"]
 
 
@@ -292,29 +287,17 @@ class StagecacheChatCompletionClient(
         """The component config (see ``_autogen_component``).
 
         Raises:
-            ConfigError: ``caller_from`` is set, or the pipeline's config is unknown.
+            ConfigError: what a config cannot carry (``caller_from``, a pipeline
+                built by hand, a Redis password).
         """
-        if self._caller_from is not None:
-            raise ConfigError(
-                "a callable cannot be dumped to a component config; dump a client "
-                "with a fixed caller= and set caller_from on the loaded copy",
-                field="caller_from",
-            )
-        if self._source is False:
-            raise ConfigError(
-                "the pipeline was built by hand; pass pipeline_config= (its TOML "
-                "file or PipelineConfig) to the constructor, or use default() / "
-                "from_config_file()",
-                field="pipeline_config",
-            )
-        source = self._source
-        return StagecacheClientConfig(
-            client=self._inner.dump_component(),
-            caller=None if self._caller is None else CallerConfig.of(self._caller),
-            read_only_tools=sorted(self._read_only),
+        return component.to_config(
+            self._inner,
+            self._source,
+            caller=self._caller,
+            caller_from=self._caller_from,
+            read_only_tools=self._read_only,
             model=self._model,
             chunk_chars=self._chunk,
-            **dump_pipeline(source),
         )
 
     @classmethod
@@ -324,14 +307,12 @@ class StagecacheChatCompletionClient(
         Raises:
             ConfigError: a missing ``config_file`` or a bad pipeline table.
         """
-        source = pipeline_of(config)
+        source = component.pipeline_of(config)
         inner = ChatCompletionClient.load_component(config.client)
         model_id = config.model or _model_name(inner)
-        llm = AutoGenModel(inner, model_id=model_id)
-        if isinstance(source, Path):
-            pipeline = Pipeline.load(source, llm=llm)
-        else:
-            pipeline = Pipeline.default(llm=llm, config=source)
+        pipeline = component.build_pipeline(
+            source, AutoGenModel(inner, model_id=model_id)
+        )
         client = cls(
             inner,
             pipeline,
@@ -486,142 +467,6 @@ def _model_name(client: ChatCompletionClient) -> str:
     if isinstance(create_args, Mapping) and isinstance(create_args.get("model"), str):
         return str(create_args["model"])
     return type(client).__name__
-
-
-def _text_of(message: LLMMessage) -> tuple[str, str] | None:
-    """``(role, text)`` of an AutoGen message; None when it carries an image."""
-    if isinstance(message, SystemMessage):
-        return "system", message.content
-    if isinstance(message, UserMessage):
-        if isinstance(message.content, str):
-            return "user", message.content
-        if not all(isinstance(part, str) for part in message.content):
-            return None
-        return "user", "\n".join(str(part) for part in message.content)
-    if isinstance(message, AssistantMessage):
-        if isinstance(message.content, str):
-            return "assistant", message.content
-        calls = "; ".join(f"{c.name}({c.arguments})" for c in message.content)
-        return "assistant", f"[tool calls] {calls}"
-    if isinstance(message, FunctionExecutionResultMessage):
-        return "tool", "\n".join(r.content for r in message.content)
-    return None
-
-
-def _chat_of(messages: Sequence[LLMMessage]) -> list[dict[str, str]] | None:
-    """The messages as the pipeline keys them, or None when they can't be keyed."""
-    pairs = [_text_of(m) for m in messages]
-    if not pairs or any(p is None for p in pairs):
-        return None
-    roles = [p[0] for p in pairs if p is not None]
-    if "user" not in roles:
-        return None
-    chat = [{"role": p[0], "content": p[1]} for p in pairs if p is not None]
-    return reorder(chat, keyed_order(roles))
-
-
-def _messages_of(turn: Turn) -> list[LLMMessage]:
-    out: list[LLMMessage] = []
-    if turn.instructions and not any(m.role == "system" for m in turn.messages):
-        out.append(SystemMessage(content=turn.instructions))
-    for m in turn.messages:
-        if m.role == "system":
-            out.append(SystemMessage(content=m.content))
-        elif m.role == "assistant":
-            out.append(AssistantMessage(content=m.content, source="assistant"))
-        else:
-            out.append(UserMessage(content=m.content, source=m.role))
-    return out
-
-
-def _with_memory(
-    messages: Sequence[LLMMessage], memory: Sequence[str]
-) -> Sequence[LLMMessage]:
-    """Memory facts joined onto the first system message (or a new one)."""
-    if not memory:
-        return messages
-    facts = "Known about the user:\n" + "\n".join(f"- {m}" for m in memory)
-    first = messages[0] if messages else None
-    if isinstance(first, SystemMessage):
-        merged = SystemMessage(content=f"{first.content}\n\n{facts}")
-        return [merged, *messages[1:]]
-    return [SystemMessage(content=facts), *messages]
-
-
-def _completion_of(result: CreateResult, model: str, turn: Turn) -> Completion:
-    usage = Usage(
-        prompt_tokens=result.usage.prompt_tokens,
-        completion_tokens=result.usage.completion_tokens,
-    )
-    stored = codec.encode(result)
-    if isinstance(result.content, str):
-        # AutoGen says "unknown" when the server gave no finish reason: trusted,
-        # like a client that reports none; "length", "content_filter": not stored.
-        finish = None if result.finish_reason == "unknown" else result.finish_reason
-        if stored is None:  # a thought that cannot be stored: served, not cached
-            finish = "unstorable"
-        return Completion(
-            text=result.content if stored is None else stored,
-            usage=usage,
-            model=model,
-            finish_reason=finish,
-        )
-    read_only = {t.name for t in turn.tools if t.read_only_hint}
-    if stored is not None and all(c.name in read_only for c in result.content):
-        # A *request* to run read-only tools: the agent runs them after a hit
-        # too, so the request itself is the answer (no tool ran in the pipeline).
-        finish = result.finish_reason
-        return Completion(
-            text=stored,
-            usage=usage,
-            model=model,
-            finish_reason=None if finish in ("function_calls", "unknown") else finish,
-        )
-    calls = [
-        ToolCall(name=c.name, arguments=json_arguments(c.arguments))
-        for c in result.content
-        if isinstance(c, FunctionCall)
-    ]
-    # A call of a writing tool: never stored; the LLM stage sees the call (evicts).
-    return Completion(text="", usage=usage, tool_calls=calls, model=model)
-
-
-def _result_of(
-    outcome: Result, raw: CreateResult | None, hit_usage: RequestUsage | None
-) -> CreateResult:
-    """The ``CreateResult`` the agent gets for a pipeline outcome."""
-    zero = RequestUsage(prompt_tokens=0, completion_tokens=0)
-    if outcome.blocked is not None:
-        return CreateResult(
-            finish_reason="content_filter",
-            content=outcome.answer,
-            usage=zero,
-            cached=False,
-        )
-    answer = codec.decode(outcome.answer)
-    if outcome.cache.hit or raw is None:
-        usage = RequestUsage(
-            prompt_tokens=outcome.usage.prompt_tokens,
-            completion_tokens=outcome.usage.completion_tokens,
-        )
-        if outcome.cache.hit:
-            usage = hit_usage or zero
-        calls = isinstance(answer.content, list)
-        return CreateResult(
-            finish_reason="function_calls" if calls else "stop",
-            content=answer.content,
-            usage=usage,
-            cached=outcome.cache.hit,
-            thought=answer.thought,
-        )
-    if isinstance(raw.content, str) and isinstance(answer.content, str):
-        # The post-guard answer and thought (redactions applied), with the
-        # model's metadata.
-        update: dict[str, Any] = {"content": answer.content}
-        if raw.thought is not None:
-            update["thought"] = answer.thought
-        return raw.model_copy(update=update)
-    return raw
 
 
 def _note_hit_usage(event: Event) -> None:

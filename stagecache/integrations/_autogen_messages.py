@@ -1,0 +1,180 @@
+"""AutoGen: the conversions between AutoGen's messages and results and the pipeline's.
+
+- :func:`chat_of`: the agent's messages as the pipeline keys them (whatever follows
+  the last user message moves in front of it, see ``_common``); None for messages
+  the cache cannot key (images).
+- :func:`completion_of`: the inner client's ``CreateResult`` as the pipeline's
+  :class:`~stagecache.stages.llm.Completion`: the text (an envelope when the reply
+  has a thought or asks for read-only tools, ``_autogen_codec``), or, for a call of
+  a writing tool, the calls (the LLM stage evicts the scope; nothing is stored).
+- :func:`result_of`: the pipeline's outcome as the ``CreateResult`` the agent gets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from autogen_core import FunctionCall
+from autogen_core.models import (
+    AssistantMessage,
+    CreateResult,
+    FunctionExecutionResultMessage,
+    LLMMessage,
+    RequestUsage,
+    SystemMessage,
+    UserMessage,
+)
+
+from stagecache._model import Result, ToolCall, Turn, Usage
+from stagecache.integrations import _autogen_codec as codec
+from stagecache.integrations._common import json_arguments, keyed_order, reorder
+from stagecache.stages.llm import Completion
+
+__all__ = [
+    "chat_of",
+    "completion_of",
+    "messages_of",
+    "result_of",
+    "text_of",
+    "with_memory",
+]
+
+
+def text_of(message: LLMMessage) -> tuple[str, str] | None:
+    """``(role, text)`` of an AutoGen message; None when it carries an image."""
+    if isinstance(message, SystemMessage):
+        return "system", message.content
+    if isinstance(message, UserMessage):
+        if isinstance(message.content, str):
+            return "user", message.content
+        if not all(isinstance(part, str) for part in message.content):
+            return None
+        return "user", "\n".join(str(part) for part in message.content)
+    if isinstance(message, AssistantMessage):
+        if isinstance(message.content, str):
+            return "assistant", message.content
+        calls = "; ".join(f"{c.name}({c.arguments})" for c in message.content)
+        return "assistant", f"[tool calls] {calls}"
+    if isinstance(message, FunctionExecutionResultMessage):
+        return "tool", "\n".join(r.content for r in message.content)
+    return None
+
+
+def chat_of(messages: Sequence[LLMMessage]) -> list[dict[str, str]] | None:
+    """The messages as the pipeline keys them, or None when they can't be keyed."""
+    pairs = [text_of(m) for m in messages]
+    if not pairs or any(p is None for p in pairs):
+        return None
+    roles = [p[0] for p in pairs if p is not None]
+    if "user" not in roles:
+        return None
+    chat = [{"role": p[0], "content": p[1]} for p in pairs if p is not None]
+    return reorder(chat, keyed_order(roles))
+
+
+def messages_of(turn: Turn) -> list[LLMMessage]:
+    out: list[LLMMessage] = []
+    if turn.instructions and not any(m.role == "system" for m in turn.messages):
+        out.append(SystemMessage(content=turn.instructions))
+    for m in turn.messages:
+        if m.role == "system":
+            out.append(SystemMessage(content=m.content))
+        elif m.role == "assistant":
+            out.append(AssistantMessage(content=m.content, source="assistant"))
+        else:
+            out.append(UserMessage(content=m.content, source=m.role))
+    return out
+
+
+def with_memory(
+    messages: Sequence[LLMMessage], memory: Sequence[str]
+) -> Sequence[LLMMessage]:
+    """Memory facts joined onto the first system message (or a new one)."""
+    if not memory:
+        return messages
+    facts = "Known about the user:\n" + "\n".join(f"- {m}" for m in memory)
+    first = messages[0] if messages else None
+    if isinstance(first, SystemMessage):
+        merged = SystemMessage(content=f"{first.content}\n\n{facts}")
+        return [merged, *messages[1:]]
+    return [SystemMessage(content=facts), *messages]
+
+
+def completion_of(result: CreateResult, model: str, turn: Turn) -> Completion:
+    """The inner client's reply as the pipeline's completion (see the module doc)."""
+    usage = Usage(
+        prompt_tokens=result.usage.prompt_tokens,
+        completion_tokens=result.usage.completion_tokens,
+    )
+    stored = codec.encode(result)
+    if isinstance(result.content, str):
+        # AutoGen says "unknown" when the server gave no finish reason: trusted,
+        # like a client that reports none; "length", "content_filter": not stored.
+        finish: str | None = result.finish_reason
+        if finish == "unknown":
+            finish = None
+        if stored is None:  # a thought that cannot be stored: served, not cached
+            finish = "unstorable"
+        return Completion(
+            text=result.content if stored is None else stored,
+            usage=usage,
+            model=model,
+            finish_reason=finish,
+        )
+    read_only = {t.name for t in turn.tools if t.read_only_hint}
+    if stored is not None and all(c.name in read_only for c in result.content):
+        # A *request* to run read-only tools: the agent runs them after a hit
+        # too, so the request itself is the answer (no tool ran in the pipeline).
+        finish = str(result.finish_reason)
+        return Completion(
+            text=stored,
+            usage=usage,
+            model=model,
+            finish_reason=None if finish in ("function_calls", "unknown") else finish,
+        )
+    calls = [
+        ToolCall(name=c.name, arguments=json_arguments(c.arguments))
+        for c in result.content
+        if isinstance(c, FunctionCall)
+    ]
+    # A call of a writing tool: never stored; the LLM stage sees the call (evicts).
+    return Completion(text="", usage=usage, tool_calls=calls, model=model)
+
+
+def result_of(
+    outcome: Result, raw: CreateResult | None, hit_usage: RequestUsage | None
+) -> CreateResult:
+    """The ``CreateResult`` the agent gets for a pipeline outcome."""
+    zero = RequestUsage(prompt_tokens=0, completion_tokens=0)
+    if outcome.blocked is not None:
+        return CreateResult(
+            finish_reason="content_filter",
+            content=outcome.answer,
+            usage=zero,
+            cached=False,
+        )
+    answer = codec.decode(outcome.answer)
+    if outcome.cache.hit or raw is None:
+        usage = RequestUsage(
+            prompt_tokens=outcome.usage.prompt_tokens,
+            completion_tokens=outcome.usage.completion_tokens,
+        )
+        if outcome.cache.hit:
+            usage = hit_usage or zero
+        calls = isinstance(answer.content, list)
+        return CreateResult(
+            finish_reason="function_calls" if calls else "stop",
+            content=answer.content,
+            usage=usage,
+            cached=outcome.cache.hit,
+            thought=answer.thought,
+        )
+    if isinstance(raw.content, str) and isinstance(answer.content, str):
+        # The post-guard answer and thought (redactions applied), with the
+        # model's metadata.
+        update: dict[str, Any] = {"content": answer.content}
+        if raw.thought is not None:
+            update["thought"] = answer.thought
+        return raw.model_copy(update=update)
+    return raw
