@@ -17,7 +17,8 @@ served without it (it was not guarded) and not cached.
 **Shape key.** What the agent asks for besides the messages also changes the answer:
 the tools' full schemas (name, description, parameters), ``tool_choice`` and
 ``json_output`` (JSON mode, or the JSON schema of a structured-output type).
-:func:`shape_fingerprint` hashes them; the adapter folds the hash into the
+:func:`shape_fingerprint` hashes them; the adapter folds the hash (and that of a
+read-only tool exchange, ``_autogen_messages.split_exchange``) into the
 instructions it passes to the pipeline, so it joins the exact part of the key
 (``instruction_hash``) and a request with another schema never gets the entry.
 """
@@ -48,6 +49,7 @@ PREFIX = f"{SEP}stagecache.autogen/1 "
 #: :func:`shape_fingerprint`'s answer for a request whose shape cannot be keyed.
 NOT_KEYABLE = "not-keyable"
 _SHAPE_LABEL = "[stagecache.autogen shape "
+_EXCHANGE_LABEL = "[stagecache.autogen tool exchange "
 
 
 class _Call(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -175,12 +177,23 @@ def _tool_shape(schema: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def keyed_instructions(chat: Sequence[Mapping[str, str]], shape: str) -> str | None:
-    """The instructions to run with: the system text and the shape hash, if any.
+def keyed_instructions(
+    chat: Sequence[Mapping[str, str]], shape: str, exchange: str = ""
+) -> str | None:
+    """The instructions to run with: the system text and the hashes, if any.
 
-    None (the pipeline's own default: the system messages) for a plain request.
+    Args:
+        chat: the keyed messages.
+        shape: :func:`shape_fingerprint`'s hash.
+        exchange: the hash of a read-only tool exchange after the question.
+
+    Returns:
+        None (the pipeline's own default: the system messages) for a plain request.
     """
-    if not shape:
+    if not shape and not exchange:
         return None
     system = "\n".join(m["content"] for m in chat if m["role"] == "system")
-    return f"{system}\n{_SHAPE_LABEL}{shape}]"
+    labels = f"{_SHAPE_LABEL}{shape}]" if shape else ""
+    if exchange:
+        labels += f"{_EXCHANGE_LABEL}{exchange}]"
+    return f"{system}\n{labels}"

@@ -8,11 +8,18 @@
   has a thought or asks for read-only tools, ``_autogen_codec``), or, for a call of
   a writing tool, the calls (the LLM stage evicts the scope; nothing is stored).
 - :func:`result_of`: the pipeline's outcome as the ``CreateResult`` the agent gets.
+- :func:`split_exchange`: a question followed by the model's calls of read-only
+  tools and their results (an agent's tool loop inside one question) is not a
+  conversation: the exchange is keyed exactly (calls, arguments, results) instead
+  of counting as history, so it is cached with ``cache_multi_turn`` off too. An
+  exchange with any other tool, or after earlier turns, stays history.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import hashlib
+import json
+from collections.abc import Collection, Sequence
 from typing import Any
 
 from autogen_core import FunctionCall
@@ -36,6 +43,7 @@ __all__ = [
     "completion_of",
     "messages_of",
     "result_of",
+    "split_exchange",
     "text_of",
     "with_memory",
 ]
@@ -178,3 +186,45 @@ def result_of(
             update["thought"] = answer.thought
         return raw.model_copy(update=update)
     return raw
+
+
+def split_exchange(
+    messages: Sequence[LLMMessage], read_only: Collection[str]
+) -> tuple[Sequence[LLMMessage], str, list[str]]:
+    """``(messages to key, exchange hash, tool results)``; ``(messages, "", [])``
+    when there is no read-only tool exchange after a lone question.
+
+    Args:
+        messages: the agent's request.
+        read_only: names of the tools that change nothing.
+    """
+    last = max(
+        (i for i, m in enumerate(messages) if isinstance(m, UserMessage)), default=-1
+    )
+    plain: tuple[Sequence[LLMMessage], str, list[str]] = (messages, "", [])
+    if last < 0 or last == len(messages) - 1:
+        return plain
+    if not all(isinstance(m, SystemMessage) for m in messages[:last]):
+        return plain  # earlier turns: the multi-turn rules apply
+    exchange: list[list[Any]] = []
+    results: list[str] = []
+    for message in messages[last + 1 :]:
+        if isinstance(message, AssistantMessage) and isinstance(message.content, list):
+            calls = message.content
+            if not calls or any(c.name not in read_only for c in calls):
+                return plain
+            exchange.append(
+                ["calls", message.thought, [[c.name, c.arguments] for c in calls]]
+            )
+        elif isinstance(message, FunctionExecutionResultMessage):
+            if any(r.name not in read_only for r in message.content):
+                return plain
+            exchange.append(
+                ["results", [[r.name, r.content, r.is_error] for r in message.content]]
+            )
+            results.extend(r.content for r in message.content)
+        else:
+            return plain
+    data = json.dumps(exchange, ensure_ascii=False, sort_keys=True)
+    digest = hashlib.sha256(data.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+    return messages[: last + 1], digest, results

@@ -43,6 +43,7 @@ from stagecache.errors import LLMError
 from stagecache.integrations._common import require_extra, resolve_caller
 from stagecache.pipeline import Pipeline
 from stagecache.pipeline._events import CacheHit, Event
+from stagecache.stages.input_guard import InputGuard
 from stagecache.stages.llm import Completion
 
 require_extra("autogen_core", "autogen")
@@ -349,7 +350,8 @@ class StagecacheChatCompletionClient(
             "cancellation_token": cancellation_token,
         }
         shape = codec.shape_fingerprint(tools, tool_choice, json_output)
-        chat = None if shape == codec.NOT_KEYABLE else _chat_of(messages)
+        keyed, exchange = self._keyed(messages)
+        chat = None if shape == codec.NOT_KEYABLE else _chat_of(keyed)
         if chat is None:
             result = await self._inner.create(messages, **kwargs)
             self._count(result)
@@ -361,7 +363,7 @@ class StagecacheChatCompletionClient(
                 chat,
                 caller=resolve_caller(self._caller, self._caller_from),
                 model=self._model,
-                instructions=codec.keyed_instructions(chat, shape),
+                instructions=codec.keyed_instructions(chat, shape, exchange),
                 tools=[self._spec(t) for t in tools],
             )
         finally:
@@ -437,6 +439,29 @@ class StagecacheChatCompletionClient(
     def model_info(self) -> ModelInfo:
         """The inner client's model info."""
         return self._inner.model_info
+
+    def _keyed(
+        self, messages: Sequence[LLMMessage]
+    ) -> tuple[Sequence[LLMMessage], str]:
+        """The messages to key and the hash of a read-only tool exchange after them.
+
+        The pipeline's input guard does not see an exchange keyed this way, so its
+        scanner checks the tool results here first: anything it would flag keeps
+        the exchange in the messages, where the guard acts on it as configured.
+        """
+        keyed, exchange, results = convert.split_exchange(messages, self._read_only)
+        if not exchange:
+            return messages, ""
+        texts = [(f"tool_results[{i}]", r) for i, r in enumerate(results) if r]
+        for stage in self._pipeline.stages:
+            if not isinstance(stage, InputGuard) or not stage.config.scan_tool_results:
+                continue
+            try:
+                if stage.check(texts) is not None:
+                    return messages, ""
+            except Exception:
+                return messages, ""
+        return keyed, exchange
 
     def _spec(self, tool: Tool | ToolSchema) -> ToolSpec:
         schema: Mapping[str, Any] = tool.schema if isinstance(tool, Tool) else tool
