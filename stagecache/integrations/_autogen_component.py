@@ -42,6 +42,7 @@ __all__ = [
     "build_pipeline",
     "dump_pipeline",
     "pipeline_of",
+    "source_of",
     "to_config",
 ]
 
@@ -146,6 +147,15 @@ def pipeline_of(config: StagecacheClientConfig) -> PipelineSource:
     if config.pipeline is not None:
         return parse_config(dict(config.pipeline))
     return None
+
+
+def source_of(pipeline_options: dict[str, Any]) -> PipelineConfig | None:
+    """The config ``Pipeline.default(**pipeline_options)`` builds from."""
+    config: PipelineConfig | None = pipeline_options.get("config")
+    settings = pipeline_options.get("cache")
+    if settings is not None:
+        config = msgspec.structs.replace(config or PipelineConfig(), cache=settings)
+    return config
 
 
 def build_pipeline(source: PipelineSource, llm: LLMClient) -> Pipeline:

@@ -36,11 +36,13 @@ from autogen_core.models import (
 from stagecache._model import Result, ToolCall, Turn, Usage
 from stagecache.integrations import _autogen_codec as codec
 from stagecache.integrations._common import json_arguments, keyed_order, reorder
+from stagecache.stages.input_guard import InputGuard
 from stagecache.stages.llm import Completion
 
 __all__ = [
     "chat_of",
     "completion_of",
+    "keyed_exchange",
     "messages_of",
     "result_of",
     "split_exchange",
@@ -228,3 +230,32 @@ def split_exchange(
     data = json.dumps(exchange, ensure_ascii=False, sort_keys=True)
     digest = hashlib.sha256(data.encode("utf-8", "surrogatepass")).hexdigest()[:32]
     return messages[: last + 1], digest, results
+
+
+def keyed_exchange(
+    messages: Sequence[LLMMessage], read_only: Collection[str], stages: Sequence[Any]
+) -> tuple[Sequence[LLMMessage], str]:
+    """The messages to key and the hash of a read-only tool exchange after them.
+
+    The pipeline's input guard does not see an exchange keyed this way, so its
+    scanner checks the tool results here first: anything it would block or flag
+    keeps the exchange in the messages, where the guard acts on it as configured.
+
+    Args:
+        messages: the agent's request.
+        read_only: names of the tools that change nothing.
+        stages: the pipeline's stages (its input guards are asked).
+    """
+    keyed, exchange, results = split_exchange(messages, read_only)
+    if not exchange:
+        return messages, ""
+    texts = [(f"tool_results[{i}]", r) for i, r in enumerate(results) if r]
+    for stage in stages:
+        if not isinstance(stage, InputGuard) or not stage.config.scan_tool_results:
+            continue
+        try:
+            if stage.check(texts) is not None:
+                return messages, ""
+        except Exception:
+            return messages, ""
+    return keyed, exchange

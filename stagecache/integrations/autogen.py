@@ -43,7 +43,6 @@ from stagecache.errors import LLMError
 from stagecache.integrations._common import require_extra, resolve_caller
 from stagecache.pipeline import Pipeline
 from stagecache.pipeline._events import CacheHit, Event
-from stagecache.stages.input_guard import InputGuard
 from stagecache.stages.llm import Completion
 
 require_extra("autogen_core", "autogen")
@@ -226,12 +225,6 @@ class StagecacheChatCompletionClient(
         pipeline = Pipeline.default(
             llm=AutoGenModel(inner, model_id=model_id), **pipeline_options
         )
-        config: PipelineConfig | None = pipeline_options.get("config")
-        settings = pipeline_options.get("cache")
-        if settings is not None:
-            import msgspec
-
-            config = msgspec.structs.replace(config or PipelineConfig(), cache=settings)
         client = cls(
             inner,
             pipeline,
@@ -241,7 +234,7 @@ class StagecacheChatCompletionClient(
             model=model_id,
             owns_pipeline=True,
         )
-        client._source = config
+        client._source = component.source_of(pipeline_options)
         return client
 
     @classmethod
@@ -350,7 +343,9 @@ class StagecacheChatCompletionClient(
             "cancellation_token": cancellation_token,
         }
         shape = codec.shape_fingerprint(tools, tool_choice, json_output)
-        keyed, exchange = self._keyed(messages)
+        keyed, exchange = convert.keyed_exchange(
+            messages, self._read_only, self._pipeline.stages
+        )
         chat = None if shape == codec.NOT_KEYABLE else _chat_of(keyed)
         if chat is None:
             result = await self._inner.create(messages, **kwargs)
@@ -439,29 +434,6 @@ class StagecacheChatCompletionClient(
     def model_info(self) -> ModelInfo:
         """The inner client's model info."""
         return self._inner.model_info
-
-    def _keyed(
-        self, messages: Sequence[LLMMessage]
-    ) -> tuple[Sequence[LLMMessage], str]:
-        """The messages to key and the hash of a read-only tool exchange after them.
-
-        The pipeline's input guard does not see an exchange keyed this way, so its
-        scanner checks the tool results here first: anything it would flag keeps
-        the exchange in the messages, where the guard acts on it as configured.
-        """
-        keyed, exchange, results = convert.split_exchange(messages, self._read_only)
-        if not exchange:
-            return messages, ""
-        texts = [(f"tool_results[{i}]", r) for i, r in enumerate(results) if r]
-        for stage in self._pipeline.stages:
-            if not isinstance(stage, InputGuard) or not stage.config.scan_tool_results:
-                continue
-            try:
-                if stage.check(texts) is not None:
-                    return messages, ""
-            except Exception:
-                return messages, ""
-        return keyed, exchange
 
     def _spec(self, tool: Tool | ToolSchema) -> ToolSpec:
         schema: Mapping[str, Any] = tool.schema if isinstance(tool, Tool) else tool
