@@ -365,6 +365,10 @@ class StagecacheChatCompletionClient(
             _CURRENT.reset(token)
         self.last_result = outcome
         result = _result_of(outcome, request.result, request.hit_usage)
+        if result.cached and not self._replayable(result, tools):
+            # A stored call of a tool this request does not offer as read-only:
+            # never replayed; the model answers.
+            result = await self._inner.create(messages, **kwargs)
         self._count(result)
         return result
 
@@ -434,6 +438,14 @@ class StagecacheChatCompletionClient(
     def model_info(self) -> ModelInfo:
         """The inner client's model info."""
         return self._inner.model_info
+
+    def _replayable(
+        self, result: CreateResult, tools: Sequence[Tool | ToolSchema]
+    ) -> bool:
+        if isinstance(result.content, str):
+            return True
+        offered = {self._spec(t).name for t in tools} & self._read_only
+        return all(call.name in offered for call in result.content)
 
     def _spec(self, tool: Tool | ToolSchema) -> ToolSpec:
         schema: Mapping[str, Any] = tool.schema if isinstance(tool, Tool) else tool
