@@ -21,6 +21,7 @@ import numpy as np
 
 from stagecache._model import check_id
 from stagecache.errors import InputError
+from stagecache.stages._keys import user_source
 from stagecache.types import Embedder, Vectors
 
 __all__ = ["MemoryStore"]
@@ -68,7 +69,11 @@ class MemoryStore:
         new = [f for f in dict.fromkeys(items) if f not in known]
         if not new:
             return 0
-        vectors = await self._embedder.embed(new)
+        if hasattr(self._embedder, "purge_sources"):
+            # Tie the embedding-cache rows to the user, so purge_user removes them.
+            vectors = await self._embedder.embed(new, sources=(user_source(user_id),))  # type: ignore[call-arg]
+        else:
+            vectors = await self._embedder.embed(new)
         if memory is None:
             memory = self._users[key] = _UserMemory(vectors.shape[1])
         memory.texts.extend(new)

@@ -89,11 +89,14 @@ class Change(msgspec.Struct, frozen=True, kw_only=True):
     """A write made by another process on a shared backend.
 
     Attributes:
-        kind: ``put`` (``entry`` is set), ``delete`` (``entry_ids``), ``scope``
-            (every entry of ``scope_key`` went) or ``clear`` (everything went).
+        kind: ``put`` (``entry`` is set), ``delete`` (``entry_ids``), ``purge``
+            (``entry_ids`` of a ``purge_user``: the engine also compacts the
+            graphs they were in, so no purged vector stays in memory or in a
+            saved file), ``scope`` (every entry of ``scope_key`` went) or
+            ``clear`` (everything went).
     """
 
-    kind: Literal["put", "delete", "scope", "clear"]
+    kind: Literal["put", "delete", "purge", "scope", "clear"]
     entry: Entry | None = None
     entry_ids: tuple[str, ...] = ()
     scope_key: str | None = None

@@ -20,6 +20,8 @@ is re-indexed at the next warm-up).
 
 from __future__ import annotations
 
+import logging
+import math
 from collections.abc import Sequence
 from types import TracebackType
 from typing import Any
@@ -38,13 +40,17 @@ from stagecache.cache._scope import Scope, normalise_query
 from stagecache.cache._settings import KeyParts
 from stagecache.cache._state import ScopeState
 from stagecache.cache._storebatch import INLINE_SEARCH_MAX, BatchedStore
-from stagecache.errors import InputError
+from stagecache.errors import BackendUnavailable, InputError
 
 __all__ = ["Lookup", "SemanticCache", "StoreItem"]
+
+_log = logging.getLogger("stagecache.cache")
 
 # Nearest neighbours fetched per lookup, beyond top_k, so that entries skipped for
 # mismatching key parts do not hide a matching one just behind them.
 SEARCH_EXTRA = 16
+#: Failed recency updates are logged at most this often (seconds).
+_TOUCH_LOG_EVERY_S = 60.0
 
 
 class Lookup(msgspec.Struct):
@@ -58,6 +64,8 @@ class Lookup(msgspec.Struct):
             ``expired`` or ``rejected_by_verifier``.
         entry_age_s: age of the entry that answered.
         verdict: the verifier's verdict on the hit (or on the last rejected one).
+        touch_error: why the hit's recency update failed (``Type: message``);
+            the hit is served all the same.
     """
 
     hit: Candidate | None
@@ -66,6 +74,7 @@ class Lookup(msgspec.Struct):
     reason: str
     entry_age_s: float | None = None
     verdict: Verdict | None = None
+    touch_error: str | None = None
 
 
 class StoreItem(msgspec.Struct, kw_only=True):
@@ -92,7 +101,33 @@ class SemanticCache(BatchedStore):
         clock: seconds since the epoch (inject a fake one in tests).
     """
 
+    #: Why the cache is off (``start_degraded``), or None while it works.
+    _down: str | None = None
+    #: Failed recency updates not logged yet, and when the last was logged.
+    _touch_failures = 0
+    _touch_logged_at = -math.inf
+
     # -- lifecycle -------------------------------------------------------------
+
+    def start_degraded(self, exc: BaseException) -> None:
+        """Run without the cache after :meth:`warm_up` failed (a full disk, a
+        backend that cannot open its file).
+
+        Logged through the ``stagecache.cache`` logger and published as a
+        ``cache.error`` event (operation ``warm_up``). From then on every lookup
+        and store raises :class:`~stagecache.errors.BackendUnavailable` at once;
+        the cache stages contain it, so requests are answered by the model. A
+        restart with the fault fixed brings the cache back.
+        """
+        self._down = f"{type(exc).__name__}: {str(exc)[:200]}"
+        self._report_fault("warm_up", exc)
+
+    def _check_up(self) -> None:
+        if self._down is not None:
+            raise BackendUnavailable(
+                f"the cache is off: it could not start ({self._down}); fix the "
+                "cause (free disk space, reach the backend) and restart"
+            )
 
     async def warm_up(self) -> None:
         """Open the backend and rebuild the indexes from its entries.
@@ -188,7 +223,7 @@ class SemanticCache(BatchedStore):
         self, state: ScopeState, vector: NDArray[np.float32], k: int
     ) -> list[tuple[str, float]]:
         async with state.lock:
-            index = await self._ensure_hot(state)
+            index = await self._ensure_hot(state, write=False)  # lookups write no file
             if not isinstance(index, FlatIndex) or len(index) <= INLINE_SEARCH_MAX:
                 return index.search(vector, k)
             return await anyio.to_thread.run_sync(index.search, vector, k)
@@ -217,8 +252,9 @@ class SemanticCache(BatchedStore):
         Returns:
             A :class:`Lookup`; ``lookup.hit`` is the answering candidate or None.
         """
+        self._check_up()
         if self._changes:
-            await self.apply_changes()
+            await self._apply_changes_read()
         v = self._check_vector(vector)
         state = self._scopes.get(scope.key)
         if state is None or not len(state):
@@ -249,8 +285,7 @@ class SemanticCache(BatchedStore):
             if len(passing) >= s.top_k:
                 break
         if expired:
-            async with self._write_lock:
-                await self._remove([i for i in expired if i in self._records], "ttl")
+            await self._reclaim(expired)
         if not passing:
             if mismatched:
                 reason = "key_mismatch"
@@ -319,16 +354,6 @@ class SemanticCache(BatchedStore):
         record = self._records.get(cand.entry_id)
         if record is not None:
             self._touch(cand.entry_id, record, now)
-        # Recency and hit counts are bookkeeping: a slow backend skips them rather
-        # than hold the hit (the shield keeps a cancelled caller from tearing them).
-        with anyio.CancelScope(shield=True), anyio.move_on_after(self._io_timeout):
-            await self._backend.touch(
-                cand.entry_id,
-                last_used=now,
-                hits=entry.hits + 1,
-                positive=entry.positive,
-                negative=entry.negative,
-            )
         return Lookup(
             hit=cand,
             best_similarity=best,
@@ -336,7 +361,72 @@ class SemanticCache(BatchedStore):
             reason="hit",
             entry_age_s=max(0.0, now - entry.created_at),
             verdict=verdict,
+            touch_error=await self._touch_backend(entry, now),
         )
+
+    async def _touch_backend(self, entry: Entry, now: float) -> str | None:
+        """Record a hit's recency and count; returns why that failed, or None.
+
+        Bookkeeping never costs the hit: a slow backend is skipped after
+        ``timeout_s`` and a failing one (a full disk) is logged, and the caller
+        still gets its answer (the shield keeps a cancelled caller from tearing
+        the write).
+        """
+        # Within the caller's own deadline too (the stage bounds a lookup by
+        # ``timeout_s``): half of what is left, so a hung touch never turns the hit
+        # into a timed-out lookup.
+        left = anyio.current_effective_deadline() - anyio.current_time()
+        limit = min(self._io_timeout, left / 2)
+        try:
+            with anyio.CancelScope(shield=True):
+                with anyio.fail_after(limit):
+                    await self._backend.touch(
+                        entry.entry_id,
+                        last_used=now,
+                        hits=entry.hits + 1,
+                        positive=entry.positive,
+                        negative=entry.negative,
+                    )
+        except Exception as exc:  # any backend failure: the answer is still right
+            kind = (
+                "TimeoutError" if isinstance(exc, TimeoutError) else type(exc).__name__
+            )
+            self._log_touch_failure(kind, exc)
+            return f"{kind}: {str(exc)[:200]}"
+        return None
+
+    def _log_touch_failure(self, kind: str, exc: Exception) -> None:
+        """Warn on the first failed recency update, then once a minute at most
+        (a full disk fails every hit: the ``cache.error`` events count them all)."""
+        self._touch_failures += 1
+        now = anyio.current_time()
+        if now - self._touch_logged_at < _TOUCH_LOG_EVERY_S:
+            return
+        _log.warning(
+            "cache: recency update failed, hit served (%d failed since the last "
+            "report): %s: %.200s",
+            self._touch_failures,
+            kind,
+            exc,
+        )
+        self._touch_failures, self._touch_logged_at = 0, now
+
+    async def _reclaim(self, expired: list[str]) -> None:
+        """Delete entries a lookup found expired; a failure only postpones it.
+
+        They never hit (every read checks the expiry), and the next store sweeps
+        them, so a backend that cannot write (a full disk) does not fail the lookup.
+        """
+        try:
+            async with self._write_lock:
+                await self._remove([i for i in expired if i in self._records], "ttl")
+        except Exception as exc:  # contained, logged; the next sweep retries
+            _log.warning(
+                "cache: reclaiming %d expired entries failed: %s: %.200s",
+                len(expired),
+                type(exc).__name__,
+                exc,
+            )
 
     # -- store -------------------------------------------------------------------
 
@@ -374,6 +464,7 @@ class SemanticCache(BatchedStore):
         Same rules as :meth:`store`. Vectors are validated before anything is
         written, so a bad item fails the whole call and stores nothing.
         """
+        self._check_up()
         vectors = [self._check_vector(item.vector) for item in items]
         if self._changes:
             await self.apply_changes()

@@ -1,5 +1,5 @@
-"""Removal of entries: eviction (LRU caps, TTL), invalidation, purge, feedback,
-cold scopes and changes from other processes.
+"""Removal of entries: eviction (LRU caps, TTL), invalidation, purge, feedback and
+changes from other processes (cold scopes are ``_cold``).
 
 Every method here that changes state is called with the engine's write lock held
 (the public ones take it) and inside a shielded cancel scope: the backend changes
@@ -9,21 +9,19 @@ first, memory second, so a failure leaves both agreeing on what exists.
 from __future__ import annotations
 
 import heapq
-import logging
 from collections.abc import Iterable
 from functools import partial
 
 import anyio
-import numpy as np
 
 from stagecache.cache._backend import Entry
-from stagecache.cache._core import CacheCore
+from stagecache.cache._cold import ColdScopes
 from stagecache.cache._index import FlatIndex, HnswIndex, ScopeIndex
 from stagecache.cache._persist import (
     delete_saved,
+    delete_saved_of_user,
     file_base,
     load_index,
-    save_index,
 )
 from stagecache.cache._scope import (
     OWNER_SEPARATOR,
@@ -37,101 +35,23 @@ from stagecache.pipeline._events import CacheEvicted, Feedback, Invalidated
 
 __all__ = ["Maintenance"]
 
-_log = logging.getLogger("stagecache.cache")
-
 # Expired entries reclaimed per opportunistic sweep, to bound a store's latency.
 SWEEP_BATCH = 256
 
 
-class Maintenance(CacheCore):
-    """Eviction, invalidation, purge, feedback and cold scopes."""
-
-    # -- cold scopes -------------------------------------------------------------
-
-    async def _ensure_hot(self, state: ScopeState) -> ScopeIndex:
-        """The scope's index, loading it if cold. Caller holds ``state.lock``."""
-        if state.index is not None:
-            self._mark_hot(state)
-            return state.index
-        ids = set(state.by_qkey.values())
-        index: ScopeIndex | None = None
-        s = self._settings
-        if s.index_dir:
-            index_dir = s.index_dir
-            index = await anyio.to_thread.run_sync(
-                lambda: load_index(
-                    index_dir, state.key, self._dim, expect=ids, ef=s.hnsw_ef_search
-                )
-            )
-        if index is None and self._backend.stores_vectors:
-            entries = [
-                e async for batch in self._backend.scan(state.key) for e in batch
-            ]
-            entries = [e for e in entries if e.entry_id in ids]
-            vectors = self._vectors_of(entries)
-            id_list = [e.entry_id for e in entries]
-            index = await anyio.to_thread.run_sync(
-                lambda: self._build(id_list, vectors)
-            )
-        if index is None:
-            index = self._build([], np.empty((0, self._dim), dtype=np.float32))
-        lost = ids.difference(index.ids())
-        if lost:
-            # Saved file gone and no vectors in the backend: these entries can no
-            # longer be found; forget them rather than keep unreachable rows.
-            _log.warning(
-                "cache: %d entries of scope %s lost their vectors",
-                len(lost),
-                state.hash,
-            )
-            await self._backend.delete(list(lost))
-            for entry_id in lost:
-                self._drop_record(entry_id)
-        state.index = index
-        if s.index_dir:
-            await anyio.to_thread.run_sync(delete_saved, s.index_dir, state.key)
-        self._mark_hot(state)
-        await self._unload_excess(keep=state)
-        return index
-
-    async def _unload_excess(self, keep: ScopeState | None = None) -> None:
-        """Unload least recently used scopes past ``max_hot_scopes``."""
-        limit = self._settings.max_hot_scopes
-        if limit is None:
-            return
-        for key in list(self._hot):
-            if len(self._hot) <= limit:
-                return
-            state = self._scopes.get(key)
-            if state is None or state.index is None:
-                self._hot.pop(key, None)
-                continue
-            if state is keep:
-                continue
-            try:
-                # Only try: a lookup may hold this lock while loading ``keep``.
-                state.lock.acquire_nowait()
-            except anyio.WouldBlock:
-                continue
-            try:
-                with anyio.CancelScope(shield=True):
-                    await self._save(state)
-                    state.index = None
-                    self._hot.pop(key, None)
-            finally:
-                state.lock.release()
-
-    async def _save(self, state: ScopeState) -> None:
-        index, index_dir = state.index, self._settings.index_dir
-        if index is not None and index_dir:
-            await anyio.to_thread.run_sync(
-                save_index, index_dir, state.key, index, self._dim
-            )
+class Maintenance(ColdScopes):
+    """Eviction, invalidation, purge, feedback (cold scopes: ``_cold``)."""
 
     # -- removal -------------------------------------------------------------------
 
-    async def _forget(self, entry_ids: Iterable[str]) -> dict[ScopeState, int]:
-        """Remove entries from memory (records, indexes); the backend is done."""
+    async def _forget(
+        self, entry_ids: Iterable[str], *, may_save: bool = True
+    ) -> dict[ScopeState, int]:
+        """Remove entries from memory (records, indexes); the backend is done.
+
+        ``may_save=False`` (a lookup applying other processes' changes): loading a
+        cold scope unloads others without writing index files.
+        """
         groups: dict[ScopeState, list[str]] = {}
         for entry_id in entry_ids:
             record = self._records.get(entry_id)
@@ -140,7 +60,7 @@ class Maintenance(CacheCore):
         forget = getattr(self.verifier, "forget", None)  # per-entry verifier state
         for state, ids in groups.items():
             async with state.lock:
-                index = await self._ensure_hot(state)
+                index = await self._ensure_hot(state, may_save=may_save)
                 for entry_id in ids:
                     index.remove(entry_id)
                     self._drop_record(entry_id)
@@ -277,7 +197,9 @@ class Maintenance(CacheCore):
         scope mode.
 
         Entries, vectors (hnswlib graphs touched are compacted, so no deleted
-        vector lingers) and saved index files go. Returns the number of entries.
+        vector lingers) and saved index files go, those of the user's scopes that
+        no entry points to any more included; the backend erases the bytes (SQLite:
+        ``secure_delete`` and a truncated WAL). Returns the number of entries.
 
         Raises:
             InputError: a bad id, or both ``tenant`` and ``all_tenants``.
@@ -297,15 +219,32 @@ class Maintenance(CacheCore):
                 removed = await self._backend.delete_user(
                     user_id, tenant, all_tenants=all_tenants
                 )
-                counts = await self._forget(ids)
-                for state in counts:
-                    if state.key in self._scopes and isinstance(state.index, HnswIndex):
-                        async with state.lock:
-                            await self._compact(state)
+                await self._compact_purged(await self._forget(ids))
+                if self._settings.index_dir:
+                    # Saved files no entry points to any more (rows purged by
+                    # another process, or expired, while this one was down).
+                    await anyio.to_thread.run_sync(
+                        partial(
+                            delete_saved_of_user,
+                            self._settings.index_dir,
+                            user_id,
+                            frozenset(self._scopes),
+                            tenant=tenant,
+                            all_tenants=all_tenants,
+                        )
+                    )
         count = max(removed, len(ids))
         if count:
             self._publish(CacheEvicted(reason="purge", count=count))
         return count
+
+    async def _compact_purged(self, counts: dict[ScopeState, int]) -> None:
+        """Rebuild the hnswlib graphs purged entries were in (``mark_deleted``
+        keeps a vector's bytes in memory and in the file saved at close)."""
+        for state in counts:
+            if state.key in self._scopes and isinstance(state.index, HnswIndex):
+                async with state.lock:
+                    await self._compact(state)
 
     async def clear(self) -> int:
         """Remove everything (entries, indexes, saved files); returns the count."""
@@ -362,7 +301,12 @@ class Maintenance(CacheCore):
         async with self._write_lock:
             return await self._apply_changes_locked()
 
-    async def _apply_changes_locked(self) -> int:
+    async def _apply_changes_read(self) -> None:
+        """``apply_changes`` for a lookup: indexes change, no index file is written."""
+        async with self._write_lock:
+            await self._apply_changes_locked(may_save=False)
+
+    async def _apply_changes_locked(self, *, may_save: bool = True) -> int:
         """``apply_changes`` for a caller that holds the write lock already."""
         changes, self._changes[:] = list(self._changes), []
         for change in changes:
@@ -374,12 +318,17 @@ class Maintenance(CacheCore):
                 if gone is not None:
                     self._drop_scope(gone)
             elif change.kind == "delete":
-                await self._forget(change.entry_ids)
+                await self._forget(change.entry_ids, may_save=may_save)
+            elif change.kind == "purge":
+                forgotten = await self._forget(change.entry_ids, may_save=may_save)
+                await self._compact_purged(forgotten)
             elif change.kind == "put" and change.entry is not None:
-                await self._adopt([change.entry], from_files=False)
+                await self._adopt([change.entry], from_files=False, may_save=may_save)
         return len(changes)
 
-    async def _adopt(self, entries: list[Entry], *, from_files: bool) -> None:
+    async def _adopt(
+        self, entries: list[Entry], *, from_files: bool, may_save: bool = True
+    ) -> None:
         """Register entries read from the backend and index their vectors.
 
         A new scope gets an index built in one go (or, with ``from_files``, loaded
@@ -430,7 +379,11 @@ class Maintenance(CacheCore):
                             ef=s.hnsw_ef_search,
                         )
                         index = await anyio.to_thread.run_sync(load)
-                        await anyio.to_thread.run_sync(delete_saved, index_dir, key)
+                        if index is None:  # stale or damaged: never load it again
+                            await anyio.to_thread.run_sync(delete_saved, index_dir, key)
+                    # Kept while the index is unchanged: unloading it again writes
+                    # nothing (the first change deletes the files).
+                    state.saved = index is not None
                     if index is None:
                         vectors = self._vectors_of(fresh)
                         index = await anyio.to_thread.run_sync(
@@ -439,10 +392,10 @@ class Maintenance(CacheCore):
                     state.index = index
                     self._mark_hot(state)
                 else:
-                    target = await self._ensure_hot(state)
+                    target = await self._ensure_hot(state, may_save=may_save)
                     target.add(ids, self._vectors_of(fresh))
                     await self._maybe_promote(state)
-        await self._unload_excess()
+        await self._unload_excess(may_save=may_save)
 
     async def _maybe_promote(self, state: ScopeState) -> None:
         """Rebuild a flat scope as hnswlib once it passes ``flat_max_entries``."""

@@ -14,6 +14,7 @@ rebuilds from the backend instead.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 from pathlib import Path
@@ -25,7 +26,13 @@ import numpy as np
 
 from stagecache.cache._index import FlatIndex, HnswIndex, ScopeIndex
 
-__all__ = ["delete_saved", "file_base", "load_index", "save_index"]
+__all__ = [
+    "delete_saved",
+    "delete_saved_of_user",
+    "file_base",
+    "load_index",
+    "save_index",
+]
 
 _PREFIX = "sc-"
 
@@ -46,9 +53,29 @@ def file_base(index_dir: str, scope_key: str) -> Path:
 
 
 def save_index(index_dir: str, scope_key: str, index: ScopeIndex, dim: int) -> None:
-    """Write ``index`` for ``scope_key`` (blocking: call from a worker thread)."""
+    """Write ``index`` for ``scope_key`` (blocking: call from a worker thread).
+
+    A failed write (a full disk: ``ENOSPC``, a file size limit: ``EFBIG``) raises
+    the ``OSError`` and leaves no temporary file behind, so a disk that is full
+    once is not made fuller by every retry.
+    """
     base = file_base(index_dir, scope_key)
     base.parent.mkdir(parents=True, exist_ok=True)
+    tmps = [base.with_suffix(s) for s in (".npy.tmp", ".hnsw.tmp", ".json.tmp")]
+    try:
+        manifest = _write_data(base, scope_key, index, dim)
+        tmp = base.with_suffix(".json.tmp")
+        tmp.write_bytes(msgspec.json.encode(manifest))
+        os.replace(tmp, base.with_suffix(".json"))
+    except BaseException:
+        for tmp in tmps:
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
+        raise
+
+
+def _write_data(base: Path, scope_key: str, index: ScopeIndex, dim: int) -> _Manifest:
+    """Write the data file (temporary name, then renamed); returns its manifest."""
     if isinstance(index, FlatIndex):
         ids, vectors = index.export()
         tmp = base.with_suffix(".npy.tmp")
@@ -56,26 +83,43 @@ def save_index(index_dir: str, scope_key: str, index: ScopeIndex, dim: int) -> N
             np.save(fh, vectors)
         digest = _sha256(tmp)
         os.replace(tmp, base.with_suffix(".npy"))
-        manifest = _Manifest(
-            kind="flat", dim=dim, key=scope_key, ids=ids, sha256=digest
-        )
-    else:
-        id_of = index.labels()
-        tmp = base.with_suffix(".hnsw.tmp")
-        index.raw.save_index(str(tmp))  # type: ignore[attr-defined]
-        digest = _sha256(tmp)
-        os.replace(tmp, base.with_suffix(".hnsw"))
-        manifest = _Manifest(
-            kind="hnsw",
-            dim=dim,
-            key=scope_key,
-            ids=list(id_of.values()),
-            labels=list(id_of),
-            sha256=digest,
-        )
-    tmp = base.with_suffix(".json.tmp")
-    tmp.write_bytes(msgspec.json.encode(manifest))
-    os.replace(tmp, base.with_suffix(".json"))
+        return _Manifest(kind="flat", dim=dim, key=scope_key, ids=ids, sha256=digest)
+    id_of = index.labels()
+    tmp = base.with_suffix(".hnsw.tmp")
+    raw: Any = index.raw
+    raw.save_index(str(tmp))
+    _check_graph(tmp, dim, int(raw.element_count))
+    digest = _sha256(tmp)
+    os.replace(tmp, base.with_suffix(".hnsw"))
+    return _Manifest(
+        kind="hnsw",
+        dim=dim,
+        key=scope_key,
+        ids=list(id_of.values()),
+        labels=list(id_of),
+        sha256=digest,
+    )
+
+
+def _check_graph(path: Path, dim: int, count: int) -> None:
+    """Read a just-written hnswlib graph back.
+
+    hnswlib writes through a C++ stream that ignores write errors: on a full disk
+    it returns normally and leaves a truncated file, which a checksum taken now
+    would bless. Its loader checks the file's length against its header.
+
+    Raises:
+        OSError: the file is incomplete.
+    """
+    probe = hnswlib.Index(space="ip", dim=dim)
+    try:
+        probe.load_index(str(path))
+    except (RuntimeError, MemoryError, ValueError) as exc:
+        raise OSError(
+            errno.EIO, f"{path}: the saved hnswlib graph is incomplete ({exc})"
+        ) from exc
+    if int(probe.element_count) != count:
+        raise OSError(errno.EIO, f"{path}: the saved hnswlib graph is incomplete")
 
 
 def _sha256(path: Path) -> str:
@@ -149,3 +193,34 @@ def delete_saved(index_dir: str, scope_key: str | None = None) -> int:
             path.unlink()
             removed += 1
     return removed
+
+
+def delete_saved_of_user(
+    index_dir: str,
+    user_id: str,
+    keep: frozenset[str],
+    *,
+    tenant: str | None = None,
+    all_tenants: bool = False,
+) -> int:
+    """Delete the saved files of every scope of ``user_id`` not in ``keep``.
+
+    For ``purge_user``: files no entry points to any more (their rows purged by
+    another process, or expired, while this one was down) are never loaded again,
+    and hold the user's vectors and scope key. A scope of the user is one whose
+    key (``[mode, tenant, user, session]``) has the user id third and ``tenant``
+    second (any tenant with ``all_tenants``). Returns how many scopes' files were
+    deleted.
+    """
+    deleted = 0
+    for path in Path(index_dir).glob(f"{_PREFIX}*.json"):
+        try:
+            key = msgspec.json.decode(path.read_bytes(), type=_Manifest).key
+            parts = msgspec.json.decode(key)
+        except (OSError, msgspec.DecodeError, msgspec.ValidationError):
+            continue
+        if key in keep or not isinstance(parts, list) or len(parts) < 3:
+            continue
+        if parts[2] == user_id and (all_tenants or parts[1] == tenant):
+            deleted += delete_saved(index_dir, key) > 0
+    return deleted

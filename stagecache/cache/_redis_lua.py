@@ -14,9 +14,13 @@ Key layout under the namespace prefix ``P`` (``"<namespace>:"``)::
     P log          stream   the events, trimmed to about ``maxlen``
     P epoch        string   random id of this data set (a restarted, empty Redis
                             gets a new one, and every worker resyncs)
+    P scrubbed     string   stream id up to which old-format records were scrubbed
 
 Every script takes ``ARGV[1..3] = prefix, origin, stream maxlen`` and publishes what
-it changed on ``P log`` as ``seq <n> o <origin> op <put|del|scope|clear> ...``;
+it changed on ``P log`` as ``seq <n> o <origin> op <put|del|clear> ...``, entry ids
+only (random), never a scope key or user id: the stream must hold nothing a purge
+would have to find (older workers published ``op scope sk <scope key>``;
+:meth:`RedisBackend.delete_user` scrubs such records);
 ``seq`` is incremented in the same script, so a consumer sees a gap (events trimmed
 away, or a restarted Redis) as a jump in ``seq``. Caps are enforced inside the put
 script: with many writers, no read-modify-write race can exceed them.
@@ -24,7 +28,16 @@ script: with many writers, no read-modify-write race can exceed them.
 
 from __future__ import annotations
 
-__all__ = ["CLEAR", "DELETE", "DELETE_SCOPE", "DELETE_USER", "PUT", "STATE", "TOUCH"]
+__all__ = [
+    "CLEAR",
+    "DELETE",
+    "DELETE_SCOPE",
+    "DELETE_USER",
+    "PUT",
+    "SCRUB",
+    "STATE",
+    "TOUCH",
+]
 
 _HEADER = """
 local P = ARGV[1]
@@ -67,10 +80,14 @@ local function publish(...)
              'seq', seq, 'o', ORIGIN, ...)
 end
 
-local function publish_deleted(ids)
+local function publish_deleted(ids, why)
   for i = 1, #ids, 500 do
     local j = math.min(i + 499, #ids)
-    publish('op', 'del', 'ids', table.concat(ids, ',', i, j))
+    if why then
+      publish('op', 'del', 'ids', table.concat(ids, ',', i, j), 'why', why)
+    else
+      publish('op', 'del', 'ids', table.concat(ids, ',', i, j))
+    end
   end
 end
 """
@@ -168,7 +185,8 @@ return #gone
 """
 )
 
-# ARGV[4] scope key. Returns how many existed.
+# ARGV[4] scope key. Returns how many existed. Publishes the ids, never the scope
+# key: the stream outlives a purge, and a scope key holds the user id.
 DELETE_SCOPE = (
     _HEADER
     + """
@@ -176,12 +194,14 @@ local skey = P .. 's:' .. ARGV[4]
 local gone = {}
 for _, id in ipairs(redis.call('SMEMBERS', skey)) do drop(id, gone) end
 redis.call('DEL', skey)
-publish('op', 'scope', 'sk', ARGV[4])
+if #gone > 0 then publish_deleted(gone) end
 return #gone
 """
 )
 
-# ARGV[4] user id. Returns how many existed; publishes their ids.
+# ARGV[4] user id. Returns how many existed; publishes their ids with
+# ``why purge`` (workers compact the graphs they were in; older workers read a
+# plain ``del``).
 DELETE_USER = (
     _HEADER
     + """
@@ -189,8 +209,36 @@ local ukey = P .. 'u:' .. ARGV[4]
 local gone = {}
 for _, id in ipairs(redis.call('ZRANGE', ukey, 0, -1)) do drop(id, gone) end
 redis.call('DEL', ukey)
-if #gone > 0 then publish_deleted(gone) end
+if #gone > 0 then publish_deleted(gone, 'purge') end
 return #gone
+"""
+)
+
+# ARGV[4] records to read. XDELs the ``op scope`` records (older workers wrote the
+# scope key, and so the user id, there) among the next ARGV[4] records after
+# ``P scrubbed``, and moves that mark. Returns {records deleted, records read}.
+SCRUB = (
+    _HEADER
+    + """
+local LOG, MARK = P .. 'log', P .. 'scrubbed'
+local low = '-'
+local mark = redis.call('GET', MARK)
+if mark then low = '(' .. mark end
+local batch = redis.call('XRANGE', LOG, low, '+', 'COUNT', tonumber(ARGV[4]))
+local removed = 0
+for _, message in ipairs(batch) do
+  local fields = message[2]
+  for i = 1, #fields, 2 do
+    if fields[i] == 'op' then
+      if fields[i + 1] == 'scope' then
+        removed = removed + redis.call('XDEL', LOG, message[1])
+      end
+      break
+    end
+  end
+end
+if #batch > 0 then redis.call('SET', MARK, batch[#batch][1]) end
+return {removed, #batch}
 """
 )
 

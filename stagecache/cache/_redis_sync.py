@@ -166,7 +166,8 @@ class Follower:
                 plan.append(_text(fields[b"ids"]))
             elif op == b"del":
                 ids = tuple(_text(fields[b"ids"]).split(","))
-                plan.append(Change(kind="delete", entry_ids=ids))
+                purge = fields.get(b"why") == b"purge"
+                plan.append(Change(kind="purge" if purge else "delete", entry_ids=ids))
             elif op == b"scope":
                 plan.append(Change(kind="scope", scope_key=_text(fields[b"sk"])))
             elif op == b"clear":

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 
+from stagecache._erase import secure_delete, truncate_wal
 from stagecache.cache import _sqlite_rows as _rows
 from stagecache.cache._backend import Change, Entry
 from stagecache.cache._rowcodec import CorruptRow, ForeignKey, RowCodec
@@ -120,6 +121,9 @@ class SqliteBackend:
             # NORMAL in WAL mode loses at most the last commits on power loss, never
             # consistency; a cache can afford that for 10x cheaper commits.
             conn.execute("PRAGMA synchronous=NORMAL")
+            # Deleted rows are overwritten with zeros (SQLite's upstream default
+            # leaves them in free space): a purge must not leave bytes behind.
+            secure_delete(conn, self.path)
             row = conn.execute("PRAGMA quick_check").fetchone()
             if row is None or row[0] != "ok":
                 raise sqlite3.DatabaseError(f"integrity check failed: {row}")
@@ -304,7 +308,28 @@ class SqliteBackend:
         args: tuple[str | None, ...] = (user_id,)
         if not all_tenants:  # IS: NULL matches the user without a tenant
             sql, args = sql + " AND tenant IS ?", (user_id, tenant)
-        return await self._run("delete", lambda c: c.execute(sql, args).rowcount)
+        removed = await self._run("delete", lambda c: c.execute(sql, args).rowcount)
+        # The rows are overwritten on delete (``secure_delete``), then the WAL,
+        # which still holds the pages as they were before, is checkpointed and
+        # truncated: once this returns, no byte of the rows is left in the
+        # database file or its WAL.
+        await self._erase_wal()
+        return removed
+
+    async def _erase_wal(self) -> None:
+        """Checkpoint the WAL into the file and truncate it (after a purge)."""
+
+        def call() -> None:
+            conn = self._conn
+            if conn is None:
+                raise CacheError(f"{self.path}: the sqlite backend is not open")
+            with self._lock:
+                try:
+                    truncate_wal(conn, self.path)
+                except sqlite3.Error as exc:
+                    raise self._translate(exc, "checkpoint") from exc
+
+        await anyio.to_thread.run_sync(call)
 
     async def clear(self) -> int:
         """Delete everything."""

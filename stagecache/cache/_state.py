@@ -51,9 +51,11 @@ class ScopeState:
         index: the live index, or None while cold.
         by_qkey: de-duplication key -> entry id; its values are the scope's ids.
         lock: serialises index operations (see the module docstring).
+        saved: the files in ``index_dir`` hold exactly ``index`` (it was loaded
+            from them and not changed since), so unloading it writes nothing.
     """
 
-    __slots__ = ("_lock", "by_qkey", "hash", "index", "key", "mode")
+    __slots__ = ("_lock", "by_qkey", "hash", "index", "key", "mode", "saved")
 
     def __init__(
         self, key: str, mode: str, hash_: str, index: ScopeIndex | None
@@ -63,6 +65,7 @@ class ScopeState:
         self.hash = hash_
         self.index = index
         self.by_qkey: dict[int, str] = {}
+        self.saved = False
         self._lock: anyio.Lock | None = None
 
     @property

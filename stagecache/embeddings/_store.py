@@ -25,6 +25,7 @@ from typing import TypeVar
 
 import numpy as np
 
+from stagecache._erase import secure_delete, truncate_wal
 from stagecache.errors import EmbeddingError
 from stagecache.types import Vectors
 
@@ -85,6 +86,8 @@ class VectorStore:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")  # WAL: durable at checkpoint, fast
         conn.execute("PRAGMA busy_timeout=5000")
+        # Purged rows are zeroed, not left in free pages (upstream's default).
+        secure_delete(conn, self.path)
         conn.executescript(_SCHEMA)
         return conn
 
@@ -175,7 +178,11 @@ class VectorStore:
                         f"DELETE FROM vector_sources WHERE key IN ({marks})",
                         chunk,
                     )
-                return keys
+            if keys:
+                # The WAL still holds the rows' pages as they were: checkpoint
+                # and truncate it, so no byte of them is left on disk.
+                truncate_wal(conn, self.path)
+            return keys
 
         return self._run("purge", fn)
 

@@ -297,9 +297,10 @@ class MetricsRecorder:
                 SCOPE_MODE: mode,
             },
         )
-        self.lookups.add(
-            1, {"cache.result": "error", SCOPE_MODE: mode, REASON: error_type}
-        )
+        if e.operation == "lookup":  # not a store, nor a hit's failed side write
+            self.lookups.add(
+                1, {"cache.result": "error", SCOPE_MODE: mode, REASON: error_type}
+            )
 
     def _on_store(self, e: ev.CacheStore) -> None:
         self.stores.add(1, {SCOPE_MODE: e.scope_mode or "none"})

@@ -4,7 +4,7 @@
 ``ChatCompletionClient.load_component(...)`` turns back into an equivalent client:
 the inner client's own component config, how to build the pipeline (a TOML file's
 path, or the pipeline config itself as a table), the caller, ``read_only_tools``,
-the model id and the chunk size.
+the cache control, the model id and the chunk size.
 
 What a config cannot carry is refused with a :class:`~stagecache.errors.ConfigError`
 naming the field, never silently dropped: a ``caller_from`` callable, a pipeline
@@ -17,7 +17,7 @@ config describes.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -25,6 +25,7 @@ import msgspec
 from autogen_core import ComponentModel
 from pydantic import BaseModel, Field
 
+from stagecache._cachecontrol import CacheControl, coerce_cache_control
 from stagecache._model import Caller
 from stagecache.config import PipelineConfig, parse_config
 from stagecache.errors import ConfigError
@@ -87,6 +88,8 @@ class StagecacheClientConfig(BaseModel):
         read_only_tools: as for the client.
         model: the model id in cache keys.
         chunk_chars: as for the client.
+        cache_control: the client's cache control of every call (field names of
+            :class:`stagecache.CacheControl`).
     """
 
     client: ComponentModel
@@ -96,6 +99,7 @@ class StagecacheClientConfig(BaseModel):
     read_only_tools: list[str] = Field(default_factory=list)
     model: str | None = None
     chunk_chars: int = 16
+    cache_control: dict[str, Any] | None = None
 
 
 #: How a client's pipeline was built: a TOML file, a config, the defaults (None).
@@ -176,6 +180,7 @@ def to_config(
     read_only_tools: Collection[str],
     model: str,
     chunk_chars: int,
+    cache_control: CacheControl | Mapping[str, Any] | None,
 ) -> StagecacheClientConfig:
     """The component config of a client with these parts.
 
@@ -187,6 +192,7 @@ def to_config(
         read_only_tools: as for the client.
         model: as for the client.
         chunk_chars: as for the client.
+        cache_control: as for the client.
 
     Raises:
         ConfigError: ``caller_from`` is set, the pipeline's config is unknown, or
@@ -205,8 +211,10 @@ def to_config(
             "from_config_file()",
             field="pipeline_config",
         )
+    control = coerce_cache_control(cache_control)
     return StagecacheClientConfig(
         client=inner.dump_component(),
+        cache_control=None if control is None else msgspec.to_builtins(control),
         caller=None if caller is None else CallerConfig.of(caller),
         read_only_tools=sorted(read_only_tools),
         model=model,

@@ -20,7 +20,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 __all__ = ["ModelLabels", "ProxyMetrics"]
 
 OTHER = "other"
-_OUTCOMES = frozenset({"hit", "miss", "skip", "error"})
+_OUTCOMES = frozenset({"hit", "miss", "skip", "bypass", "error"})
 #: What a model id may look like to become a label (ids such as
 #: ``meta-llama/Llama-3.1-8B-Instruct``, ``ft:gpt-4o:org::id``, ``claude@2024``).
 _SHAPE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,79}")

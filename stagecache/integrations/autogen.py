@@ -20,13 +20,20 @@ exactly (the agent then runs the tools, live); a call of any other tool evicts t
 caller's scope and is never stored. A cached answer comes back as a ``CreateResult``
 with ``cached=True``, its ``thought`` and the usage of the call that made it (as
 ``autogen_ext``'s ChatCompletionCache does); ``create_stream`` replays it as chunks
-followed by that result. The tools' schemas, ``tool_choice`` and ``json_output``
-(the schema of a structured-output type) are part of the key
-(``_autogen_codec``). The client is an AutoGen component: ``dump_component()`` /
-``load_component()`` (``_autogen_component``).
+followed by that result. A read-only tool exchange after a lone question is keyed
+exactly, not as history (``_autogen_messages.split_exchange``). The client is an
+AutoGen component: ``dump_component()`` / ``load_component()``
+(``_autogen_component``).
 
-Requests with images in a user message go straight to the inner client. Needs
-``pip install 'stagecache[autogen]'`` (autogen-core/ext 0.4+).
+The request fingerprint (docs/integrations.md, "Request parameters") keys on what
+the agent asked for: ``extra_create_args`` (temperature, max_tokens, ...), the tools'
+names, descriptions and schemas, ``tool_choice``, and ``json_output`` (as
+``response_format``: JSON mode, or the schema of a structured-output type). A
+per-request cache control rides in ``extra_create_args={"cache": {...}}`` (LiteLLM's
+spelling; it is removed before the inner client sees the arguments), or for every
+call in the constructor's ``cache_control=``. Requests with images in a user
+message go straight to the inner client. Needs ``pip install 'stagecache[autogen]'``
+(autogen-core/ext 0.4+).
 """
 
 from __future__ import annotations
@@ -37,6 +44,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal, Self
 
+from stagecache._cachecontrol import CacheControl
 from stagecache._model import Caller, Result, ToolSpec, Turn
 from stagecache.config import PipelineConfig
 from stagecache.errors import LLMError
@@ -132,7 +140,9 @@ class AutoGenModel:
         if request is not None:
             client, messages, kwargs = request.client, request.messages, request.kwargs
         elif self._inner is not None:
-            client, messages, kwargs = self._inner, _messages_of(turn), {}
+            client, messages = self._inner, _messages_of(turn)
+            # run(params=...): the request parameters go along, as AutoGen's own.
+            kwargs = {"extra_create_args": dict(turn.params)} if turn.params else {}
         else:
             raise LLMError("AutoGenModel has no inner client to call")
         result = await client.create(_with_memory(messages, turn.memory), **kwargs)
@@ -161,6 +171,8 @@ class StagecacheChatCompletionClient(
         pipeline_config: how ``pipeline`` was built (a TOML file's path or the
             config), for :meth:`dump_component`; :meth:`default` and
             :meth:`from_config_file` set it.
+        cache_control: the cache control of every call (a per-call
+            ``extra_create_args["cache"]`` wins).
     """
 
     component_type = "model"
@@ -181,8 +193,10 @@ class StagecacheChatCompletionClient(
         chunk_chars: int = 16,
         owns_pipeline: bool = False,
         pipeline_config: PipelineConfig | str | Path | None = None,
+        cache_control: CacheControl | Mapping[str, Any] | None = None,
     ) -> None:
         self._inner = inner
+        self._cache_control = cache_control
         self._pipeline = pipeline
         self._caller = caller
         self._caller_from = caller_from
@@ -209,6 +223,7 @@ class StagecacheChatCompletionClient(
         *,
         read_only_tools: Collection[str] = (),
         model: str | None = None,
+        cache_control: CacheControl | Mapping[str, Any] | None = None,
         **pipeline_options: Any,
     ) -> StagecacheChatCompletionClient:
         """The wrapper around :meth:`stagecache.Pipeline.default` (which it owns).
@@ -219,6 +234,7 @@ class StagecacheChatCompletionClient(
             caller_from: as for the constructor.
             read_only_tools: as for the constructor.
             model: as for the constructor.
+            cache_control: as for the constructor.
             **pipeline_options: for ``Pipeline.default`` (``embedder=``, ``cache=``).
         """
         model_id = model or _model_name(inner)
@@ -233,6 +249,7 @@ class StagecacheChatCompletionClient(
             read_only_tools=read_only_tools,
             model=model_id,
             owns_pipeline=True,
+            cache_control=cache_control,
         )
         client._source = component.source_of(pipeline_options)
         return client
@@ -248,6 +265,7 @@ class StagecacheChatCompletionClient(
         read_only_tools: Collection[str] = (),
         model: str | None = None,
         chunk_chars: int = 16,
+        cache_control: CacheControl | Mapping[str, Any] | None = None,
     ) -> StagecacheChatCompletionClient:
         """The wrapper around the pipeline a TOML file describes (which it owns).
 
@@ -259,6 +277,7 @@ class StagecacheChatCompletionClient(
             read_only_tools: as for the constructor.
             model: as for the constructor.
             chunk_chars: as for the constructor.
+            cache_control: as for the constructor.
 
         Raises:
             ConfigError: the file is missing or has a bad field.
@@ -275,6 +294,7 @@ class StagecacheChatCompletionClient(
             chunk_chars=chunk_chars,
             owns_pipeline=True,
             pipeline_config=path,
+            cache_control=cache_control,
         )
 
     def _to_config(self) -> StagecacheClientConfig:
@@ -292,6 +312,7 @@ class StagecacheChatCompletionClient(
             read_only_tools=self._read_only,
             model=self._model,
             chunk_chars=self._chunk,
+            cache_control=self._cache_control,
         )
 
     @classmethod
@@ -315,6 +336,7 @@ class StagecacheChatCompletionClient(
             model=model_id,
             chunk_chars=config.chunk_chars,
             owns_pipeline=True,
+            cache_control=config.cache_control,
         )
         client._source = source
         return client
@@ -335,6 +357,11 @@ class StagecacheChatCompletionClient(
         cancellation_token: CancellationToken | None = None,
     ) -> CreateResult:
         """Answer from the cache, or through the chain from the inner client."""
+        control = extra_create_args.get("cache", self._cache_control)
+        if "cache" in extra_create_args:
+            extra_create_args = {
+                k: v for k, v in extra_create_args.items() if k != "cache"
+            }
         kwargs: dict[str, Any] = {
             "tools": tools,
             "tool_choice": tool_choice,
@@ -342,11 +369,10 @@ class StagecacheChatCompletionClient(
             "extra_create_args": extra_create_args,
             "cancellation_token": cancellation_token,
         }
-        shape = codec.shape_fingerprint(tools, tool_choice, json_output)
         keyed, exchange = convert.keyed_exchange(
             messages, self._read_only, self._pipeline.stages
         )
-        chat = None if shape == codec.NOT_KEYABLE else _chat_of(keyed)
+        chat = _chat_of(keyed)
         if chat is None:
             result = await self._inner.create(messages, **kwargs)
             self._count(result)
@@ -358,8 +384,10 @@ class StagecacheChatCompletionClient(
                 chat,
                 caller=resolve_caller(self._caller, self._caller_from),
                 model=self._model,
-                instructions=codec.keyed_instructions(chat, shape, exchange),
+                instructions=codec.keyed_instructions(chat, exchange),
                 tools=[self._spec(t) for t in tools],
+                params=_params_of(tool_choice, json_output, extra_create_args),
+                cache=control,
             )
         finally:
             _CURRENT.reset(token)
@@ -469,6 +497,34 @@ class StagecacheChatCompletionClient(
                 completion_tokens=self._actual.completion_tokens
                 + usage.completion_tokens,
             )
+
+
+def _params_of(
+    tool_choice: ToolChoice,
+    json_output: bool | type[Any] | None,
+    extra_create_args: Mapping[str, Any],
+) -> dict[str, Any]:
+    """A ``create`` call's arguments as OpenAI request parameters (for the key)."""
+    params = dict(extra_create_args)
+    if isinstance(tool_choice, Tool):
+        params["tool_choice"] = {
+            "type": "function",
+            "function": {"name": tool_choice.name},
+        }
+    else:
+        params["tool_choice"] = tool_choice
+    if json_output is True:
+        params["response_format"] = {"type": "json_object"}
+    elif isinstance(json_output, type):
+        schema = getattr(json_output, "model_json_schema", None)
+        params["response_format"] = {
+            "type": "json_schema",
+            "json_schema": {
+                "name": json_output.__name__,
+                "schema": schema() if callable(schema) else repr(json_output),
+            },
+        }
+    return params
 
 
 def _model_name(client: ChatCompletionClient) -> str:

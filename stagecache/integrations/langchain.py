@@ -15,7 +15,12 @@ output guard, store and write-invalidate run as for any other turn. So a cached
 entry is keyed, guarded and traced exactly like one stored through
 ``pipeline.run``. The caller is fixed per cache (``caller=``) or read per call
 (``caller_from=``); ``llm_string`` (the model and its parameters) is hashed into the
-model part of the key. The cache cannot change the answer LangChain returns on a
+model part of the key, and its parameters, where they can be read back, also go
+through the request-parameter policy (docs/integrations.md), so ``n > 1`` or
+``logprobs`` are not cached. ``cache_control=`` sets a cache control (LiteLLM's
+spelling) for every lookup. :class:`StagecacheRunnable` passes call keyword
+arguments (``stop=``, ``temperature=``, ...) to the chat model and into the key,
+and takes ``cache=`` per call. The cache cannot change the answer LangChain returns on a
 miss, so redactions apply to what is stored (and later served), not to that first
 answer; use :class:`StagecacheRunnable` to guard every answer.
 
@@ -28,14 +33,16 @@ Needs ``pip install 'stagecache[langchain]'``.
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import contextvars
 import hashlib
 import json
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from stagecache._cachecontrol import CacheControl
 from stagecache._model import Caller, Result, ToolCall, Turn
 from stagecache.guards._storable import unfinished
 from stagecache.integrations._common import (
@@ -73,6 +80,22 @@ _LC_ROLES = {"user": "human", "assistant": "ai"}
 def llm_model_id(llm_string: str) -> str:
     """The model part of the key for a LangChain ``llm_string``."""
     return "lc-" + hashlib.sha256(llm_string.encode()).hexdigest()[:16]
+
+
+def llm_params(llm_string: str) -> dict[str, Any]:
+    """The invocation parameters in a LangChain ``llm_string``, where readable.
+
+    LangChain writes them as ``str(sorted(params.items()))`` (after ``---`` for a
+    serialisable model). Values that are not Python literals make them unreadable:
+    then {} (the whole ``llm_string`` is still hashed into the key).
+    """
+    tail = llm_string.rpartition("---")[2]
+    try:
+        items = ast.literal_eval(tail)
+        params = dict(items)
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+        return {}
+    return {k: v for k, v in params.items() if isinstance(k, str)}
 
 
 # -- the cache ------------------------------------------------------------------
@@ -127,6 +150,8 @@ class StagecacheLangChainCache(BaseCache):
             caller's thread); wins over ``caller`` when it returns one.
         config_path: a pipeline TOML file (default: the built-in chain).
         update_wait_s: how long a missed lookup waits for its ``update``.
+        cache_control: the cache control of every lookup (``no-store``,
+            ``namespace``, ...).
         **pipeline_options: for ``Pipeline.default``/``stagecache.load``
             (``embedder=``, ``config=``, ``cache=``, ``tracer_provider=``).
     """
@@ -138,8 +163,12 @@ class StagecacheLangChainCache(BaseCache):
         *,
         config_path: str | None = None,
         update_wait_s: float = 300.0,
+        cache_control: CacheControl | Mapping[str, Any] | None = None,
         **pipeline_options: Any,
     ) -> None:
+        from stagecache._cachecontrol import coerce_cache_control
+
+        self._cache_control = coerce_cache_control(cache_control)
         self._caller = caller
         self._caller_from = caller_from
         self.update_wait_s = update_wait_s
@@ -196,7 +225,14 @@ class StagecacheLangChainCache(BaseCache):
         caller = resolve_caller(self._caller, self._caller_from)
         chat, is_chat = _parse_prompt(prompt)
         model = llm_model_id(llm_string)
-        key = (caller.user_id, caller.session_id, caller.tenant, model, prompt)
+        key = (
+            caller.user_id,
+            caller.session_id,
+            caller.tenant,
+            model,
+            prompt,
+            llm_string,
+        )
         return key, chat, is_chat, caller, model
 
     async def _lookup(
@@ -246,7 +282,13 @@ class StagecacheLangChainCache(BaseCache):
         self, parked: _Parked, chat: Chat, caller: Caller, model: str
     ) -> Result:
         _PARKED.set(parked)  # this task's own context
-        result = await self.pipeline.run(chat, caller=caller, model=model)
+        result = await self.pipeline.run(
+            chat,
+            caller=caller,
+            model=model,
+            params=_safe_params(parked.key[-1]),
+            cache=self._cache_control,
+        )
         self.last_result = result
         return result
 
@@ -288,17 +330,19 @@ class StagecacheLangChainCache(BaseCache):
 
 
 class _Call:
-    __slots__ = ("config", "messages", "model", "result")
+    __slots__ = ("config", "kwargs", "messages", "model", "result")
 
     def __init__(
         self,
         model: BaseChatModel,
         messages: list[BaseMessage],
         config: RunnableConfig | None,
+        kwargs: dict[str, Any],
     ) -> None:
         self.model = model
         self.messages = messages
         self.config = config
+        self.kwargs = kwargs
         self.result: BaseMessage | None = None
 
 
@@ -329,16 +373,19 @@ class LangChainModel:
         call = _CALL.get()
         if call is not None:
             model, messages, config = call.model, call.messages, call.config
+            kwargs = call.kwargs
         elif self._model is not None:
             messages = convert_to_messages(
                 [(_LC_ROLES.get(m.role, m.role), m.content) for m in turn.messages]
             )
-            model, config = self._model, None
+            model, config, kwargs = self._model, None, dict(turn.params)
         else:
             from stagecache.errors import LLMError
 
             raise LLMError("LangChainModel has no chat model to call")
-        reply = await model.ainvoke(_with_memory(messages, turn.memory), config)
+        reply = await model.ainvoke(
+            _with_memory(messages, turn.memory), config, **kwargs
+        )
         if call is not None:
             call.result = reply
         tool_calls = [
@@ -368,7 +415,13 @@ class StagecacheRunnable(Runnable[Any, BaseMessage]):
         caller: the identity every call runs as.
         caller_from: returns the identity of the current call.
         model: the model id in cache keys (default: from the chat model).
+        cache_control: the cache control of every call (a per-call ``cache=``
+            keyword wins).
         **pipeline_options: for ``Pipeline.default`` when ``pipeline`` is None.
+
+    Call keyword arguments (``stop=``, ``temperature=``, ...) reach the chat model
+    and are part of the key as request parameters; ``cache=`` is a per-call cache
+    control (``{"no-cache": True}``), not passed on.
     """
 
     def __init__(
@@ -379,9 +432,11 @@ class StagecacheRunnable(Runnable[Any, BaseMessage]):
         caller_from: Callable[[], Caller | None] | None = None,
         *,
         model: str | None = None,
+        cache_control: CacheControl | Mapping[str, Any] | None = None,
         **pipeline_options: Any,
     ) -> None:
         self.chat_model = chat_model
+        self._cache_control = cache_control
         self.model_id = model or llm_model_id(chat_model._get_llm_string())
         self.pipeline = pipeline or Pipeline.default(
             llm=LangChainModel(chat_model, model_id=self.model_id), **pipeline_options
@@ -396,14 +451,14 @@ class StagecacheRunnable(Runnable[Any, BaseMessage]):
     ) -> BaseMessage:
         """Run the chain (blocking)."""
         caller = resolve_caller(self._caller, self._caller_from)
-        return self._loop.run(self._ainvoke(input, config, caller))
+        return self._loop.run(self._ainvoke(input, config, caller, kwargs))
 
     async def ainvoke(
         self, input: Any, config: RunnableConfig | None = None, **kwargs: Any
     ) -> BaseMessage:
         """Run the chain."""
         caller = resolve_caller(self._caller, self._caller_from)
-        return await self._loop.arun(self._ainvoke(input, config, caller))
+        return await self._loop.arun(self._ainvoke(input, config, caller, kwargs))
 
     def close(self) -> None:
         """Close the pipeline and stop the private loop."""
@@ -411,16 +466,27 @@ class StagecacheRunnable(Runnable[Any, BaseMessage]):
         self._loop.close()
 
     async def _ainvoke(
-        self, input: Any, config: RunnableConfig | None, caller: Caller
+        self,
+        input: Any,
+        config: RunnableConfig | None,
+        caller: Caller,
+        kwargs: dict[str, Any],
     ) -> BaseMessage:
+        control = kwargs.pop("cache", self._cache_control)
         messages = _messages_of(input)
         chat = _chat_of(messages)
         if chat is None:
-            return await self.chat_model.ainvoke(messages, config)
-        call = _Call(self.chat_model, messages, config)
+            return await self.chat_model.ainvoke(messages, config, **kwargs)
+        call = _Call(self.chat_model, messages, config, kwargs)
         token = _CALL.set(call)
         try:
-            result = await self.pipeline.run(chat, caller=caller, model=self.model_id)
+            result = await self.pipeline.run(
+                chat,
+                caller=caller,
+                model=self.model_id,
+                params=kwargs,
+                cache=control,
+            )
         finally:
             _CALL.reset(token)
         self.last_result = result
@@ -537,6 +603,26 @@ def _storable_text(return_val: RETURN_VAL_TYPE) -> str:
             return ""
         return message.content
     return generation.text
+
+
+def _safe_params(llm_string: str) -> dict[str, Any]:
+    """The ``llm_string`` parameters to hand to the pipeline: only when the policy
+    does not cache them (``n > 1``, ``logprobs``), else none.
+
+    The whole ``llm_string`` is in the key already (the model id), so the
+    parameters only need to say when a request is not cacheable; passing them
+    otherwise would change the key of every entry stored before. A value the
+    policy rejects never fails a lookup.
+    """
+    from stagecache._request_params import request_params
+    from stagecache.errors import InputError
+
+    params = llm_params(llm_string)
+    try:
+        uncacheable = request_params(params).uncacheable
+    except InputError:
+        return {}
+    return params if uncacheable else {}
 
 
 def _finish_reason(*sources: object) -> str | None:

@@ -18,8 +18,11 @@ credential identifies it (a keyed hash of it is the tenant) and the
 request without a credential, or without a user under a non-shared scope, is not
 cached; duplicated identity headers are a 400.
 
-Every answer carries ``x-stagecache: hit|miss|skip|error`` (and
-``x-stagecache-similarity`` when a candidate was found). A miss returns the
+Every answer carries ``x-stagecache: hit|miss|skip|bypass|error`` (``bypass``: the
+client's ``Cache-Control: no-cache`` or ``extra_body={"cache": {"no-cache": true}}``
+skipped the lookup), ``x-stagecache-age`` on a hit, and ``x-stagecache-similarity``
+when a candidate was found. The body's parameters are keyed by the request-parameter
+policy (``stagecache._request_params``; docs/integrations.md). A miss returns the
 upstream's reply with only the answer text changed by the output guard; upstream
 errors come back verbatim; if the cache machinery fails, the request is forwarded
 as it is. A streamed request is answered once the whole answer is known (the output
@@ -39,7 +42,9 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+from stagecache._cachecontrol import http_cache_control
 from stagecache._model import Caller, Result
+from stagecache._request_params import request_params
 from stagecache.errors import InputError, StagecacheError
 from stagecache.integrations._common import keyed_order, reorder, require_extra
 from stagecache.integrations._openai_shapes import (
@@ -283,9 +288,21 @@ class _Proxy:
                 param="model",
                 code="model_not_found",
             )
+        raw_body_cache = body.get("cache")
         chat = _chat_of(messages)
-        n = body.get("n", 1)
-        if chat is None or (isinstance(n, int) and n > 1):
+        # The body's parameters go through the one request-parameter policy
+        # (stagecache._request_params); "cache" is the per-request cache control
+        # (LiteLLM's spelling) and never goes upstream.
+        body = {k: v for k, v in body.items() if k != "cache"}
+        params = {k: v for k, v in body.items() if k not in ("model", "messages")}
+        try:
+            control = http_cache_control(
+                raw_body_cache, request.headers.get("cache-control")
+            )
+            several = request_params(params).several_choices
+        except InputError as exc:
+            return _error(400, str(exc), param=_param_of(exc))
+        if chat is None or several:
             return await self.passthrough(body, request, "skip")
         if (
             caller is not None
@@ -304,11 +321,14 @@ class _Proxy:
         options = body.get("stream_options")
         include_usage = isinstance(options, dict) and bool(options.get("include_usage"))
         proxied = ProxyRequest(body, self.upstream_headers(request))
-        tools = [
+        tools: list[dict[str, Any]] = [
             {
                 "name": str(fn.get("name", "")),
                 "description": str(fn.get("description") or ""),
                 "read_only_hint": fn.get("name") in self.settings.read_only_tools,
+                "parameters": fn.get("parameters")
+                if isinstance(fn.get("parameters"), dict)
+                else {},
             }
             for t in body.get("tools") or []
             if isinstance(t, dict) and isinstance(fn := t.get("function"), dict)
@@ -316,7 +336,12 @@ class _Proxy:
         token = CURRENT.set(proxied)
         try:
             result = await self.pipeline.run(
-                chat, caller=caller, model=model, tools=tools
+                chat,
+                caller=caller,
+                model=model,
+                tools=tools,
+                params=params,
+                cache=control,
             )
         except Exception as exc:
             outcome = "miss" if self.cacheable(caller) else "skip"
@@ -468,10 +493,26 @@ class _Proxy:
         return JSONResponse({"found": found}, status_code=200 if found else 404)
 
 
+def _param_of(exc: InputError) -> str | None:
+    """The request field an InputError names (``params.temperature: ...``)."""
+    field, sep, _ = str(exc).partition(":")
+    if not sep or " " in field:
+        return None
+    return field.removeprefix("params.")
+
+
+#: Cache reasons that mean the client's cache control bypassed the lookup.
+_BYPASS = frozenset({"no_cache", "no_cache_no_store"})
+
+
 def _outcome_headers(result: Result) -> dict[str, str]:
     status: str = result.cache.status
     outcome = status if status in ("hit", "miss", "error") else "skip"
+    if result.cache.reason in _BYPASS:
+        outcome = "bypass"
     headers: dict[str, str] = {"x-stagecache": outcome}
+    if result.cache.hit and result.cache.entry_age_s is not None:
+        headers["x-stagecache-age"] = str(int(result.cache.entry_age_s))
     if result.cache.similarity is not None:
         headers["x-stagecache-similarity"] = f"{result.cache.similarity:.4f}"
     if result.cache.entry_id is not None:

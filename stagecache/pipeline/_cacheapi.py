@@ -233,7 +233,14 @@ class CacheAPI:
     async def _store_batch(
         self, batch: list[Turn], scope: Any, summary: ImportSummary
     ) -> None:
-        vectors = await self._embedder.embed([t.query for t in batch])
+        texts = [t.query for t in batch]
+        user_id = getattr(scope, "user_id", None)
+        if user_id and hasattr(self._embedder, "purge_sources"):
+            # Tie the embedding-cache rows to the user the entries are attributed
+            # to, so purge_user removes them with the entries.
+            vectors = await self._embedder.embed(texts, sources=(user_source(user_id),))  # type: ignore[call-arg]
+        else:
+            vectors = await self._embedder.embed(texts)
         multi = self.engine.settings.cache_multi_turn
         for turn, vector in zip(batch, vectors, strict=True):
             parts = key_parts(turn, self._embedder.model_id, multi_turn=multi)

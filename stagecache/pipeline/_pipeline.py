@@ -7,15 +7,16 @@ runs one request.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry.trace import TracerProvider
 
+from stagecache._cachecontrol import CacheControl
 from stagecache._model import Caller, Message, Result, ToolSpec
-from stagecache.errors import StagecacheError
+from stagecache.errors import BackendUnavailable, StagecacheError
 from stagecache.pipeline._events import EventBus
 from stagecache.pipeline._runner import Runner
 from stagecache.pipeline._tracing import make_tracer
@@ -130,7 +131,14 @@ class Pipeline:
         return self._cache
 
     async def warm_up(self) -> None:
-        """Load models, open backends, rebuild indexes: everything heavy, once."""
+        """Load models, open backends, rebuild indexes: everything heavy, once.
+
+        A part that can run degraded (the cache engine: ``start_degraded``) and
+        fails for want of storage (``BackendUnavailable``, ``OSError``: a full disk,
+        an unreachable backend) does not stop the start: it logs the typed error,
+        publishes a ``cache.error`` event (operation ``warm_up``) and runs without
+        the cache, so requests are answered by the model.
+        """
         if self._open:
             return
         opened: list[Any] = []
@@ -138,7 +146,7 @@ class Pipeline:
             for part in (*self._components, *self.stages):
                 warm = getattr(part, "warm_up", None)
                 if warm is not None:
-                    await warm()
+                    await _warm(part, warm)
                 opened.append(part)
         except BaseException:
             await _close_all(opened)
@@ -174,6 +182,8 @@ class Pipeline:
         model: str | None = None,
         instructions: str | None = None,
         tools: Sequence[ToolSpec | dict[str, Any]] | None = None,
+        params: Mapping[str, Any] | None = None,
+        cache: CacheControl | Mapping[str, Any] | None = None,
     ) -> Result:
         """Run one request through the chain.
 
@@ -185,12 +195,21 @@ class Pipeline:
             instructions: the system prompt (its hash is part of the cache key);
                 default: the system messages, else the pipeline's default.
             tools: tool specs; ``read_only_hint=False`` marks a writing tool.
+                Their names, descriptions and schemas are part of the key.
+            params: the other request parameters, in OpenAI's names
+                (``temperature``, ``response_format``, ``max_tokens``, ...):
+                those that change the answer are part of the key, some make the
+                request uncacheable (``n > 1``); see docs/integrations.md.
+                Model clients that speak OpenAI send them along.
+            cache: per-request cache control, a :class:`~stagecache.CacheControl`
+                or a dict in LiteLLM's spelling (``{"no-cache": True}``,
+                ``no-store``, ``ttl``, ``s-maxage``, ``namespace``).
 
         Returns:
             The :class:`~stagecache.Result`: ``answer``, ``cache.hit``, ...
 
         Raises:
-            InputError: malformed messages, caller or tools.
+            InputError: malformed messages, caller, tools, params or cache.
             StageError: a stage with the ``fail`` policy (the model call) failed.
         """
         if not self._open:
@@ -198,9 +217,25 @@ class Pipeline:
         if instructions is None and isinstance(messages, str):
             instructions = self._default_instructions
         turn = self._runner.make_turn(
-            messages, caller=caller, model=model, instructions=instructions, tools=tools
+            messages,
+            caller=caller,
+            model=model,
+            instructions=instructions,
+            tools=tools,
+            params=params,
+            cache=cache,
         )
         return await self._runner.run(turn)
+
+
+async def _warm(part: Any, warm: Any) -> None:
+    try:
+        await warm()
+    except (BackendUnavailable, OSError) as exc:
+        degrade = getattr(part, "start_degraded", None)
+        if degrade is None:
+            raise
+        degrade(exc)
 
 
 async def _close_all(parts: Sequence[Any]) -> None:

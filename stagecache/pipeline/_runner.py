@@ -21,12 +21,14 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import anyio
+import msgspec.inspect as mi
 from opentelemetry.trace import Span, Status, StatusCode, Tracer
 
+from stagecache._cachecontrol import CacheControl, coerce_cache_control
 from stagecache._model import (
     Caller,
     Message,
@@ -35,7 +37,9 @@ from stagecache._model import (
     Turn,
     coerce_messages,
 )
-from stagecache.errors import InputError, StageError, StageTimeout
+from stagecache._request_params import request_params
+from stagecache._validate import MAX_SECONDS, number_problem
+from stagecache.errors import ConfigError, InputError, StageError, StageTimeout
 from stagecache.exporters._errors import (
     ErrorPolicy,
     error_policy,
@@ -94,6 +98,8 @@ class Runner:
             raise ValueError(
                 f"stage names must be unique, repeated: {', '.join(dupes)}"
             )
+        for stage in stages:
+            _check_timeout(stage)
         self._stages: tuple[Stage, ...] = tuple(stages)
         self._tracer = tracer
         self._events = events
@@ -115,6 +121,8 @@ class Runner:
         model: str | None,
         instructions: str | None,
         tools: Sequence[ToolSpec | dict[str, Any]] | None,
+        params: Mapping[str, Any] | None = None,
+        cache: CacheControl | Mapping[str, Any] | None = None,
     ) -> Turn:
         """Validate the inputs of ``run`` and build a turn."""
         msgs = coerce_messages(messages)
@@ -125,12 +133,22 @@ class Runner:
             raise InputError(
                 f"caller: expected stagecache.Caller, got {type(caller).__name__}"
             )
+        specs = [_coerce_tool(t, i) for i, t in enumerate(tools or ())]
+        request = request_params(params, specs)
         return Turn(
             caller=caller or Caller(),
             messages=msgs,
             model=model or self.default_model,
             instructions=instructions,
-            tools=[_coerce_tool(t, i) for i, t in enumerate(tools or ())],
+            tools=specs,
+            params={
+                k: v
+                for k, v in (params or {}).items()
+                if v is not None and k != "cache"
+            },
+            params_fingerprint=request.fingerprint,
+            uncacheable=request.uncacheable,
+            cache_control=coerce_cache_control(cache),
         )
 
     async def run(self, turn: Turn) -> Result:
@@ -292,3 +310,16 @@ def _run_cleanups(turn: Turn) -> None:
             cleanup()
         except Exception as exc:  # a cleanup must not mask the request's own outcome
             _log.warning("turn cleanup failed", error=safe_error_message(exc))
+
+
+_SECONDS = mi.FloatType(gt=0.0, le=MAX_SECONDS)  # the range of ``Seconds``
+
+
+def _check_timeout(stage: Stage) -> None:
+    """A stage built in Python gets the range its config would have enforced."""
+    timeout = getattr(stage, "timeout_s", None)
+    if timeout is None:
+        return
+    problem = number_problem(timeout, _SECONDS)
+    if problem is not None:
+        raise ConfigError(problem, field=f"stage {stage.name!r}.timeout_s")

@@ -83,6 +83,22 @@ class CacheOps:
             )
         _log.debug("cache skipped", reason=reason)
 
+    def bookkeeping_failed(self, turn: Turn, operation: str, error: str) -> None:
+        """Record a failed side write (a hit's recency update) that did not cost
+        the outcome: on ``turn.errors`` and as a ``cache.error`` event."""
+        kind = error.split(":", 1)[0]
+        turn.errors.append(f"cache.{operation}: {error}")
+        if self.events.active:
+            self.events.publish(
+                CacheError(
+                    request_id=turn.request_id,
+                    operation=operation,
+                    error_type=kind,
+                    message=error[:200],
+                    scope_mode=self.cache.settings.scope,
+                )
+            )
+
     def error(self, turn: Turn, span: Span, operation: str, exc: BaseException) -> None:
         """Record a contained cache failure on ``turn``, ``span`` and the bus."""
         kind = "TimeoutError" if isinstance(exc, TimeoutError) else type(exc).__name__

@@ -105,6 +105,10 @@ async def test_cold_scope_unloads_to_disk_and_reloads(pairs, tmp_path) -> None:
         assert sorted(p.suffix for p in tmp_path.iterdir()) == [".json", ".npy"]
         found = await cache.lookup(alice, base[0], PARTS, texts[0])
         assert found.hit is not None and found.hit.entry_id == a
+        # A lookup writes no index file: bob (changed since it was loaded) stays
+        # hot until the next store unloads it.
+        assert cache.stats()["cold_scopes"] == 0
+        await cache.store(alice, texts[2], base[2], PARTS, "c")
         assert cache.stats()["cold_scopes"] == 1  # bob went cold in turn
         assert await cache.purge_user("bob") == 1
         from stagecache.cache._persist import file_base

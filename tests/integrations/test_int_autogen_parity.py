@@ -520,6 +520,7 @@ async def test_component_config_round_trip_like_chat_completion_cache(
         read_only_tools=["lookup_policy"],
         config=pipeline_config,
         embedder=embedder,
+        cache_control={"ttl": 600},
     )
     dumped = ours.dump_component()
     assert dumped.provider == (
@@ -532,6 +533,7 @@ async def test_component_config_round_trip_like_chat_completion_cache(
         "tenant": "acme",
         "metadata": {},
     }
+    assert dumped.config["cache_control"]["ttl"] == 600
     copy = ChatCompletionClient.load_component(dumped)
     assert isinstance(copy, StagecacheChatCompletionClient)
     assert copy.dump_component() == dumped

@@ -130,6 +130,7 @@ async def test_deletes_scopes_users_clear(redis_url, namespace, vec, raw) -> Non
             "epoch",
             "log",
             "mode",  # the namespace's encryption mode outlives a clear
+            "scrubbed",  # where the purge's stream scrub stopped
             "seq",
         ]
     finally:

@@ -326,3 +326,17 @@ def test_check_config_exits_2_with_one_line_and_no_traceback(
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1, done.stderr[-2000:]
     assert lines[0].startswith("stagecache: error: ") and needle in lines[0]
+
+
+@pytest.mark.parametrize("timeout", [-1.0, 0.0, float("nan"), float("inf"), "5"])
+def test_a_stage_built_in_python_with_a_bad_timeout_is_refused(timeout: object) -> None:
+    # Configs are checked when decoded; a stage object built by hand bypasses them,
+    # and a NaN or negative limit would fail every request.
+    from stagecache import Pipeline
+    from stagecache.testing import ScriptedLLM
+
+    pipeline = Pipeline.default(llm=ScriptedLLM(lambda p: "ok", delay_s=0))
+    stage = pipeline.stages[0]
+    stage.timeout_s = timeout  # type: ignore[assignment]
+    with pytest.raises(ConfigError, match=r"timeout_s"):
+        Pipeline(pipeline.stages)
