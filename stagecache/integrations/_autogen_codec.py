@@ -1,4 +1,4 @@
-"""AutoGen: a ``CreateResult`` as a stored answer; the tool-exchange key.
+"""AutoGen: a ``CreateResult`` as a stored answer; the client's part of the key.
 
 **Stored answers.** A plain text reply is stored as its text, like every other
 answer in the cache. A reply that carries more (a ``thought``, or a list of
@@ -14,11 +14,13 @@ the envelope prefix is stored as an envelope too, so stored text is never mistak
 for one. A thought that contains the separator cannot be stored: the reply is
 served without it (it was not guarded) and not cached.
 
-**Tool-exchange key.** A read-only tool exchange after a lone question
-(``_autogen_messages.split_exchange``) is keyed exactly: :func:`keyed_instructions`
-folds its hash into the instructions passed to the pipeline, so it joins the exact
-part of the key (``instruction_hash``). The tools' schemas, ``tool_choice`` and
-``json_output`` are keyed by the request fingerprint (``params``).
+**Key.** :func:`keyed_instructions` labels the instructions the client passes to
+the pipeline, so they join the exact part of the key (``instruction_hash``): the
+client's entries (envelopes among them) never answer another path over the same
+cache (a plain ``pipeline.run``, the proxy), nor theirs it. A read-only tool
+exchange after a lone question (``_autogen_messages.split_exchange``) adds its
+hash: it is keyed exactly. The tools' schemas, ``tool_choice`` and ``json_output``
+are keyed by the request fingerprint (``params``).
 """
 
 from __future__ import annotations
@@ -38,7 +40,8 @@ __all__ = [
 
 SEP = "\x1e"
 PREFIX = f"{SEP}stagecache.autogen/1 "
-_EXCHANGE_LABEL = "[stagecache.autogen tool exchange "
+_AUTOGEN_LABEL = "[stagecache.autogen/1]"
+_EXCHANGE_LABEL = "[tool exchange "
 
 
 class _Call(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -121,19 +124,14 @@ def decode(answer: str) -> Decoded:
     return Decoded(content=text, thought=keep)
 
 
-def keyed_instructions(
-    chat: Sequence[Mapping[str, str]], exchange: str = ""
-) -> str | None:
-    """The instructions to run with: the system text and the exchange hash, if any.
+def keyed_instructions(chat: Sequence[Mapping[str, str]], exchange: str = "") -> str:
+    """The instructions to run with: the system text, the AutoGen label and the
+    exchange hash, if any (see the module docstring).
 
     Args:
         chat: the keyed messages.
         exchange: the hash of a read-only tool exchange after the question.
-
-    Returns:
-        None (the pipeline's own default: the system messages) without an exchange.
     """
-    if not exchange:
-        return None
     system = "\n".join(m["content"] for m in chat if m["role"] == "system")
-    return f"{system}\n{_EXCHANGE_LABEL}{exchange}]"
+    label = f"{_EXCHANGE_LABEL}{exchange}]" if exchange else ""
+    return f"{system}\n{_AUTOGEN_LABEL}{label}"

@@ -111,13 +111,27 @@ def with_memory(
     return [SystemMessage(content=facts), *messages]
 
 
-def completion_of(result: CreateResult, model: str, turn: Turn) -> Completion:
-    """The inner client's reply as the pipeline's completion (see the module doc)."""
+def completion_of(
+    result: CreateResult, model: str, turn: Turn, *, envelopes: bool = True
+) -> Completion:
+    """The inner client's reply as the pipeline's completion (see the module doc).
+
+    Args:
+        result: the reply.
+        model: the model id reported to the pipeline.
+        turn: the turn (its tool specs say which tools are read-only).
+        envelopes: store rich replies as envelopes (only the AutoGen client reads
+            them); False for a plain ``pipeline.run``: the text, and the calls as
+            tool calls, as any other model client.
+    """
     usage = Usage(
         prompt_tokens=result.usage.prompt_tokens,
         completion_tokens=result.usage.completion_tokens,
     )
-    stored = codec.encode(result)
+    if envelopes:
+        stored = codec.encode(result)
+    else:
+        stored = result.content if isinstance(result.content, str) else None
     if isinstance(result.content, str):
         # AutoGen says "unknown" when the server gave no finish reason: trusted,
         # like a client that reports none; "length", "content_filter": not stored.

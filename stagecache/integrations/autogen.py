@@ -148,7 +148,9 @@ class AutoGenModel:
         result = await client.create(_with_memory(messages, turn.memory), **kwargs)
         if request is not None:
             request.result = result
-        return _completion_of(result, self.model_id, turn)
+        return _completion_of(
+            result, self.model_id, turn, envelopes=request is not None
+        )
 
 
 class StagecacheChatCompletionClient(
