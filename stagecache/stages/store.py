@@ -47,6 +47,10 @@ __all__ = ["Store", "StoreConfig"]
 _log = logging.getLogger("stagecache.cache")
 #: Where the store stage leaves the reason it did not store a fresh answer.
 STORE_SKIPPED = "store_skipped"
+#: Where a model client may leave string labels for the entry it answered (the
+#: LangChain integration keeps its serialised generations there); the stage's own
+#: labels (model, token counts) win.
+ENTRY_METADATA = "entry_metadata"
 
 
 class StoreConfig(
@@ -160,6 +164,7 @@ class Store:
                         parts,
                         turn.answer or "",
                         metadata={
+                            **_labels(turn.scratch.get(ENTRY_METADATA)),
                             "model": turn.model,
                             "prompt_tokens": str(turn.usage.prompt_tokens),
                             "completion_tokens": str(turn.usage.completion_tokens),
@@ -186,6 +191,12 @@ class Store:
                     )
                 )
         return turn
+
+
+def _labels(value: object) -> dict[str, str]:
+    if not isinstance(value, dict):
+        return {}
+    return {k: v for k, v in value.items() if isinstance(k, str) and isinstance(v, str)}
 
 
 def _cacheable_tools(names: object) -> frozenset[str]:
