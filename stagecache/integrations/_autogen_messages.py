@@ -8,6 +8,7 @@
   has a thought or asks for read-only tools, ``_autogen_codec``), or, for a call of
   a writing tool, the calls (the LLM stage evicts the scope; nothing is stored).
 - :func:`result_of`: the pipeline's outcome as the ``CreateResult`` the agent gets.
+- :func:`params_of`: a ``create`` call's arguments as OpenAI request parameters.
 - :func:`split_exchange`: a question followed by the model's calls of read-only
   tools and their results (an agent's tool loop inside one question) is not a
   conversation: the exchange is keyed exactly (calls, arguments, results) instead
@@ -19,7 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 from autogen_core import FunctionCall
@@ -32,6 +33,7 @@ from autogen_core.models import (
     SystemMessage,
     UserMessage,
 )
+from autogen_core.tools import Tool
 
 from stagecache._model import Result, ToolCall, Turn, Usage
 from stagecache.integrations import _autogen_codec as codec
@@ -44,6 +46,7 @@ __all__ = [
     "completion_of",
     "keyed_exchange",
     "messages_of",
+    "params_of",
     "result_of",
     "split_exchange",
     "text_of",
@@ -273,3 +276,31 @@ def keyed_exchange(
         except Exception:
             return messages, ""
     return keyed, exchange
+
+
+def params_of(
+    tool_choice: Tool | str,
+    json_output: bool | type[Any] | None,
+    extra_create_args: Mapping[str, Any],
+) -> dict[str, Any]:
+    """A ``create`` call's arguments as OpenAI request parameters (for the key)."""
+    params = dict(extra_create_args)
+    if isinstance(tool_choice, Tool):
+        params["tool_choice"] = {
+            "type": "function",
+            "function": {"name": tool_choice.name},
+        }
+    else:
+        params["tool_choice"] = tool_choice
+    if json_output is True:
+        params["response_format"] = {"type": "json_object"}
+    elif isinstance(json_output, type):
+        schema = getattr(json_output, "model_json_schema", None)
+        params["response_format"] = {
+            "type": "json_schema",
+            "json_schema": {
+                "name": json_output.__name__,
+                "schema": schema() if callable(schema) else repr(json_output),
+            },
+        }
+    return params

@@ -83,6 +83,7 @@ _chat_of, _messages_of, _with_memory = (
     convert.with_memory,
 )
 _completion_of, _result_of = convert.completion_of, convert.result_of
+_params_of = convert.params_of
 ToolChoice = Tool | Literal["auto", "required", "none"]
 
 
@@ -499,34 +500,6 @@ class StagecacheChatCompletionClient(
                 completion_tokens=self._actual.completion_tokens
                 + usage.completion_tokens,
             )
-
-
-def _params_of(
-    tool_choice: ToolChoice,
-    json_output: bool | type[Any] | None,
-    extra_create_args: Mapping[str, Any],
-) -> dict[str, Any]:
-    """A ``create`` call's arguments as OpenAI request parameters (for the key)."""
-    params = dict(extra_create_args)
-    if isinstance(tool_choice, Tool):
-        params["tool_choice"] = {
-            "type": "function",
-            "function": {"name": tool_choice.name},
-        }
-    else:
-        params["tool_choice"] = tool_choice
-    if json_output is True:
-        params["response_format"] = {"type": "json_object"}
-    elif isinstance(json_output, type):
-        schema = getattr(json_output, "model_json_schema", None)
-        params["response_format"] = {
-            "type": "json_schema",
-            "json_schema": {
-                "name": json_output.__name__,
-                "schema": schema() if callable(schema) else repr(json_output),
-            },
-        }
-    return params
 
 
 def _model_name(client: ChatCompletionClient) -> str:
