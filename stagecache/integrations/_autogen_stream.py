@@ -1,8 +1,9 @@
 """Live ``create_stream`` for the AutoGen wrapper: a miss streams as the inner
 client produces it.
 
-``StagecacheChatCompletionClient.create_stream`` runs the pipeline in a task with a
-:class:`LiveChunks` on the request. When the chain reaches the model (a miss),
+``StagecacheChatCompletionClient.create_stream`` runs ``create`` in a task with a
+:class:`LiveChunks` offered to it (:func:`take_live` puts it on the request).
+When the chain reaches the model (a miss),
 :func:`stream_inner` calls the inner client's ``create_stream`` and puts each text
 chunk, passed through the output guard's detectors
 (:class:`~stagecache.guards._streaming.StreamRedactor`: only what a detector could
@@ -18,12 +19,14 @@ before.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Sequence
+import contextlib
+import contextvars
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from autogen_core.models import CreateResult, LLMMessage
 
-from stagecache._model import GuardFinding, Result, Turn
+from stagecache._model import GuardFinding, Turn
 from stagecache.errors import LLMError
 from stagecache.exporters._stdlog import get_logger
 from stagecache.guards import PiiRedactor
@@ -34,12 +37,27 @@ from stagecache.stages.output_guard import OutputGuard
 if TYPE_CHECKING:
     from stagecache.pipeline import Pipeline
 
-__all__ = ["LiveChunks", "stream_inner"]
+__all__ = ["LiveChunks", "stream_inner", "take_live"]
 
 _log = get_logger("stagecache.autogen")
 
 #: The refusal of a stream whose guard failed (the runner's refusal text).
 REFUSAL = "Sorry, this request could not be processed safely."
+
+
+# The LiveChunks of the ``create`` that ``create_stream`` runs (in its task).
+_OFFERED: contextvars.ContextVar[LiveChunks | None] = contextvars.ContextVar(
+    "stagecache_autogen_live", default=None
+)
+
+
+def take_live() -> LiveChunks | None:
+    """The live channel offered to this ``create`` (once: a nested client's
+    ``create`` inside it does not stream into it)."""
+    live = _OFFERED.get()
+    if live is not None:
+        _OFFERED.set(None)
+    return live
 
 
 class LiveChunks:
@@ -57,7 +75,16 @@ class LiveChunks:
         self.queue: asyncio.Queue[str | None] = asyncio.Queue()
         self.started = False
 
-    async def pieces(self, task: asyncio.Future[Result]) -> AsyncIterator[str]:
+    @contextlib.contextmanager
+    def offered(self) -> Iterator[None]:
+        """Offer this channel to the ``create`` started (as a task) inside."""
+        token = _OFFERED.set(self)
+        try:
+            yield
+        finally:
+            _OFFERED.reset(token)
+
+    async def pieces(self, task: asyncio.Future[Any]) -> AsyncIterator[str]:
         """The chunks, until the model call ends (or the turn, if it never calls)."""
         while True:
             get = asyncio.ensure_future(self.queue.get())

@@ -32,7 +32,6 @@ from starlette.responses import StreamingResponse
 
 from stagecache._model import GuardFinding, Result, ToolCall, Turn, Usage
 from stagecache.clients import finish_reason as finish_of
-from stagecache.errors import LLMError
 from stagecache.exporters._stdlog import get_logger
 from stagecache.guards import PiiRedactor
 from stagecache.guards._streaming import StreamRedactor
@@ -53,6 +52,8 @@ REFUSAL = "Sorry, this request could not be processed safely."
 #: A stream that ended without a finish reason: never stored.
 UNFINISHED = "unfinished"
 _DONE = b"data: [DONE]\n\n"
+#: Cache reasons that mean the client's cache control skipped the lookup.
+_BYPASS = frozenset({"no_cache", "no_cache_no_store"})
 
 
 def _event(chunk: dict[str, Any]) -> bytes:
@@ -87,12 +88,15 @@ class LiveStream:
         """No more chunks (``[DONE]`` follows when the turn has ended)."""
         self.queue.put_nowait(None)
 
-    def headers(self) -> dict[str, str]:
-        """``x-stagecache`` and friends, from the turn's cache outcome so far."""
+    def headers(self, upstream: dict[str, str]) -> dict[str, str]:
+        """The upstream's forwarded headers, then ``x-stagecache`` and friends from
+        the turn's cache outcome so far."""
         cache = self.turn.cache if self.turn is not None else None
         status: str = cache.status if cache is not None else "skip"
         outcome = status if status in ("miss", "error") else "skip"
-        headers: dict[str, str] = {"x-stagecache": outcome}
+        if cache is not None and cache.reason in _BYPASS:
+            outcome = "bypass"
+        headers: dict[str, str] = {**upstream, "x-stagecache": outcome}
         if cache is not None and cache.similarity is not None:
             headers["x-stagecache-similarity"] = f"{cache.similarity:.4f}"
         return headers
@@ -142,7 +146,9 @@ async def run_live(
         result: Result = await task
         return result
     return StreamingResponse(
-        live.body(task), media_type="text/event-stream", headers=live.headers()
+        live.body(task),
+        media_type="text/event-stream",
+        headers=live.headers(proxied.upstream_headers),
     )
 
 
@@ -192,9 +198,14 @@ async def stream_completion(
 
     Raises:
         UpstreamError: the upstream answered with an error status.
-        LLMError: it could not be reached, or answered neither SSE nor JSON.
+        UpstreamFailure: it could not be reached, timed out, or answered neither
+            SSE nor a chat completion.
     """
-    from stagecache.integrations._upstream import UpstreamError
+    from stagecache.integrations._upstream import (
+        UpstreamError,
+        failure_of,
+        forwarded_headers,
+    )
 
     live: LiveStream = request.live
     body = {**body, "stream": True}
@@ -206,7 +217,9 @@ async def stream_completion(
     try:
         response = await model.client.send(outgoing, stream=True)
     except httpx.HTTPError as exc:
-        raise LLMError(f"cannot reach the upstream: {exc}") from exc
+        request.failure = failure_of(exc)
+        raise request.failure from exc
+    request.upstream_headers = forwarded_headers(response.headers)
     try:
         content_type = response.headers.get("content-type", "application/json")
         if response.status_code >= 400:
@@ -223,12 +236,23 @@ async def stream_completion(
 
 async def _buffered(request: ProxyRequest, response: httpx.Response) -> Completion:
     """An upstream that answered a streamed request with one JSON body."""
+    from stagecache.integrations._upstream import UpstreamFailure
+
     try:
         data = json.loads(await response.aread())
         choice = data["choices"][0]
         message = choice["message"]
+        if not isinstance(message, dict):
+            raise TypeError(message)
     except (ValueError, KeyError, IndexError, TypeError):
-        raise LLMError("the upstream's reply has no choices[0].message") from None
+        kind = response.headers.get("content-type", "no content type")
+        request.failure = UpstreamFailure(
+            502,
+            "bad_upstream_response",
+            f"The upstream answered {response.status_code} ({kind}) with a body "
+            "that is not a chat completion.",
+        )
+        raise request.failure from None
     request.response = data
     answer = _Answer()
     answer.add_calls(message.get("tool_calls"))
