@@ -69,7 +69,9 @@ class StreamingUpstream:
             return JSONResponse(_completion("".join(pieces), finish))
         usage = (body.get("stream_options") or {}).get("include_usage", False)
         return StreamingResponse(
-            self._events(pieces, finish, usage), media_type="text/event-stream"
+            self._events(pieces, finish, usage),
+            media_type="text/event-stream",
+            headers={"x-request-id": "req-live", "x-ratelimit-remaining-requests": "9"},
         )
 
     async def _wait_gate(self) -> None:
@@ -319,3 +321,29 @@ def test_an_upstream_that_answers_json_to_a_stream_is_replayed(
     assert outcome == "miss" and fake.calls == calls + 1  # one upstream call
     assert _text(chunks) == " No, one body."
     assert chunks[-1].choices[0].finish_reason == "stop"
+
+
+def test_a_live_stream_forwards_the_upstream_headers(proxy: tuple[str, Any]) -> None:
+    raw = _client(proxy[0]).chat.completions.with_raw_response.create(
+        model="gpt-test",
+        messages=[{"role": "user", "content": "Which request id is this?"}],
+        stream=True,
+    )
+    list(raw.parse())
+    assert raw.headers["x-stagecache"] == "miss"
+    assert raw.headers["x-request-id"] == "req-live"
+    assert raw.headers["x-ratelimit-remaining-requests"] == "9"
+
+
+def test_no_store_on_a_streamed_miss_is_honoured(
+    proxy: tuple[str, Any], upstream: tuple[StreamingUpstream, str]
+) -> None:
+    fake = upstream[0]
+    question = "Is this answer kept for later?"
+    first, outcome = _open(proxy[0], question, extra_body={"cache": {"no-store": True}})
+    assert _text(list(first)) == " answer to: Is this answer kept for later?"
+    assert outcome == "miss"
+    calls = fake.calls
+    again, outcome = _open(proxy[0], question)
+    list(again)
+    assert outcome == "miss" and fake.calls == calls + 1
