@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import anyio
+import httpx
 import openai
 import pytest
 from servers import ServerThread
@@ -36,7 +38,8 @@ class StreamingUpstream:
 
     ``script`` maps a question to ``(pieces, finish_reason)`` (``"json"``: answer
     in one JSON body even when asked to stream; ``"break"``: drop the connection
-    after the pieces, without a finish reason); other questions get
+    after the pieces, without a finish reason; ``"slow"``: a piece every 50 ms);
+    ``aborted`` counts streams whose reader went away. Other questions get
     the words of ``answer to: <question>``. When ``gate`` is set, the last piece
     (or a whole non-streamed answer) waits until the test sets it
     (``gate_timed_out`` records a wait that ran out).
@@ -47,6 +50,7 @@ class StreamingUpstream:
         self.script: dict[str, tuple[list[str], str]] = {}
         self.gate: threading.Event | None = None
         self.gate_timed_out = False
+        self.aborted = 0
         self.app = Starlette(
             routes=[Route("/v1/chat/completions", self.chat, methods=["POST"])]
         )
@@ -83,10 +87,16 @@ class StreamingUpstream:
         self, pieces: list[str], finish: str, usage: bool
     ) -> AsyncIterator[bytes]:
         yield _chunk({"role": "assistant", "content": ""})
-        for i, piece in enumerate(pieces):
-            if i == len(pieces) - 1:
-                await self._wait_gate()
-            yield _chunk({"content": piece})
+        try:
+            for i, piece in enumerate(pieces):
+                if finish == "slow":
+                    await anyio.sleep(0.05)
+                elif i == len(pieces) - 1:
+                    await self._wait_gate()
+                yield _chunk({"content": piece})
+        except BaseException:  # the reader went away (cancelled, closed)
+            self.aborted += 1
+            raise
         if finish == "break":  # the upstream dies mid-answer
             raise RuntimeError("upstream crashed")
         yield _chunk({}, finish)
@@ -347,3 +357,30 @@ def test_no_store_on_a_streamed_miss_is_honoured(
     again, outcome = _open(proxy[0], question)
     list(again)
     assert outcome == "miss" and fake.calls == calls + 1
+
+
+def test_a_client_that_leaves_stops_the_upstream_stream(
+    proxy: tuple[str, Any], upstream: tuple[StreamingUpstream, str]
+) -> None:
+    fake = upstream[0]
+    question = "Tell me everything, slowly."
+    fake.script[question] = ([f" word{i}" for i in range(400)], "slow")
+    aborted = fake.aborted
+    body = {
+        "model": "gpt-test",
+        "stream": True,
+        "messages": [{"role": "user", "content": question}],
+    }
+    headers = {"authorization": f"Bearer {KEY}"}
+    with httpx.stream(
+        "POST", proxy[0] + "/v1/chat/completions", json=body, headers=headers
+    ) as response:
+        assert response.headers["x-stagecache"] == "miss"
+        for line in response.iter_lines():
+            if "word1" in line:
+                break  # seen some text: leave
+    # The 400 pieces would take 20 s; the upstream stream ends long before.
+    deadline = time.monotonic() + 15
+    while fake.aborted == aborted and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert fake.aborted == aborted + 1
