@@ -190,7 +190,7 @@ class ForwardingModel:
             raise LLMError("the request was already sent upstream")
         request.sent = True
         if request.live is not None:  # [streaming] a streamed miss goes out live
-            from stagecache.integrations._proxy_stream import stream_completion
+            from stagecache.integrations._proxy_stream_upstream import stream_completion
 
             return await stream_completion(self, request, turn, body)
         try:
