@@ -98,3 +98,13 @@ def test_an_open_private_key_is_held_until_it_ends() -> None:
     released += stream.feed(key[40:] + " done")
     released += stream.finish()
     assert released == "here: [REDACTED:PRIVATE_KEY] done"
+
+
+@pytest.mark.parametrize("name", sorted(SPLIT_TEXTS))
+def test_every_three_piece_split_releases_the_whole_redaction(name: str) -> None:
+    text = SPLIT_TEXTS[name]
+    want = REDACTOR.redact(text).text
+    for first in range(len(text) + 1):
+        for second in range(first, len(text) + 1):
+            pieces = [text[:first], text[first:second], text[second:]]
+            assert _streamed(pieces) == want, (name, first, second)
