@@ -14,11 +14,18 @@ that is not yet safe to release and releases the rest, redacted:
   ``.uk``, a card may get more digits). Validators are not consulted: a candidate
   that fails its check now may pass with more text;
 - the hold point moves back before the start of any (unvalidated) match that
-  would cross it; what lies before it is then settled: no present or future match
-  crosses it. It is redacted together with up to :data:`CONTEXT_CHARS` characters of the
-  text released before it (a lookbehind such as ``Bearer `` or the left-boundary
-  checks see the same context as on the whole text), and the redacted context is
-  cut off again.
+  would cross it, and of any match of the text before it that ends so close to
+  it that its lookahead would see the end of the text instead of what follows
+  (``+1 555 123 4567`` is no phone number before ``DE89``); what lies before it
+  is then settled: no present or future match crosses it. It is redacted
+  together with the end of the text released before it (at least
+  :data:`CONTEXT_CHARS` characters, from a whitespace on: a lookbehind such as
+  ``Bearer `` or the left-boundary checks see the same context as on the whole
+  text), and the redacted context is cut off again;
+- detectors run one after another, each on the output of those before (a
+  replacement can open a match for a later one), so the redacted prefix must
+  also be a settled prefix of the redaction of all the text known so far (the
+  same hold-point test on the redacted text); otherwise nothing is released yet.
 
 So the concatenation of what is released equals ``PiiRedactor.redact`` of the
 whole answer (tests/guards/test_guard_streaming.py splits e-mails, cards, IBANs,
@@ -34,14 +41,19 @@ from typing import Any
 
 import regex
 
-from stagecache.guards._pii import PiiRedactor
+from stagecache.guards._pii import PiiRedactor, Redaction
 
-__all__ = ["CONTEXT_CHARS", "MAX_HELD_CHARS", "StreamRedactor"]
+__all__ = ["CONTEXT_CHARS", "MAX_CONTEXT_CHARS", "MAX_HELD_CHARS", "StreamRedactor"]
 
 #: Characters of released text redacted again as the left context of the next piece.
 CONTEXT_CHARS = 64
+#: The longest left context (a run this long without whitespace is cut anyway).
+MAX_CONTEXT_CHARS = 4096
 #: Above this many held characters the hold point is no longer recomputed.
 MAX_HELD_CHARS = 20_000
+# The longest lookahead of a built-in detector (``(?!\.\d)``); config patterns
+# (RE2) have none.
+_LOOKAHEAD = 2
 # A partial-match search that takes longer than this (seconds) holds the text.
 _SEARCH_TIMEOUT_S = 0.25
 
@@ -61,6 +73,45 @@ def _compile(pattern: Any) -> tuple[Any, Any] | None:
         )
     except (regex.error, TypeError, ValueError):
         return None
+
+
+def _crossing(pattern: Any, window: str, cut: int) -> int | None:
+    r"""The start of a match of ``pattern`` that a cut at ``cut`` would change.
+
+    Either a match in ``window`` that crosses the cut, or a match in
+    ``window[:cut]`` that ends within :data:`_LOOKAHEAD` characters of it (its
+    lookahead, e.g. ``(?![\w-])`` or ``(?!\.\d)``, would see the end of the
+    text instead of what follows).
+    """
+    for m in pattern.finditer(window, overlapped=True, timeout=_SEARCH_TIMEOUT_S):
+        if m.start() >= cut:
+            break
+        if m.end() > cut:
+            return int(m.start())
+    for m in pattern.finditer(
+        window, 0, cut, overlapped=True, timeout=_SEARCH_TIMEOUT_S
+    ):
+        if m.end() >= cut - _LOOKAHEAD:
+            return int(m.start())
+    return None
+
+
+def _context_of(released: str) -> str:
+    """The end of ``released`` kept as the next piece's left context.
+
+    At least :data:`CONTEXT_CHARS` characters, starting right after a whitespace
+    (there the detectors' left-boundary checks see the same as on the whole text,
+    so the cut-off context cannot make up a match of its own), at most
+    :data:`MAX_CONTEXT_CHARS`.
+    """
+    if len(released) <= CONTEXT_CHARS:
+        return released
+    floor = max(0, len(released) - MAX_CONTEXT_CHARS)
+    end = len(released) - CONTEXT_CHARS
+    for i in range(end, floor - 1, -1):
+        if released[i].isspace():
+            return released[i + 1 :]
+    return released[floor:]
 
 
 class StreamRedactor:
@@ -109,7 +160,17 @@ class StreamRedactor:
         cut = self._hold_point(window) - len(self._context)
         if cut <= 0:
             return ""
-        return self._release(cut)
+        # Detectors run one after another, each on the output of those before:
+        # a replacement can make a match of a later one (``.smith@example.com``
+        # once the API key before it is a token). So the redacted prefix must also
+        # be settled in the redaction of all the text known so far.
+        whole = self._redactor.redact(window).text
+        prefix = self._redactor.redact(self._context + self._held[:cut])
+        if not whole.startswith(prefix.text):
+            return ""
+        if self._hold_point(whole) < len(prefix.text):
+            return ""
+        return self._release(cut, prefix)
 
     def finish(self) -> str:
         """The end of the text: release (redacted) everything still held."""
@@ -134,23 +195,18 @@ class StreamRedactor:
             while moved and hold > 0:
                 moved = False
                 for whole, _ in self._patterns:
-                    for m in whole.finditer(
-                        window, overlapped=True, timeout=_SEARCH_TIMEOUT_S
-                    ):
-                        if m.start() >= hold:
-                            break
-                        if m.end() > hold:
-                            hold, moved = m.start(), True
-                            break
+                    if (start := _crossing(whole, window, hold)) is not None:
+                        hold, moved = start, True
         except TimeoutError:
             return 0
         return hold
 
-    def _release(self, cut: int) -> str:
+    def _release(self, cut: int, after: Redaction | None = None) -> str:
         piece, self._held = self._held[:cut], self._held[cut:]
         context = self._context
         before = self._redactor.redact(context) if context else None
-        after = self._redactor.redact(context + piece)
+        if after is None:
+            after = self._redactor.redact(context + piece)
         if before is None:
             out, counts = after.text, after.counts
         elif after.text.startswith(before.text):
@@ -165,5 +221,5 @@ class StreamRedactor:
             out, counts = alone.text, alone.counts
         for rule, count in counts.items():
             self.counts[rule] = self.counts.get(rule, 0) + count
-        self._context = (context + piece)[-CONTEXT_CHARS:]
+        self._context = _context_of(context + piece)
         return out

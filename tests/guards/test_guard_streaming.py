@@ -3,7 +3,11 @@ of the whole answer, wherever the pieces are cut."""
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from stagecache.guards import PatternSpec, PiiRedactor
 from stagecache.guards._streaming import StreamRedactor
@@ -108,3 +112,44 @@ def test_every_three_piece_split_releases_the_whole_redaction(name: str) -> None
         for second in range(first, len(text) + 1):
             pieces = [text[:first], text[first:second], text[second:]]
             assert _streamed(pieces) == want, (name, first, second)
+
+
+_FRAGMENTS = st.sampled_from(
+    [
+        "Hello",
+        " world",
+        ", ",
+        ". ",
+        "\n",
+        "bob.smith@example.co.uk",
+        "4111 1111 1111 1111",
+        "4111-1111-1111-1112",
+        "DE89 3704 0044 0532 0130 00",
+        "GB82WEST12345698765432",
+        "+1 555 123 4567",
+        "(555) 123-4567",
+        "192.168.10.20",
+        "2001:db8::8a2e:370:7334",
+        "Bearer abcdefghijklmnopqrstuvwxyz012345",
+        "sk-proj-abcdefghijklmnopqrstuvwxyz1234",
+        "123-45-6789",
+        "@",
+        "-",
+        "7",
+        "x",
+    ]
+)
+
+
+@settings(max_examples=3000, deadline=None)
+@given(
+    parts=st.lists(_FRAGMENTS, min_size=1, max_size=12),
+    cuts=st.lists(st.integers(min_value=0, max_value=400), max_size=8),
+)
+def test_any_text_in_any_pieces_releases_the_whole_redaction(
+    parts: list[str], cuts: list[int]
+) -> None:
+    text = "".join(parts)
+    bounds = sorted({min(c, len(text)) for c in cuts} | {0, len(text)})
+    pieces = [text[a:b] for a, b in itertools.pairwise(bounds)]
+    assert _streamed(pieces) == REDACTOR.redact(text).text
