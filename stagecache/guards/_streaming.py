@@ -88,10 +88,18 @@ def _crossing(pattern: Any, window: str, cut: int) -> int | None:
             break
         if m.end() > cut:
             return int(m.start())
+    return _ending_near(pattern, window, cut)
+
+
+def _ending_near(pattern: Any, window: str, point: int) -> int | None:
+    """The start of a match in ``window[:point]`` that ends within
+    :data:`_LOOKAHEAD` characters of ``point``, if any."""
+    if point <= 0:
+        return None
     for m in pattern.finditer(
-        window, 0, cut, overlapped=True, timeout=_SEARCH_TIMEOUT_S
+        window, 0, point, overlapped=True, timeout=_SEARCH_TIMEOUT_S
     ):
-        if m.end() >= cut - _LOOKAHEAD:
+        if m.end() >= point - _LOOKAHEAD:
             return int(m.start())
     return None
 
@@ -181,22 +189,29 @@ class StreamRedactor:
     def _hold_point(self, window: str) -> int:
         """The earliest start in ``window`` of a match more text could change,
         moved back before any match it would cut."""
-        hold = len(window)
         assert self._patterns is not None
         try:
-            for _, partial in self._patterns:
+            # Where a candidate that more text could complete starts: the text
+            # may change there (a replacement token), so a match ending right
+            # before it may not stand either.
+            starts = {
+                int(m.start())
+                for _, partial in self._patterns
                 for m in partial.finditer(
                     window, partial=True, overlapped=True, timeout=_SEARCH_TIMEOUT_S
-                ):
-                    if m.start() < hold:
-                        hold = m.start()
-                    break  # overlapped matches come in order of their start
+                )
+            }
+            hold = min(starts, default=len(window))
             moved = True
             while moved and hold > 0:
                 moved = False
                 for whole, _ in self._patterns:
                     if (start := _crossing(whole, window, hold)) is not None:
                         hold, moved = start, True
+                    for point in starts:
+                        start = _ending_near(whole, window, point)
+                        if start is not None and start < hold:
+                            hold, moved = start, True
         except TimeoutError:
             return 0
         return hold
