@@ -18,7 +18,9 @@ from autogen_core.tools import Tool, ToolSchema
 from autogen_ext.models.replay import ReplayChatCompletionClient
 
 import stagecache
+from stagecache.guards import PiiRedactor, Redaction
 from stagecache.integrations.autogen import StagecacheChatCompletionClient
+from stagecache.stages.output_guard import OutputGuard
 
 pytestmark = pytest.mark.anyio
 
@@ -159,5 +161,36 @@ async def test_a_truncated_stream_is_not_stored(
         assert isinstance(items[-1], CreateResult)
         assert items[-1].finish_reason == "length"
         again = [i async for i in client.create_stream(_ask("Tell me a long story."))]
+    assert isinstance(again[-1], CreateResult) and not again[-1].cached
+    assert inner.streams == 2
+
+
+class _FailingRedactor(PiiRedactor):
+    """An injected fault: the detectors crash on a text with ``BOOM``."""
+
+    def redact(self, text: str) -> Redaction:
+        if "BOOM" in text:
+            raise RuntimeError("detector crashed")
+        return super().redact(text)
+
+
+async def test_a_guard_failure_mid_stream_ends_refused_and_unstored(
+    pipeline_options: dict[str, Any],
+) -> None:
+    inner = GatedStream([" Fine", " start.", " then BOOM", " secret tail"])
+    client = _client(inner, pipeline_options)
+    guard = next(s for s in client.pipeline.stages if isinstance(s, OutputGuard))
+    original = guard._redactor
+    guard._redactor = _FailingRedactor()
+    try:
+        async with client.pipeline:
+            items = [i async for i in client.create_stream(_ask("Say it loud."))]
+            again = [i async for i in client.create_stream(_ask("Say it loud."))]
+    finally:
+        guard._redactor = original
+    text = "".join(i for i in items if isinstance(i, str))
+    assert "BOOM" not in text and "secret" not in text
+    final = items[-1]
+    assert isinstance(final, CreateResult) and final.finish_reason == "content_filter"
     assert isinstance(again[-1], CreateResult) and not again[-1].cached
     assert inner.streams == 2
