@@ -96,14 +96,20 @@ async def _demo(args: argparse.Namespace) -> int:
 
 
 def _check_config(args: argparse.Namespace) -> int:
-    from stagecache.config import load_config
+    """Run exactly what ``stagecache.load()`` runs, without warming anything up."""
+    from stagecache.config import ConfigErrors, build, load_config
     from stagecache.errors import ConfigError
 
     try:
         config = load_config(args.file)
+        # build() constructs every stage, guard and client (which is where rule
+        # ids, patterns and keys are checked) but loads no model and opens nothing.
+        build(config, file=args.file, tracing=False)
     except ConfigError as exc:
+        errors = exc.errors if isinstance(exc, ConfigErrors) else [exc]
         # One line per error, whatever the message holds (a TOML excerpt, a value).
-        print(f"stagecache: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        for error in errors:
+            print(f"stagecache: error: {' '.join(str(error).split())}", file=sys.stderr)
         return 2
     kinds = ", ".join(str(t.get("kind")) for t in config.stages)
     print(f"{args.file}: ok ({len(config.stages)} stages: {kinds})")

@@ -30,6 +30,7 @@ no import strings in config files.
 from __future__ import annotations
 
 import tomllib
+import typing
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -37,9 +38,15 @@ import anyio
 import msgspec
 from opentelemetry.trace import TracerProvider
 
-from stagecache._configerrors import convert_strict
+from stagecache._configerrors import (
+    Collector,
+    ConfigErrors,
+    convert_strict,
+    struct_field_names,
+)
 from stagecache._validate import CheckNumbers, Delay, Retries, Seconds, check_depth
 from stagecache.cache import CacheSettings, SemanticCache
+from stagecache.embeddings import embedder_config
 from stagecache.errors import ConfigError, StagecacheError
 from stagecache.memory import MemoryStore
 from stagecache.pipeline._cacheapi import CacheAPI
@@ -51,6 +58,7 @@ from stagecache.types import Embedder, LLMClient
 
 __all__ = [
     "DEFAULT_STAGES",
+    "ConfigErrors",
     "LLMConfig",
     "MemoryConfig",
     "OpenAIChatConfig",
@@ -183,21 +191,67 @@ def load_config(path: str | Path) -> PipelineConfig:
 
 
 def parse_config(raw: dict[str, Any], *, file: str | None = None) -> PipelineConfig:
-    """Check decoded TOML and return the typed config."""
+    """Check decoded TOML and return the typed config.
+
+    Every section (each top-level table, each stage and exporter table) is checked
+    on its own and checking goes on after a failure, so one call reports every
+    problem of the file.
+
+    Raises:
+        ConfigError: the one problem found, with its full dotted path.
+        ConfigErrors: several problems (``.errors`` holds each).
+    """
     check_depth(raw, path=file)
-    config: PipelineConfig = convert_strict(raw, PipelineConfig, file=file)
-    config.cache.check(path=file)
-    _check_embedder(config, file)
-    for i, table in enumerate(config.stages):
-        _stage_config(table, i, file, group="stage")
-    for i, table in enumerate(config.exporters):
-        _stage_config(table, i, file, group="exporter")
-    return config
+    found = Collector(file)
+    hints = typing.get_type_hints(PipelineConfig)
+    sections: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key not in hints:
+            valid = ", ".join(struct_field_names(PipelineConfig))
+            found.errors.append(
+                ConfigError(
+                    f"unknown field; valid fields: {valid}", path=file, field=key
+                )
+            )
+            continue
+        if key in ("stages", "exporters"):
+            value = _tables(value, key, found)
+            if value is None:
+                continue
+        with found.check(key):
+            sections[key] = convert_strict(value, hints[key], file=file, prefix=key)
+    if "cache" in sections:
+        with found.check("cache"):
+            sections["cache"].check(path=file)
+    if "embedder" in sections:
+        with found.check("embedder"):
+            embedder_config(sections["embedder"], path=file)
+    if "verifier" in sections:
+        with found.check("verifier"):
+            _verifier_config(sections["verifier"], file)
+    for group, section in (("stage", "stages"), ("exporter", "exporters")):
+        for i, table in enumerate(sections.get(section, ())):
+            with found.check(f"{section}[{i}]"):
+                _stage_config(table, i, file, group=group)
+    found.raise_any()
+    return PipelineConfig(**sections)
+
+
+def _tables(value: Any, key: str, found: Collector) -> list[Any] | None:
+    """``value`` if it is an array of tables, else None with the error recorded."""
+    if isinstance(value, list) and all(isinstance(t, dict) for t in value):
+        return value
+    found.errors.append(
+        ConfigError(
+            f"expected an array of tables ([[{key}]]), got {value!r:.80}",
+            path=found.file,
+            field=key,
+        )
+    )
+    return None
 
 
 def _check_embedder(config: PipelineConfig, file: str | None) -> Any:
-    from stagecache.embeddings import embedder_config
-
     return embedder_config(config.embedder, path=file)
 
 
@@ -221,13 +275,16 @@ def _stage_config(
     return factory, convert_strict(rest, factory.Config, file=file, prefix=where)
 
 
+def _verifier_config(table: dict[str, Any], file: str | None) -> Any:
+    from stagecache.quality import VerifierConfig
+
+    return convert_strict(table, VerifierConfig, file=file, prefix="verifier")
+
+
 def _verifier(config: PipelineConfig, file: str | None) -> Any:
-    try:
-        from stagecache.quality import VerifierConfig, make_verifier
-    except ImportError:  # pragma: no cover - the quality package ships with stagecache
-        return None
-    cfg = convert_strict(config.verifier, VerifierConfig, file=file, prefix="verifier")
-    return make_verifier(cfg)
+    from stagecache.quality import make_verifier
+
+    return make_verifier(_verifier_config(config.verifier, file))
 
 
 def _otlp_tracing(config: PipelineConfig, file: str | None) -> TracerProvider | None:
@@ -291,20 +348,31 @@ def build(
     if tracer_provider is None and enabled:
         tracer_provider = _otlp_tracing(config, file)
     tracer = make_tracer(tracer_provider, enabled=enabled)
+    # Each part is built on its own and a failure does not stop the others, so one
+    # load reports every problem (with its full dotted path), as check-config does.
+    found = Collector(file)
     if embedder is None:
         from stagecache.embeddings import make_embedder
 
-        embedder = make_embedder(_check_embedder(config, file), events=events)
+        with found.check("embedder"):
+            embedder = make_embedder(_check_embedder(config, file), events=events)
     owned: list[Any] = []  # built here from the config, so closed with the pipeline
     model = llm
     if model is None:
-        model = _llm(config.llm)
+        with found.check("llm"):
+            model = _llm(config.llm)
         owned.append(model)
     if tracer_provider is not None and tracer_provider is not given_provider:
         owned.append(_ProviderCloser(tracer_provider))
-    engine = SemanticCache(
-        config.cache, verifier=_verifier(config, file), events=events
-    )
+    verifier = None
+    with found.check("verifier"):
+        verifier = _verifier(config, file)
+    engine: SemanticCache | None = None
+    with found.check("cache"):
+        engine = SemanticCache(config.cache, verifier=verifier, events=events)
+    if engine is None or embedder is None:  # the stages cannot be built without
+        found.raise_any()
+        raise ConfigError("cannot build the cache or the embedder", path=file)
     memory = MemoryStore(embedder, max_facts_per_user=config.memory.max_facts_per_user)
     ctx = BuildContext(
         events=events,
@@ -317,14 +385,17 @@ def build(
     )
     stages = []
     for i, table in enumerate(config.stages):
-        factory, stage_config = _stage_config(table, i, file, group="stage")
-        stages.append(factory.from_config(stage_config, ctx))
+        with found.check(f"stages[{i}]"):
+            factory, stage_config = _stage_config(table, i, file, group="stage")
+            stages.append(factory.from_config(stage_config, ctx))
     exporters = []
     for i, table in enumerate(config.exporters):
-        factory, exp_config = _stage_config(table, i, file, group="exporter")
-        exporter = factory.from_config(exp_config, ctx)
+        with found.check(f"exporters[{i}]"):
+            factory, exp_config = _stage_config(table, i, file, group="exporter")
+            exporters.append(factory.from_config(exp_config, ctx))
+    found.raise_any()
+    for exporter in exporters:
         events.subscribe(exporter)
-        exporters.append(exporter)
     api = CacheAPI(
         engine,
         embedder,
