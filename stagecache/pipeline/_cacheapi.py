@@ -10,16 +10,19 @@ context), so they hit exactly where a stored answer would.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
+from contextlib import aclosing
 from typing import Any
 
 import msgspec
 
 from stagecache._model import Caller, Message, Turn
 from stagecache.cache import SemanticCache
+from stagecache.cache._backend import Entry
 from stagecache.cache._scope import check_purge
 from stagecache.errors import InputError
 from stagecache.memory import MemoryStore
-from stagecache.pipeline._events import EventBus
+from stagecache.pipeline._entries import HitCounter, check_ids, iter_entries
+from stagecache.pipeline._events import CacheEvicted, Event, EventBus
 from stagecache.stages._keys import key_parts, user_source
 from stagecache.types import Embedder, Stage
 
@@ -27,18 +30,24 @@ __all__ = ["CacheAPI", "ImportSummary"]
 
 
 class ImportSummary(msgspec.Struct):
-    """What :meth:`CacheAPI.import_pairs` did.
+    """What :meth:`CacheAPI.import_pairs` (or ``import_entries``) did.
 
     Attributes:
-        stored: pairs stored as new entries.
+        stored: pairs written as new entries.
         skipped: pairs already in the cache (deduplicated).
         rejected: pairs refused: empty text, a guard refusal, not cacheable.
+        evicted: entries the caps (``max_entries_per_user``,
+            ``max_total_entries``) removed during the import, imported or not.
+        kept: imported entries still in the cache at the end (``stored`` minus
+            the imported ones the caps evicted).
         reasons: ``{reason: count}`` of the rejected pairs.
     """
 
     stored: int = 0
     skipped: int = 0
     rejected: int = 0
+    evicted: int = 0
+    kept: int = 0
     reasons: dict[str, int] = {}
 
 
@@ -69,6 +78,8 @@ class CacheAPI:
         self._model = default_model
         self._instructions = default_instructions
         self.guards = list(guards)
+        self._hits = HitCounter()
+        events.subscribe(self._hits)
 
     async def purge_user(
         self, user_id: str, *, tenant: str | None = None, all_tenants: bool = False
@@ -149,9 +160,80 @@ class CacheAPI:
             return []
         return self._memory.facts(user_id, tenant=tenant)
 
-    def stats(self) -> dict[str, int]:
-        """Entry and scope counts of the engine (``users``: (tenant, user) pairs)."""
-        return self.engine.stats()
+    def stats(self) -> dict[str, Any]:
+        """Counts of the engine and the lookups of this process.
+
+        Returns:
+            ``entries``, ``scopes``, ``users`` ((tenant, user) pairs) and the other
+            engine counts; ``hits``, ``misses``, ``hit_rate`` (None before any
+            lookup) and ``tokens_saved`` (usage stored with the entries that
+            answered) since the pipeline was built, and the same four per scope
+            mode under ``by_scope_mode``.
+        """
+        return {**self.engine.stats(), **self._hits.summary()}
+
+    # -- entries -----------------------------------------------------------------
+
+    async def open_store(self) -> None:
+        """Open the cache alone, without loading the embedding model.
+
+        For operator work (list, show, delete, export, feedback) outside a running
+        pipeline: the engine's dimension is taken from the stored vectors. Close
+        it with ``await pipeline.cache.engine.aclose()``.
+        """
+        backend = self.engine.backend
+        await backend.open()
+        if backend.stores_vectors:
+            async with aclosing(backend.scan()) as batches:  # type: ignore[type-var]
+                async for batch in batches:
+                    if batch and batch[0].vector:
+                        self.engine.dim = len(batch[0].vector) // 4
+                    break
+        await self.engine.warm_up()
+
+    async def entries(
+        self,
+        *,
+        user_id: str | None = None,
+        tenant: str | None = None,
+        scope_mode: str | None = None,
+    ) -> list[Entry]:
+        """The stored entries (expired ones until swept), optionally filtered.
+
+        Args:
+            user_id: only this user's entries.
+            tenant: only this tenant's entries (None: any tenant).
+            scope_mode: only ``per_user``, ``per_session`` or ``shared`` entries.
+        """
+        return [
+            e
+            async for e in iter_entries(
+                self.engine, user_id=user_id, tenant=tenant, scope_mode=scope_mode
+            )
+        ]
+
+    async def get(self, entry_id: str) -> Entry | None:
+        """The entry ``entry_id`` (question, answer, key parts, metadata,
+        timestamps, counters), or None."""
+        (entry_id,) = check_ids([entry_id])
+        return (await self.engine.backend.get_many([entry_id])).get(entry_id)
+
+    async def delete(self, entry_ids: str | Sequence[str]) -> int:
+        """Remove entries by id; returns how many existed and went."""
+        ids = check_ids([entry_ids] if isinstance(entry_ids, str) else entry_ids)
+        return await self.engine.delete(ids)
+
+    async def import_entries(self, entries: Iterable[Entry]) -> ImportSummary:
+        """Write exported entries as they are (same ids, scopes, key parts,
+        timestamps): the inverse of exporting :meth:`entries`.
+
+        The caps apply: ``evicted`` counts what they removed, ``kept`` the
+        imported entries still there.
+        """
+        batch = list(entries)
+        evicted = await self.engine.adopt_entries(batch)
+        kept = sum(self.engine.has(e.entry_id) for e in batch)
+        return ImportSummary(stored=len(batch), evicted=evicted, kept=kept)
 
     async def import_pairs(
         self,
@@ -180,6 +262,38 @@ class CacheAPI:
         if isinstance(scope, str):
             raise InputError(f"caller: no cache scope for this caller ({scope})")
         summary = ImportSummary()
+        evictions = _EvictionCount()
+        unsubscribe = self._events.subscribe(evictions)
+        stored: list[str] = []
+        try:
+            await self._import(
+                pairs,
+                caller,
+                model,
+                instructions,
+                batch_size,
+                progress,
+                summary,
+                stored,
+            )
+        finally:
+            unsubscribe()
+        summary.evicted = evictions.count
+        summary.kept = sum(self.engine.has(i) for i in dict.fromkeys(stored))
+        return summary
+
+    async def _import(
+        self,
+        pairs: Iterable[Pair],
+        caller: Caller,
+        model: str | None,
+        instructions: str | None,
+        batch_size: int,
+        progress: Callable[[int], None] | None,
+        summary: ImportSummary,
+        stored: list[str],
+    ) -> None:
+        scope = self.engine.scope_for(caller)
         batch: list[Turn] = []
         done = 0
         for item in pairs:
@@ -188,15 +302,14 @@ class CacheAPI:
                 batch.append(turn)
             done += 1
             if len(batch) >= batch_size:
-                await self._store_batch(batch, scope, summary)
+                await self._store_batch(batch, scope, summary, stored)
                 batch = []
                 if progress is not None:
                     progress(done)
         if batch:
-            await self._store_batch(batch, scope, summary)
+            await self._store_batch(batch, scope, summary, stored)
         if progress is not None:
             progress(done)
-        return summary
 
     async def _prepare(
         self,
@@ -231,7 +344,7 @@ class CacheAPI:
         return turn
 
     async def _store_batch(
-        self, batch: list[Turn], scope: Any, summary: ImportSummary
+        self, batch: list[Turn], scope: Any, summary: ImportSummary, stored: list[str]
     ) -> None:
         texts = [t.query for t in batch]
         user_id = getattr(scope, "user_id", None)
@@ -250,7 +363,7 @@ class CacheAPI:
             if found.candidates and found.candidates[0].similarity >= _DUPLICATE:
                 summary.skipped += 1
                 continue
-            await self.engine.store(
+            entry_id = await self.engine.store(
                 scope,
                 turn.query,
                 vector,
@@ -260,6 +373,21 @@ class CacheAPI:
                 ttl_s=self.engine.ttl_for(turn.query),
             )
             summary.stored += 1
+            if entry_id is not None:
+                stored.append(entry_id)
+
+
+class _EvictionCount:
+    """Counts the entries the caps evict (``CacheEvicted`` with reason ``lru``)."""
+
+    __slots__ = ("count",)
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def __call__(self, event: Event) -> None:
+        if isinstance(event, CacheEvicted) and event.reason == "lru":
+            self.count += event.count
 
 
 def _reject(summary: ImportSummary, reason: str) -> Turn | None:
