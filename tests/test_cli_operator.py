@@ -6,7 +6,9 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -429,3 +431,36 @@ def test_check_config_json(tmp_path: Path) -> None:
     assert [e["field"] for e in data["errors"]] == ["cache.scope"]
     good = run_cli("check-config", "examples/pipeline.toml", "--json")
     assert json.loads(good.stdout)["ok"] is True
+
+
+# -- the API: honest ImportSummary, stats with hits and misses --------------------
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_api_import_summary_and_stats_per_scope_mode(
+    make_pipeline: Callable[..., tuple[Any, Any]], anyio_backend: str
+) -> None:
+    from stagecache import Caller
+    from stagecache.cache import CacheSettings
+
+    pipeline, _ = make_pipeline(cache=CacheSettings(max_entries_per_user=5))
+    alice = Caller(user_id="alice")
+    pairs = [(q, f"Answer {i}.") for i, q in enumerate(QUESTIONS)]
+    async with pipeline:
+        summary = await pipeline.cache.import_pairs(pairs, caller=alice)
+        assert (summary.stored, summary.kept, summary.evicted) == (12, 5, 7)
+        assert len(await pipeline.cache.entries(user_id="alice")) == 5
+        before = pipeline.cache.stats()
+        assert before["hits"] == 0 and before["hit_rate"] is None
+        fresh = "What is the warranty period of the blender?"
+        first = await pipeline.run(fresh, caller=alice)  # a miss, then stored
+        second = await pipeline.run(fresh, caller=alice)  # a hit
+        assert (first.cache.hit, second.cache.hit) == (False, True)
+        stats = pipeline.cache.stats()
+    per_user = stats["by_scope_mode"]["per_user"]
+    assert (per_user["hits"], per_user["misses"], per_user["hit_rate"]) == (1, 1, 0.5)
+    assert (stats["hits"], stats["misses"]) == (1, 1)
+    # The hit saved the usage the scripted model reported for the stored answer.
+    assert per_user["tokens_saved"] > 0
+    assert stats["entries"] == 5  # the cap held: the stored answer evicted one
