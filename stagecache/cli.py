@@ -15,8 +15,8 @@
     stagecache serve --upstream URL [--port N] ...  OpenAI-compatible proxy
     stagecache reencrypt --config FILE              rewrite the cache in its mode
 
-Every command that prints results takes ``--json``. Only ``demo``, ``import``,
-``purge`` and ``serve`` load the embedding model.
+Every command that prints results takes ``--json``. Only ``demo``, ``import``
+and ``serve`` load the embedding model.
 
 Exit codes: 0 success, 1 a failure while running (or nothing found), 2 bad usage
 or a bad config.

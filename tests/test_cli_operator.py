@@ -464,3 +464,19 @@ async def test_api_import_summary_and_stats_per_scope_mode(
     # The hit saved the usage the scripted model reported for the stored answer.
     assert per_user["tokens_saved"] > 0
     assert stats["entries"] == 5  # the cap held: the stored answer evicted one
+
+
+def test_purge_never_loads_the_model(warmed: dict[str, object], tmp_path: Path) -> None:
+    config = warmed["no_model"]
+    assert isinstance(config, Path)
+    dump = tmp_path / "dump.jsonl"
+    done = run_cli("entries", "export", "--config", str(config), "-o", str(dump))
+    assert done.returncode == 0, done.stderr
+    copy = _config(tmp_path / "copy.toml", tmp_path / "copy.db", embedder=NO_MODEL)
+    done = run_cli("entries", "import", str(dump), "--config", str(copy), "--json")
+    count = json.loads(done.stdout)["kept"]
+    assert count > 0
+    done = run_cli("purge", "alice", "--config", str(copy), "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {"removed": count}
+    assert _ids(copy) == []

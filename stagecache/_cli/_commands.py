@@ -153,16 +153,18 @@ async def import_pairs(args: argparse.Namespace) -> int:
 
 
 async def purge(args: argparse.Namespace) -> int:
-    """Erase a user's cached data."""
-    import stagecache
-    from stagecache.cache._scope import check_purge
-    from stagecache.testing import ScriptedLLM
+    """Erase a user's cached data (entries, vectors, embedding-cache rows).
 
-    # Checked before anything is opened: a bad id never loads a model.
+    The model is not loaded: the cache and the embedding-cache file are opened
+    alone. Memory facts live in the serving process; erase them there.
+    """
+    from stagecache._cli._open import open_cache
+    from stagecache.cache._scope import check_purge
+
+    # Checked before anything is opened: a bad id opens nothing.
     check_purge(args.user_id, args.tenant, args.all_tenants)
-    pipeline = stagecache.load(args.config, llm=ScriptedLLM(lambda p: "", delay_s=0))
-    async with pipeline:
-        removed = await pipeline.cache.purge_user(
+    async with open_cache(args.config) as api:
+        removed = await api.purge_user(
             args.user_id, tenant=args.tenant, all_tenants=args.all_tenants
         )
     emit({"removed": removed}, f"removed {removed} entries", as_json=args.json)

@@ -41,4 +41,4 @@ async def open_cache(
     try:
         yield api
     finally:
-        await api.engine.aclose()
+        await api.close_store()

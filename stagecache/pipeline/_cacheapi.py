@@ -149,7 +149,7 @@ class CacheAPI(PairImport):
 
         For operator work (list, show, delete, export, feedback) outside a running
         pipeline: the engine's dimension is taken from the stored vectors. Close
-        it with ``await pipeline.cache.engine.aclose()``.
+        it with :meth:`close_store`.
         """
         backend = self.engine.backend
         await backend.open()
@@ -160,6 +160,14 @@ class CacheAPI(PairImport):
                         self.engine.dim = len(batch[0].vector) // 4
                     break
         await self.engine.warm_up()
+
+    async def close_store(self) -> None:
+        """Close what :meth:`open_store` opened (and the embedding-cache file a
+        purge may have opened)."""
+        await self.engine.aclose()
+        close = getattr(self._embedder, "aclose", None)
+        if close is not None:
+            await close()
 
     async def entries(
         self,
