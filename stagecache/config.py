@@ -32,7 +32,7 @@ from __future__ import annotations
 import tomllib
 import typing
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NamedTuple
 
 import anyio
 import msgspec
@@ -47,7 +47,7 @@ from stagecache._configerrors import (
 from stagecache._validate import CheckNumbers, Delay, Retries, Seconds, check_depth
 from stagecache.cache import CacheSettings, SemanticCache
 from stagecache.embeddings import embedder_config
-from stagecache.errors import ConfigError, StagecacheError
+from stagecache.errors import ConfigError
 from stagecache.memory import MemoryStore
 from stagecache.pipeline._cacheapi import CacheAPI
 from stagecache.pipeline._events import EventBus
@@ -66,6 +66,7 @@ __all__ = [
     "PipelineSection",
     "ScriptedLLMConfig",
     "build",
+    "check_file",
     "load",
     "load_config",
 ]
@@ -172,11 +173,16 @@ def load_config(path: str | Path) -> PipelineConfig:
     """Read and check a pipeline file (stage tables included).
 
     Raises:
-        ConfigError: the file is missing, is not TOML, or has a bad field.
+        ConfigError: the file is missing, is not TOML, or has a bad field
+            (:class:`ConfigErrors` when it has several).
     """
+    return parse_config(_read(path), file=str(path))
+
+
+def _read(path: str | Path) -> dict[str, Any]:
     file = str(path)
     try:
-        raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        return tomllib.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError("file not found", path=file) from None
     except (OSError, UnicodeDecodeError) as exc:
@@ -187,7 +193,54 @@ def load_config(path: str | Path) -> PipelineConfig:
         raise ConfigError(
             "tables or arrays are nested too deeply to parse", path=file
         ) from None
-    return parse_config(raw, file=file)
+
+
+def check_file(path: str | Path) -> PipelineConfig:
+    """Run every check :func:`load` runs on a file, without loading or opening
+    anything (``stagecache check-config``).
+
+    A file without ``[llm]`` leaves the client to the code (``load(path,
+    llm=...)``), so it is checked as if one were passed.
+
+    Raises:
+        ConfigError: the one problem found; ConfigErrors: several.
+    """
+    config, _ = _load_checked(path, llm=None, check_only=True)
+    return config
+
+
+def _placeholder_llm() -> LLMClient:
+    from stagecache.testing import ScriptedLLM
+
+    return ScriptedLLM(str, delay_s=0)
+
+
+def _load_checked(
+    path: str | Path, *, llm: LLMClient | None, check_only: bool, **options: Any
+) -> tuple[PipelineConfig, Pipeline]:
+    """Parse and build ``path``, reporting every problem of both steps.
+
+    When some tables are bad, the rest is still built (without them) so that what
+    only construction checks (rule ids, keys) is reported in the same error.
+    """
+    file = str(path)
+    partial, found = _parse(_read(path), file)
+    if check_only:
+        options["tracing"] = False  # no OTLP exporter is started to be checked
+        if llm is None and partial.config.llm is None:
+            llm = _placeholder_llm()
+    if found.errors:
+        with found.check():
+            _build(
+                partial.config,
+                llm=llm if llm is not None or partial.llm_ok else _placeholder_llm(),
+                file=file,
+                positions=partial.positions,
+                exporter_positions=partial.exporter_positions,
+                **{**options, "tracing": False},
+            )
+        found.raise_any()
+    return partial.config, build(partial.config, llm=llm, file=file, **options)
 
 
 def parse_config(raw: dict[str, Any], *, file: str | None = None) -> PipelineConfig:
@@ -201,6 +254,24 @@ def parse_config(raw: dict[str, Any], *, file: str | None = None) -> PipelineCon
         ConfigError: the one problem found, with its full dotted path.
         ConfigErrors: several problems (``.errors`` holds each).
     """
+    partial, found = _parse(raw, file)
+    found.raise_any()
+    return partial.config
+
+
+class _Partial(NamedTuple):
+    """The well-formed part of a file: what can still be built to find more errors.
+
+    ``positions`` maps each stage (exporter) kept to its index in the file.
+    """
+
+    config: PipelineConfig
+    positions: list[int] | None
+    exporter_positions: list[int] | None
+    llm_ok: bool
+
+
+def _parse(raw: dict[str, Any], file: str | None) -> tuple[_Partial, Collector]:
     check_depth(raw, path=file)
     found = Collector(file)
     hints = typing.get_type_hints(PipelineConfig)
@@ -220,21 +291,44 @@ def parse_config(raw: dict[str, Any], *, file: str | None = None) -> PipelineCon
                 continue
         with found.check(key):
             sections[key] = convert_strict(value, hints[key], file=file, prefix=key)
-    if "cache" in sections:
-        with found.check("cache"):
-            sections["cache"].check(path=file)
-    if "embedder" in sections:
-        with found.check("embedder"):
-            embedder_config(sections["embedder"], path=file)
-    if "verifier" in sections:
-        with found.check("verifier"):
-            _verifier_config(sections["verifier"], file)
+    checks = {
+        "cache": lambda v: v.check(path=file),
+        "embedder": lambda v: embedder_config(v, path=file),
+        "verifier": lambda v: _verifier_config(v, file),
+    }
+    for key, check in checks.items():
+        if key in sections and not _passes(found, key, check, sections[key]):
+            del sections[key]  # built with the defaults to find the other errors
+    kept: dict[str, list[int]] = {}
     for group, section in (("stage", "stages"), ("exporter", "exporters")):
-        for i, table in enumerate(sections.get(section, ())):
-            with found.check(f"{section}[{i}]"):
-                _stage_config(table, i, file, group=group)
-    found.raise_any()
-    return PipelineConfig(**sections)
+        tables = sections.get(section, [])
+        kept[section] = [
+            i
+            for i, table in enumerate(tables)
+            if _passes(
+                found,
+                f"{section}[{i}]",
+                lambda t, i=i, g=group: _stage_config(t, i, file, group=g),
+                table,
+            )
+        ]
+        if section in sections:
+            sections[section] = [tables[i] for i in kept[section]]
+    llm_ok = "llm" in sections or "llm" not in raw
+    partial = _Partial(
+        PipelineConfig(**sections),
+        kept["stages"] if "stages" in sections else None,
+        kept["exporters"] if "exporters" in sections else None,
+        llm_ok,
+    )
+    return partial, found
+
+
+def _passes(found: Collector, prefix: str, check: Any, value: Any) -> bool:
+    before = len(found.errors)
+    with found.check(prefix):
+        check(value)
+    return len(found.errors) == before
 
 
 def _tables(value: Any, key: str, found: Collector) -> list[Any] | None:
@@ -337,6 +431,31 @@ def build(
     Raises:
         ConfigError: a bad value, or a stage that lacks what it needs.
     """
+    return _build(
+        config,
+        llm=llm,
+        embedder=embedder,
+        tracer_provider=tracer_provider,
+        tracing=tracing,
+        cache=cache,
+        file=file,
+    )
+
+
+def _build(
+    config: PipelineConfig | None = None,
+    *,
+    llm: LLMClient | None = None,
+    embedder: Embedder | None = None,
+    tracer_provider: TracerProvider | None = None,
+    tracing: bool | None = None,
+    cache: CacheSettings | None = None,
+    file: str | None = None,
+    positions: list[int] | None = None,
+    exporter_positions: list[int] | None = None,
+) -> Pipeline:
+    """:func:`build`; ``positions`` name each stage (exporter) by its index in the
+    file when some tables were left out (see :func:`_parse`)."""
     config = config or PipelineConfig()
     if cache is not None:
         cache.check(path=file)
@@ -384,12 +503,14 @@ def build(
         extras={"record_query_text": section.record_query_text},
     )
     stages = []
-    for i, table in enumerate(config.stages):
+    places = positions or range(len(config.stages))
+    for i, table in zip(places, config.stages, strict=True):
         with found.check(f"stages[{i}]"):
             factory, stage_config = _stage_config(table, i, file, group="stage")
             stages.append(factory.from_config(stage_config, ctx))
     exporters = []
-    for i, table in enumerate(config.exporters):
+    places = exporter_positions or range(len(config.exporters))
+    for i, table in zip(places, config.exporters, strict=True):
         with found.check(f"exporters[{i}]"):
             factory, exp_config = _stage_config(table, i, file, group="exporter")
             exporters.append(factory.from_config(exp_config, ctx))
@@ -456,14 +577,12 @@ def load(path: str | Path, *, llm: LLMClient | None = None, **options: Any) -> P
     """Build the pipeline described by the TOML file at ``path``.
 
     Raises:
-        ConfigError: naming the file, the field, the bad value and the valid choices.
+        ConfigError: naming the file, the field, the bad value and the valid choices
+            (:class:`ConfigErrors`, listing each, when there are several).
     """
-    config = load_config(path)
     try:
-        return build(config, llm=llm, file=str(path), **options)
+        return _load_checked(path, llm=llm, check_only=False, **options)[1]
     except ConfigError as exc:
         if exc.path is None:
             raise ConfigError(str(exc), path=str(path)) from None
-        raise
-    except StagecacheError:
         raise

@@ -17,17 +17,13 @@ __all__ = ["check_config", "import_pairs", "purge", "reencrypt"]
 
 def check_config(args: argparse.Namespace) -> int:
     """Run exactly what ``stagecache.load()`` runs, without warming anything up."""
-    from stagecache.config import ConfigErrors, build, load_config
+    from stagecache.config import ConfigErrors, check_file
     from stagecache.errors import ConfigError
-    from stagecache.testing import ScriptedLLM
 
     try:
-        config = load_config(args.file)
-        # build() constructs every stage, guard and client (which is where rule
-        # ids, patterns and keys are checked) but loads no model and opens nothing.
-        # A file without [llm] leaves the client to the code (load(path, llm=...)).
-        llm = None if config.llm is not None else ScriptedLLM(str, delay_s=0)
-        build(config, llm=llm, file=args.file, tracing=False)
+        # The checks load() runs, stage construction included (rule ids, patterns
+        # and keys are checked there), without loading a model or opening anything.
+        config = check_file(args.file)
     except ConfigError as exc:
         errors = exc.errors if isinstance(exc, ConfigErrors) else [exc]
         if args.json:
