@@ -197,8 +197,10 @@ def test_import_reports_what_the_cap_evicted(warmed: dict[str, object]) -> None:
     assert isinstance(done, subprocess.CompletedProcess)
     assert done.returncode == 0, done.stderr
     first = done.stdout.splitlines()[0]
-    assert first == "stored 12, kept 8, skipped 0, rejected 1", done.stdout
-    assert "evicted 4 of the imported entries" in done.stdout
+    # 12 pairs into a user capped at 8: the cache holds 8, and says so.
+    assert first == "stored 8, skipped 0, rejected 1", done.stdout
+    assert "stored 12" not in done.stdout
+    assert "evicted 4 imported and 0 older entries" in done.stdout
     assert "max_entries_per_user = 8" in done.stdout
     assert "line 13: not JSON" in done.stdout
 
@@ -320,7 +322,7 @@ def test_export_then_import_round_trips_memory_sqlite_redis(
         await pipeline.cache.open_store()
         try:
             summary = await pipeline.cache.import_entries(original)
-            assert (summary.stored, summary.kept) == (len(original), len(original))
+            assert (summary.stored, summary.evicted) == (len(original), 0)
             got = await pipeline.cache.entries()
         finally:
             await pipeline.cache.engine.aclose()
@@ -339,7 +341,7 @@ def test_export_then_import_round_trips_memory_sqlite_redis(
         done = run_cli(
             "entries", "import", str(from_memory), "--config", str(sqlite_cfg), "--json"
         )
-        assert json.loads(done.stdout)["kept"] == len(original), done.stderr
+        assert json.loads(done.stdout)["stored"] == len(original), done.stderr
         from_sqlite = tmp_path / "sqlite.jsonl"
         done = run_cli(
             "entries", "export", "--config", str(sqlite_cfg), "-o", str(from_sqlite)
@@ -451,7 +453,11 @@ async def test_api_import_summary_and_stats_per_scope_mode(
     pairs = [(q, f"Answer {i}.") for i, q in enumerate(QUESTIONS)]
     async with pipeline:
         summary = await pipeline.cache.import_pairs(pairs, caller=alice)
-        assert (summary.stored, summary.kept, summary.evicted) == (12, 5, 7)
+        assert (summary.stored, summary.evicted, summary.displaced) == (5, 7, 0)
+        again = await pipeline.cache.import_pairs(
+            [("Is there a student discount?", "Yes, 20%.")], caller=alice
+        )
+        assert (again.stored, again.evicted, again.displaced) == (1, 0, 1)
         assert len(await pipeline.cache.entries(user_id="alice")) == 5
         before = pipeline.cache.stats()
         assert before["hits"] == 0 and before["hit_rate"] is None
@@ -476,7 +482,7 @@ def test_purge_never_loads_the_model(warmed: dict[str, object], tmp_path: Path) 
     assert done.returncode == 0, done.stderr
     copy = _config(tmp_path / "copy.toml", tmp_path / "copy.db", embedder=NO_MODEL)
     done = run_cli("entries", "import", str(dump), "--config", str(copy), "--json")
-    count = json.loads(done.stdout)["kept"]
+    count = json.loads(done.stdout)["stored"]
     assert count > 0
     done = run_cli("purge", "alice", "--config", str(copy), "--json")
     assert done.returncode == 0, done.stderr

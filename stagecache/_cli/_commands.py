@@ -116,26 +116,22 @@ async def import_pairs(args: argparse.Namespace) -> int:
     if not args.json:
         print(file=sys.stderr)
     rejected = summary.rejected + len(bad)
-    lost = summary.stored - summary.kept
     data = {
         "stored": summary.stored,
-        "kept": summary.kept,
         "evicted": summary.evicted,
+        "displaced": summary.displaced,
         "skipped": summary.skipped,
         "rejected": rejected,
         "reasons": summary.reasons,
         "bad_lines": bad,
         "persistent": kept_after_exit,
     }
-    lines = [
-        f"stored {summary.stored}, kept {summary.kept}, skipped {summary.skipped}, "
-        f"rejected {rejected}"
-    ]
-    if lost:
+    lines = [f"stored {summary.stored}, skipped {summary.skipped}, rejected {rejected}"]
+    if summary.evicted or summary.displaced:
         lines.append(
-            f"  evicted {lost} of the imported entries: the caps "
-            f"(max_entries_per_user = {caps.max_entries_per_user}, max_total_entries "
-            f"= {caps.max_total_entries}) keep the most recent"
+            f"  evicted {summary.evicted} imported and {summary.displaced} older "
+            f"entries: the caps (max_entries_per_user = {caps.max_entries_per_user}, "
+            f"max_total_entries = {caps.max_total_entries}) keep the most recent"
         )
     for reason, count in sorted(summary.reasons.items()):
         lines.append(f"  rejected {count}: {reason}")

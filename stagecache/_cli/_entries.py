@@ -128,11 +128,15 @@ async def _import(args: argparse.Namespace) -> int:
     batch = _read_entries(Path(args.file))  # before the cache is opened
     async with open_cache(args.config) as api:
         summary = await api.import_entries(batch)
-    evicted = summary.stored - summary.kept
     emit(
-        {"stored": summary.stored, "kept": summary.kept, "evicted": summary.evicted},
-        f"stored {summary.stored}, kept {summary.kept}"
-        + (f" ({evicted} evicted by the caps)" if evicted else ""),
+        {
+            "stored": summary.stored,
+            "evicted": summary.evicted,
+            "displaced": summary.displaced,
+        },
+        f"stored {summary.stored}"
+        + (f"; the caps evicted {summary.evicted} of them" if summary.evicted else "")
+        + (f" and {summary.displaced} older" if summary.displaced else ""),
         as_json=args.json,
     )
     return 0

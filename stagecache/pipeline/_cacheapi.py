@@ -205,13 +205,17 @@ class CacheAPI(PairImport):
         """Write exported entries as they are (same ids, scopes, key parts,
         timestamps): the inverse of exporting :meth:`entries`.
 
-        The caps apply: ``evicted`` counts what they removed, ``kept`` the
-        imported entries still there.
+        The caps apply: ``stored`` counts the imported entries held at the end,
+        ``evicted`` those the caps removed again, ``displaced`` older ones.
         """
         batch = list(entries)
-        evicted = await self.engine.adopt_entries(batch)
-        kept = sum(self.engine.has(e.entry_id) for e in batch)
-        return ImportSummary(stored=len(batch), evicted=evicted, kept=kept)
+        removed = await self.engine.adopt_entries(batch)
+        ids = {e.entry_id for e in batch}
+        stored = sum(self.engine.has(i) for i in ids)
+        evicted = len(ids) - stored
+        return ImportSummary(
+            stored=stored, evicted=evicted, displaced=max(removed - evicted, 0)
+        )
 
 
 async def _maybe_await(value: Any) -> Any:

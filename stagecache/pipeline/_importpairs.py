@@ -3,8 +3,9 @@
 Imported pairs go through the same guards as live traffic (a refused question is
 rejected, answers are redacted) and get the same key parts a live request with the
 same model and instructions gets (with no memory context), so they hit exactly where
-a stored answer would. The summary is honest: what the caps evicted during the
-import is counted, and ``kept`` says how many imported entries are still there.
+a stored answer would. The summary is honest: ``stored`` is what the cache holds at
+the end, and what the caps (``max_entries_per_user``, ``max_total_entries``) evicted
+during the import is counted, imported entries and older ones apart.
 """
 
 from __future__ import annotations
@@ -28,13 +29,13 @@ class ImportSummary(msgspec.Struct):
     """What :meth:`CacheAPI.import_pairs` (or ``import_entries``) did.
 
     Attributes:
-        stored: pairs written as new entries.
+        stored: imported entries the cache holds at the end of the import.
         skipped: pairs already in the cache (deduplicated).
         rejected: pairs refused: empty text, a guard refusal, not cacheable.
-        evicted: entries the caps (``max_entries_per_user``,
-            ``max_total_entries``) removed during the import, imported or not.
-        kept: imported entries still in the cache at the end (``stored`` minus
-            the imported ones the caps evicted).
+        evicted: imported entries the caps (``max_entries_per_user``,
+            ``max_total_entries``) removed again during the import: 10,000 pairs
+            into one user capped at 1,000 give ``stored=1000, evicted=9000``.
+        displaced: older entries the caps removed to make room for the import.
         reasons: ``{reason: count}`` of the rejected pairs.
     """
 
@@ -42,7 +43,7 @@ class ImportSummary(msgspec.Struct):
     skipped: int = 0
     rejected: int = 0
     evicted: int = 0
-    kept: int = 0
+    displaced: int = 0
     reasons: dict[str, int] = {}
 
 
@@ -83,7 +84,8 @@ class PairImport:
             progress: called with the number of pairs handled after each batch.
 
         Returns:
-            Counts of stored, skipped (already cached) and rejected pairs.
+            Counts of stored (held at the end), evicted, displaced, skipped
+            (already cached) and rejected pairs.
         """
         scope = self.engine.scope_for(caller)
         if isinstance(scope, str):
@@ -105,8 +107,10 @@ class PairImport:
             )
         finally:
             unsubscribe()
-        summary.evicted = evictions.count
-        summary.kept = sum(self.engine.has(i) for i in dict.fromkeys(stored))
+        written = list(dict.fromkeys(stored))
+        summary.stored = sum(self.engine.has(i) for i in written)
+        summary.evicted = len(written) - summary.stored
+        summary.displaced = max(evictions.count - summary.evicted, 0)
         return summary
 
     async def _import(
@@ -199,7 +203,6 @@ class PairImport:
                 metadata={"source": "import", "model": turn.model},
                 ttl_s=self.engine.ttl_for(turn.query),
             )
-            summary.stored += 1
             if entry_id is not None:
                 stored.append(entry_id)
 
