@@ -416,6 +416,32 @@ def test_every_option_has_help_and_the_description_is_plain_text() -> None:
     assert missing == []
 
 
+def test_every_command_that_prints_results_takes_json() -> None:
+    import argparse
+
+    from stagecache.cli import _parser
+
+    def commands(parser: argparse.ArgumentParser, name: str) -> dict[str, Any]:
+        found: dict[str, Any] = {}
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for sub, child in action.choices.items():
+                    inner = commands(child, f"{name} {sub}")
+                    found.update(inner or {f"{name} {sub}": child})
+        return found
+
+    every = commands(_parser(), "stagecache")
+    # serve runs a server; export writes JSON lines already.
+    exempt = {"stagecache serve", "stagecache entries export"}
+    lacking = [
+        name
+        for name, parser in every.items()
+        if name not in exempt
+        and not any("--json" in a.option_strings for a in parser._actions)
+    ]
+    assert len(every) == 13 and lacking == []
+
+
 def test_check_config_accepts_a_file_that_leaves_the_client_to_the_code(
     tmp_path: Path,
 ) -> None:
