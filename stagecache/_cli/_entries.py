@@ -127,6 +127,9 @@ def _read_entries(path: Path) -> list[Entry]:
 async def _import(args: argparse.Namespace) -> int:
     batch = _read_entries(Path(args.file))  # before the cache is opened
     async with open_cache(args.config) as api:
+        if batch and batch[0].vector and not api.engine.stats()["entries"]:
+            # No model here to say the dimension: an empty cache takes the file's.
+            api.engine.dim = len(batch[0].vector) // 4
         summary = await api.import_entries(batch)
     emit(
         {
