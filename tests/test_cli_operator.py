@@ -514,3 +514,18 @@ def test_purge_never_loads_the_model(warmed: dict[str, object], tmp_path: Path) 
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == {"removed": count}
     assert _ids(copy) == []
+
+
+def test_reencrypt_json(warmed: dict[str, object], tmp_path: Path) -> None:
+    config = warmed["no_model"]
+    assert isinstance(config, Path)
+    dump = tmp_path / "dump.jsonl"
+    run_cli("entries", "export", "--config", str(config), "-o", str(dump))
+    copy = _config(tmp_path / "copy.toml", tmp_path / "copy.db", embedder=NO_MODEL)
+    count = json.loads(
+        run_cli("entries", "import", str(dump), "--config", str(copy), "--json").stdout
+    )["stored"]
+    done = run_cli("reencrypt", "--config", str(copy), "--json")
+    assert done.returncode == 0, done.stderr
+    data = json.loads(done.stdout)
+    assert (data["rewritten"], data["dropped"]) == (count, 0)
