@@ -55,6 +55,9 @@ class OpenAIChatClient:
         transport: an httpx transport (tests inject faults with it).
     """
 
+    #: ``gen_ai.provider.name`` of the model call's span.
+    provider_name = "openai"
+
     def __init__(
         self,
         base_url: str,
@@ -195,7 +198,14 @@ def _parse(data: dict[str, Any]) -> Completion:
         tool_calls=calls,
         model=str(data.get("model", "")),
         finish_reason=finish_reason(choice),
+        response_id=_response_id(data),
     )
+
+
+def _response_id(data: dict[str, Any]) -> str | None:
+    """The completion's ``id`` (``gen_ai.response.id``), or None."""
+    value = data.get("id")
+    return value[:128] if isinstance(value, str) and value else None
 
 
 def finish_reason(choice: Any) -> str | None:

@@ -60,6 +60,8 @@ class ForwardingModel:
     """
 
     model_id = "upstream"
+    #: ``gen_ai.provider.name`` of the model call's span (an OpenAI-compatible API).
+    provider_name = "openai"
 
     def __init__(
         self,
@@ -135,4 +137,10 @@ class ForwardingModel:
             tool_calls=calls,
             model=str(data.get("model", "")),
             finish_reason=finish_reason(data["choices"][0]),
+            response_id=str(data["id"])[:128] if data.get("id") else None,
         )
+
+    def request_params(self, turn: Turn) -> dict[str, Any]:
+        """The proxied request's body: its sampling parameters go on the span."""
+        request = CURRENT.get()
+        return request.body if request is not None else {}

@@ -35,6 +35,12 @@ __all__ = ["CacheCheck", "CacheCheckConfig"]
 
 _log = get_logger("stagecache.cache")
 
+#: Entry metadata -> the hit span's attribute of the tokens it saved.
+_SAVED = (
+    ("prompt_tokens", "stagecache.saved.input_tokens"),
+    ("completion_tokens", "stagecache.saved.output_tokens"),
+)
+
 #: Keys in ``turn.scratch`` the store and write-invalidate stages read.
 SCOPE, PARTS = "cache_scope", "cache_parts"
 
@@ -106,6 +112,9 @@ class CacheCheck:
             ops.scope_attributes(span, scope, turn)
             try:
                 await self._lookup(turn, scope, parts, span)
+            except anyio.get_cancelled_exc_class():
+                ops.cut_off(span, "lookup")
+                raise
             except Exception as exc:
                 ops.error(turn, span, "lookup", exc)
                 return turn
@@ -179,6 +188,11 @@ class CacheCheck:
         span.set_attribute("cache.similarity", hit.similarity)
         span.set_attribute("cache.entry_id", hit.entry_id)
         span.set_attribute("cache.entry_age_s", age)
+        # What the hit saved: the stored answer's model usage.
+        for key, attribute in _SAVED:
+            tokens = _int(hit.metadata.get(key))
+            if tokens is not None:
+                span.set_attribute(attribute, tokens)
         if ops.events.active:
             ops.events.publish(
                 CacheHit(
@@ -217,6 +231,9 @@ class CacheCheck:
             span.set_attribute("stagecache.single_flight", "follower")
             try:
                 await self._lookup(turn, scope, parts, span)
+            except anyio.get_cancelled_exc_class():
+                self._ops.cut_off(span, "lookup")
+                raise
             except Exception as exc:
                 self._ops.error(turn, span, "lookup", exc)
         _log.debug("single-flight follower looked up again", status=turn.cache.status)

@@ -1,0 +1,138 @@
+"""The model call in OpenTelemetry's GenAI language; cache spans that are not LLM calls."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import anyio
+import pytest
+from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as GA
+from opentelemetry.trace import SpanKind, StatusCode
+
+from stagecache import Caller
+from stagecache.errors import LLMError, StageError
+from stagecache.testing import ScriptedLLM, capture_spans
+
+ALICE = Caller(user_id="alice")
+QUESTION = "How do I reset my password?"
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def _by_trace(spans: Sequence[Any], trace_id: str) -> list[Any]:
+    return [s for s in spans if format(s.context.trace_id, "032x") == trace_id]
+
+
+@pytest.mark.anyio
+async def test_model_call_is_a_genai_client_span_with_usage(make_pipeline: Any) -> None:
+    cap = capture_spans()
+    pipeline, llm = make_pipeline(tracer_provider=cap.provider)
+    async with pipeline:
+        result = await pipeline.run(QUESTION, caller=ALICE, model="gpt-test")
+    spans = _by_trace(cap.spans, result.trace_id)
+    (chat,) = [s for s in spans if s.name == "chat gpt-test"]
+    assert chat.kind is SpanKind.CLIENT
+    a = dict(chat.attributes or {})
+    assert a[GA.GEN_AI_OPERATION_NAME] == "chat"
+    assert a[GA.GEN_AI_PROVIDER_NAME]
+    assert a[GA.GEN_AI_REQUEST_MODEL] == "gpt-test"
+    assert a[GA.GEN_AI_RESPONSE_MODEL] == "scripted"
+    assert tuple(a[GA.GEN_AI_RESPONSE_FINISH_REASONS]) == ("stop",)
+    assert a[GA.GEN_AI_USAGE_INPUT_TOKENS] == result.usage.prompt_tokens > 0
+    assert a[GA.GEN_AI_USAGE_OUTPUT_TOKENS] == result.usage.completion_tokens > 0
+    parent = {s.context.span_id: s.name for s in spans}[chat.parent.span_id]
+    assert parent == "stagecache.stage.llm"
+    # Only the model call looks like a model call to a GenAI viewer.
+    for span in spans:
+        if span is not chat:
+            keys = [k for k in (span.attributes or {}) if k.startswith("gen_ai.")]
+            assert keys == [], (span.name, keys)
+    root = next(s for s in spans if s.name == "stagecache.request")
+    assert root.attributes["stagecache.model"] == "gpt-test"
+
+
+@pytest.mark.anyio
+async def test_a_hit_records_the_tokens_it_saved_and_makes_no_model_span(
+    make_pipeline: Any,
+) -> None:
+    cap = capture_spans()
+    pipeline, llm = make_pipeline(tracer_provider=cap.provider)
+    async with pipeline:
+        first = await pipeline.run(QUESTION, caller=ALICE, model="gpt-test")
+        second = await pipeline.run(QUESTION, caller=ALICE, model="gpt-test")
+    assert second.cache.status == "hit" and llm.calls == 1
+    spans = _by_trace(cap.spans, second.trace_id)
+    assert not [s for s in spans if s.name.startswith("chat ")]
+    (hit,) = [s for s in spans if s.name == "cache.hit"]
+    a = dict(hit.attributes or {})
+    assert a["stagecache.saved.input_tokens"] == first.usage.prompt_tokens
+    assert a["stagecache.saved.output_tokens"] == first.usage.completion_tokens
+    assert a["stagecache.model"] == "gpt-test"
+
+
+def _fails(prompt: str) -> str:
+    raise LLMError("upstream answered 400: secret prompt echoed", status_code=400)
+
+
+@pytest.mark.anyio
+async def test_a_failed_model_call_has_one_exception_event_per_span(
+    make_pipeline: Any,
+) -> None:
+    cap = capture_spans()
+    pipeline, _ = make_pipeline(_fails, tracer_provider=cap.provider)
+    async with pipeline:
+        with pytest.raises(StageError):
+            await pipeline.run(QUESTION, caller=ALICE, model="gpt-test")
+    (chat,) = cap.named("chat gpt-test")
+    assert chat.status.status_code is StatusCode.ERROR
+    assert chat.attributes["error.type"] == "LLMError"
+    for span in cap.spans:
+        events = [e for e in span.events if e.name == "exception"]
+        assert len(events) <= 1, (span.name, len(events))
+    assert len([e for e in chat.events if e.name == "exception"]) == 1
+    (stage,) = cap.named("stagecache.stage.llm")
+    assert len([e for e in stage.events if e.name == "exception"]) == 1
+
+
+class _HungEmbedder:
+    """The real model's identity, an ``embed`` that never returns."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+
+    @property
+    def model_id(self) -> str:
+        return str(self._inner.model_id)
+
+    @property
+    def dim(self) -> int:
+        return int(self._inner.dim)
+
+    async def embed(self, texts: Sequence[str]) -> Any:
+        await anyio.sleep_forever()
+
+
+@pytest.mark.anyio
+async def test_a_hung_embedder_ends_as_a_cache_error_span(
+    make_pipeline: Any, embedder: Any
+) -> None:
+    cap = capture_spans()
+    pipeline, llm = make_pipeline(
+        tracer_provider=cap.provider, embedder=_HungEmbedder(embedder)
+    )
+    for stage in pipeline.stages:
+        if stage.name == "cache_check":
+            stage.timeout_s = 0.3  # type: ignore[misc]
+    async with pipeline:
+        result = await pipeline.run(QUESTION, caller=ALICE)
+    assert result.answer and llm.calls == 1
+    assert result.cache.status == "error"
+    assert not cap.named("cache.lookup")
+    (span,) = cap.named("cache.error")
+    assert span.status.status_code is StatusCode.ERROR
+    assert span.attributes["cache.operation"] == "lookup"
+    assert span.attributes["error.type"] == "TimeoutError"
