@@ -136,3 +136,65 @@ async def test_a_hung_embedder_ends_as_a_cache_error_span(
     assert span.status.status_code is StatusCode.ERROR
     assert span.attributes["cache.operation"] == "lookup"
     assert span.attributes["error.type"] == "TimeoutError"
+
+
+# -- metrics -----------------------------------------------------------------------
+
+
+def _metrics(reader: Any) -> dict[str, Any]:
+    """name -> (metric, scope) of everything ``reader`` collected."""
+    out: dict[str, Any] = {}
+    data = reader.get_metrics_data()
+    for rm in data.resource_metrics:
+        for sm in rm.scope_metrics:
+            for metric in sm.metrics:
+                out[metric.name] = (metric, sm.scope)
+    return out
+
+
+@pytest.mark.anyio
+async def test_genai_client_metrics_units_scope_version_and_negative_similarity(
+    make_pipeline: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    import stagecache
+    from stagecache.exporters import MetricsRecorder
+    from stagecache.pipeline import _events as ev
+
+    reader = InMemoryMetricReader()
+    recorder = MetricsRecorder(MeterProvider(metric_readers=[reader]))
+    pipeline, _ = make_pipeline()
+    pipeline.events.subscribe(recorder)
+    async with pipeline:
+        first = await pipeline.run(QUESTION, caller=ALICE, model="gpt-test")
+    recorder(
+        ev.CacheMiss(request_id="r", scope="s", scope_mode="per_user",
+                     threshold=0.9, similarity=-0.25, model="m")
+    )  # fmt: skip
+    got = _metrics(reader)
+    usage, scope = got["gen_ai.client.token.usage"]
+    assert usage.unit == "{token}"
+    assert scope.version == stagecache.__version__
+    points = usage.data.data_points
+    types = {p.attributes["gen_ai.token.type"] for p in points}
+    assert types == {"input", "output"}
+    for p in points:
+        assert p.attributes["gen_ai.operation.name"] == "chat"
+        assert p.attributes["gen_ai.request.model"] == "gpt-test"
+        assert p.attributes["gen_ai.response.model"] == "scripted"
+        assert p.attributes["gen_ai.provider.name"]
+        assert tuple(p.explicit_bounds)[:3] == (1, 4, 16)
+    duration, _ = got["gen_ai.client.operation.duration"]
+    assert duration.unit == "s" and duration.data.data_points[0].count == 1
+    assert tuple(duration.data.data_points[0].explicit_bounds)[:2] == (0.01, 0.02)
+    assert all(m.unit for m, _ in got.values()), [
+        n for n, (m, _) in got.items() if not m.unit
+    ]
+    sim, _ = got["stagecache.cache.similarity"]
+    misses = [p for p in sim.data.data_points if p.attributes["cache.result"] == "miss"]
+    # The negative one is counted (in the lowest bucket), beside the real miss's.
+    assert sum(p.count for p in misses) == 1 + (first.cache.similarity is not None)
+    assert sum(p.bucket_counts[0] for p in misses) >= 1
+    assert "non-negative" not in caplog.text
