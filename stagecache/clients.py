@@ -17,6 +17,7 @@ import httpx
 
 from stagecache._model import ToolCall, Turn, Usage
 from stagecache.errors import ConfigError, LLMError
+from stagecache.exporters._propagation import trace_headers
 from stagecache.stages.llm import Completion
 
 if TYPE_CHECKING:
@@ -133,7 +134,9 @@ class OpenAIChatClient:
             if attempt:
                 await anyio.sleep(min(8.0, 0.25 * 2**attempt) * (0.5 + random.random()))
             try:
-                response = await self._client.post(self._url, json=body)
+                response = await self._client.post(
+                    self._url, json=body, headers=trace_headers()
+                )
             except httpx.TimeoutException:
                 last, status = f"timed out calling {self._url}", None
                 continue

@@ -424,9 +424,7 @@ class MetricsRecorder:
             attrs[ERROR_TYPE] = self._label(ERROR_TYPE, error)
         self.genai_duration.record(e.latency_s, attrs)
         if e.ok:
-            self.genai_tokens.record(
-                e.prompt_tokens, {**attrs, TOKEN_TYPE: "input"}
-            )
+            self.genai_tokens.record(e.prompt_tokens, {**attrs, TOKEN_TYPE: "input"})
             self.genai_tokens.record(
                 e.completion_tokens, {**attrs, TOKEN_TYPE: "output"}
             )

@@ -17,6 +17,7 @@ import httpx
 from stagecache._model import ToolCall, Turn, Usage
 from stagecache.clients import finish_reason
 from stagecache.errors import LLMError
+from stagecache.exporters._propagation import inject_hook, trace_headers
 from stagecache.integrations._common import json_arguments
 from stagecache.stages.llm import Completion
 
@@ -72,7 +73,10 @@ class ForwardingModel:
     ) -> None:
         self.base_url = base_url.rstrip("/")
         limits = httpx.Limits(max_connections=512, max_keepalive_connections=256)
-        self.client = client or httpx.AsyncClient(timeout=timeout_s, limits=limits)
+        # Every call of its own client carries the trace context (passthrough too).
+        self.client = client or httpx.AsyncClient(
+            timeout=timeout_s, limits=limits, event_hooks={"request": [inject_hook]}
+        )
 
     async def aclose(self) -> None:
         """Close the connection pool."""
@@ -83,7 +87,9 @@ class ForwardingModel:
     ) -> httpx.Response:
         """POST ``body`` to ``/chat/completions`` as it is."""
         return await self.client.post(
-            self.base_url + "/chat/completions", json=body, headers=headers
+            self.base_url + "/chat/completions",
+            json=body,
+            headers=trace_headers(headers),
         )
 
     async def complete(self, turn: Turn) -> Completion:

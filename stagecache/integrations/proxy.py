@@ -65,10 +65,12 @@ require_extra("starlette", "serve")
 
 from starlette.applications import Starlette  # noqa: E402
 from starlette.background import BackgroundTask  # noqa: E402
+from starlette.middleware import Middleware  # noqa: E402
 from starlette.requests import Request  # noqa: E402
 from starlette.responses import JSONResponse, Response, StreamingResponse  # noqa: E402
 from starlette.routing import Route  # noqa: E402
 
+from stagecache.exporters._propagation import TraceContextMiddleware  # noqa: E402
 from stagecache.integrations._proxy_identity import (  # noqa: E402
     IdentityError,
     IdentityResolver,
@@ -529,6 +531,8 @@ def create_app(
             Route("/admin/feedback", proxy.feedback, methods=["POST"]),
         ],
         lifespan=lifespan,
+        # An incoming traceparent/tracestate/baggage is the requests' context.
+        middleware=[Middleware(TraceContextMiddleware)],
     )
     app.state.proxy = proxy
     return app

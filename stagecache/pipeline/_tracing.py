@@ -56,9 +56,8 @@ def make_tracer(provider: TracerProvider | None, *, enabled: bool = True) -> Tra
     if not enabled:
         return NullTracer()
     # Imported here: the exporters package imports this module.
-    from stagecache.exporters._safespans import PrivateTracer
-
     from stagecache.exporters._genai import scope_version
+    from stagecache.exporters._safespans import PrivateTracer
 
     if provider is None:
         return PrivateTracer(trace.get_tracer(_SCOPE, scope_version()))

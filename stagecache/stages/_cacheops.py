@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import anyio
-
 from opentelemetry.trace import Span, Status, StatusCode, Tracer
 
 from stagecache._model import Turn

@@ -130,7 +130,6 @@ class LLMStage:
             turn.tool_calls.append(call)
         return turn
 
-
     async def _call(self, turn: Turn) -> Any:
         """The model call, as a GenAI ``chat`` span and an ``LLMCall`` event."""
         model = _genai.request_model(turn.model, self._client)
@@ -167,7 +166,9 @@ class LLMStage:
                             ok=not error,
                             provider=self._provider,
                             response_model=(
-                                response_model if isinstance(response_model, str) else ""
+                                response_model
+                                if isinstance(response_model, str)
+                                else ""
                             ),
                             error_type=error,
                         )

@@ -1,4 +1,4 @@
-"""The model call in OpenTelemetry's GenAI language; cache spans that are not LLM calls."""
+"""The model call in OpenTelemetry's GenAI language; cache spans are no LLM calls."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 
 from stagecache import Caller
 from stagecache.errors import LLMError, StageError
-from stagecache.testing import ScriptedLLM, capture_spans
+from stagecache.testing import capture_spans
 
 ALICE = Caller(user_id="alice")
 QUESTION = "How do I reset my password?"
@@ -30,7 +30,7 @@ def _by_trace(spans: Sequence[Any], trace_id: str) -> list[Any]:
 @pytest.mark.anyio
 async def test_model_call_is_a_genai_client_span_with_usage(make_pipeline: Any) -> None:
     cap = capture_spans()
-    pipeline, llm = make_pipeline(tracer_provider=cap.provider)
+    pipeline, _ = make_pipeline(tracer_provider=cap.provider)
     async with pipeline:
         result = await pipeline.run(QUESTION, caller=ALICE, model="gpt-test")
     spans = _by_trace(cap.spans, result.trace_id)
