@@ -128,19 +128,31 @@ def test_the_proxy_joins_the_callers_trace_and_passes_it_upstream(
                              "cache": {"timeout_s": 30.0}}),
         tracer_provider=cap.provider,
     )  # fmt: skip
-    body = {"model": "gpt-test", "messages": [{"role": "user", "content": QUESTION}]}
+    messages = [{"role": "user", "content": QUESTION}]
+    body = {"model": "gpt-test", "messages": messages, "temperature": 0.2}
     headers = {"authorization": "Bearer sk-alice", **INCOMING}
     with ServerThread(app) as proxy:
         response = httpx.post(
             proxy.url + "/v1/chat/completions", json=body, headers=headers, timeout=60
         )
+        # n > 1 is passed through as it is: the upstream still joins the trace.
+        passthrough = httpx.post(
+            proxy.url + "/v1/chat/completions",
+            json={**body, "n": 2},
+            headers=headers,
+            timeout=60,
+        )
     assert response.status_code == 200, response.text
+    assert passthrough.status_code == 200, passthrough.text
     (root,) = cap.named("stagecache.request")
     assert _hex(root.context.trace_id, 32) == TRACE_ID
     assert root.parent is not None and _hex(root.parent.span_id, 16) == PARENT_ID
     (chat,) = cap.named("chat gpt-test")
     assert chat.attributes["gen_ai.response.id"] == "chatcmpl-rec1"
-    (got,) = fake.seen
+    assert chat.attributes["gen_ai.request.temperature"] == 0.2
+    assert chat.attributes["gen_ai.provider.name"] == "openai"
+    got, passed = fake.seen
+    assert passed["traceparent"].split("-")[1] == TRACE_ID
     _, trace_id, parent_id, _ = got["traceparent"].split("-")
     assert trace_id == TRACE_ID
     assert parent_id == _hex(chat.context.span_id, 16)
