@@ -198,3 +198,31 @@ async def test_genai_client_metrics_units_scope_version_and_negative_similarity(
     assert sum(p.count for p in misses) == 1 + (first.cache.similarity is not None)
     assert sum(p.bucket_counts[0] for p in misses) >= 1
     assert "non-negative" not in caplog.text
+
+
+@pytest.mark.anyio
+async def test_with_prices_the_model_span_has_its_cost_and_a_hit_what_it_saved(
+    make_pipeline: Any,
+) -> None:
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import (
+        InMemorySpanExporter,
+    )
+
+    from stagecache.exporters import ModelPrice, OtlpConfig, setup_tracing
+
+    memory = InMemorySpanExporter()
+    prices = {"gpt-test": ModelPrice(input_per_1k=1.0, output_per_1k=2.0)}
+    provider = setup_tracing(OtlpConfig(prices=prices), exporter=memory)
+    pipeline, _ = make_pipeline(tracer_provider=provider)
+    async with pipeline:
+        first = await pipeline.run(QUESTION, caller=ALICE, model="gpt-test")
+        second = await pipeline.run(QUESTION, caller=ALICE, model="gpt-test")
+    provider.shutdown()
+    assert second.cache.status == "hit"
+    usage = first.usage
+    cost = (usage.prompt_tokens * 1.0 + usage.completion_tokens * 2.0) / 1000.0
+    spans = memory.get_finished_spans()
+    (chat,) = [s for s in spans if s.name == "chat gpt-test"]
+    assert chat.attributes["stagecache.cost_usd"] == pytest.approx(cost)
+    (hit,) = [s for s in spans if s.name == "cache.hit"]
+    assert hit.attributes["stagecache.saved.cost_usd"] == pytest.approx(cost)
