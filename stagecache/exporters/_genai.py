@@ -54,13 +54,13 @@ UNKNOWN_PROVIDER = "unknown"
 
 
 def scope_version() -> str:
-    """The installed stagecache version (the instrumentation scope's version)."""
+    """The stagecache version (the instrumentation scope's version)."""
     try:
-        return metadata.version("stagecache")
-    except metadata.PackageNotFoundError:  # a source checkout without metadata
         from stagecache import __version__
 
         return __version__
+    except ImportError:  # stagecache half-imported: ask the installed metadata
+        return metadata.version("stagecache")
 
 
 def provider_name(client: object) -> str:
