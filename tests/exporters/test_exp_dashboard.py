@@ -61,6 +61,8 @@ def test_dashboard_has_the_promised_panels_and_a_trace_link() -> None:
         "stagecache_llm_cost_saved_usd_total",
         "stagecache_cache_evictions_total",
         "stagecache_embedding_cache_lookups_total",
+        "gen_ai_client_token_usage_bucket",
+        "gen_ai_client_operation_duration_seconds_bucket",
     ):
         assert metric in exprs
     for q in ("0.5", "0.95", "0.99"):
