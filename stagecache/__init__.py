@@ -5,6 +5,7 @@ The public surface; everything else is reachable from its subpackage.
 
 from __future__ import annotations
 
+from stagecache._cachecontrol import CacheControl
 from stagecache._model import (
     CacheOutcome,
     Caller,
@@ -54,6 +55,7 @@ def load(path: str, **options: object) -> Pipeline:
 
 __all__ = [
     "BackendUnavailable",
+    "CacheControl",
     "CacheError",
     "CacheOutcome",
     "Caller",

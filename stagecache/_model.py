@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 import msgspec
 
+from stagecache._cachecontrol import CacheControl
 from stagecache.errors import InputError
 
 __all__ = [
@@ -230,6 +231,12 @@ class Turn(msgspec.Struct, kw_only=True):
     model: str = "default"
     instructions: str = ""
     tools: list[ToolSpec] = []
+    # The request's other parameters (temperature, response_format, ...), as given;
+    # their normalised hash is part of the key (see stagecache._request_params).
+    params: dict[str, Any] = {}
+    params_fingerprint: str = ""
+    uncacheable: str | None = None
+    cache_control: CacheControl | None = None
     request_id: str = msgspec.field(default_factory=lambda: uuid.uuid4().hex)
     started_at: float = msgspec.field(default_factory=time.time)
     # Filled in by the stages.

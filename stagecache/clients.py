@@ -124,6 +124,8 @@ class OpenAIChatClient:
                 }
                 for t in turn.tools
             ]
+        for name, value in turn.params.items():  # run(params=...): sent along
+            body.setdefault(name, value)
         data = await self._post(body)
         return _parse(data)
 

@@ -95,7 +95,10 @@ class KeyParts(msgspec.Struct, frozen=True):
         model_id: the model that wrote the answer.
         instruction_hash: hash of the system instructions (and tool specs).
         context_fingerprint: hash of the memory context (and of the history when
-            ``cache_multi_turn`` is on).
+            ``cache_multi_turn`` is on), of the request fingerprint (the parameters
+            that change the answer, ``stagecache._request_params``) and of the
+            per-request cache namespace; the last two only when present, so a
+            plain request keys as in databases written before they existed.
     """
 
     model_id: str

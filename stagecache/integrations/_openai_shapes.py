@@ -35,8 +35,16 @@ def completion(
     finish_reason: str = "stop",
     prompt_tokens: int = 0,
     completion_tokens: int = 0,
+    refusal: bool = False,
 ) -> dict[str, Any]:
-    """A ``chat.completion`` object for ``answer`` (a hit, or a guard's refusal)."""
+    """A ``chat.completion`` object for ``answer`` (a hit, or a guard's refusal).
+
+    With ``refusal``, ``answer`` goes in ``message.refusal`` and ``content`` is
+    null, as OpenAI sends a refusal.
+    """
+    message: dict[str, Any] = {"role": "assistant", "content": answer, "refusal": None}
+    if refusal:
+        message.update(content=None, refusal=answer)
     return {
         "id": f"chatcmpl-sc{uuid.uuid4().hex[:24]}",
         "object": "chat.completion",
@@ -45,7 +53,7 @@ def completion(
         "choices": [
             {
                 "index": 0,
-                "message": {"role": "assistant", "content": answer, "refusal": None},
+                "message": message,
                 "logprobs": None,
                 "finish_reason": finish_reason,
             }
@@ -84,11 +92,15 @@ def chunks_of(
 
     choice = (body.get("choices") or [{}])[0]
     message = choice.get("message") or {}
+    refusal = message.get("refusal")
+    field = "refusal" if isinstance(refusal, str) and refusal else "content"
     yield chunk({"role": "assistant", "content": "", "refusal": None})
-    text = message.get("content") or ""
+    text: str = refusal if isinstance(refusal, str) and refusal else ""
+    if field == "content":
+        text = message.get("content") or ""
     step = max(1, chunk_chars)
     for start in range(0, len(text), step):
-        yield chunk({"content": text[start : start + step]})
+        yield chunk({field: text[start : start + step]})
     for i, call in enumerate(message.get("tool_calls") or []):
         yield chunk({"tool_calls": [{"index": i, **call}]})
     yield chunk({}, choice.get("finish_reason") or "stop")

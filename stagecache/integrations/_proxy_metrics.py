@@ -20,7 +20,9 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 __all__ = ["ModelLabels", "ProxyMetrics"]
 
 OTHER = "other"
-_OUTCOMES = frozenset({"hit", "miss", "skip", "error"})
+#: ``upstream_error``: the upstream answered with an error status (not a miss);
+#: ``bypass``: the client's cache control skipped the lookup.
+_OUTCOMES = frozenset({"hit", "miss", "skip", "bypass", "error", "upstream_error"})
 #: What a model id may look like to become a label (ids such as
 #: ``meta-llama/Llama-3.1-8B-Instruct``, ``ft:gpt-4o:org::id``, ``claude@2024``).
 _SHAPE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,79}")
@@ -72,7 +74,8 @@ class ProxyMetrics:
         self.registry = CollectorRegistry(auto_describe=True)
         self.requests = Counter(
             "stagecache_proxy_requests",
-            "Chat completion requests by cache outcome, HTTP status and model "
+            "Chat completion requests by outcome (hit, miss, skip, error, "
+            "upstream_error), HTTP status and model "
             "(models not listed by the operator or the upstream count as 'other').",
             ["outcome", "status", "model"],
             registry=self.registry,

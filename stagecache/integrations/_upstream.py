@@ -5,6 +5,12 @@ status codes, its error bodies, every field of its completion. So the LLM stage'
 client here forwards the client's own request body and keeps the upstream's reply
 (or error) on the request, where the proxy finds it after the pipeline has run;
 the pipeline only gets the text, usage and tool calls it needs for the cache.
+
+The upstream's informative response headers (:func:`forwarded_headers`: request
+id, rate limits, ``retry-after``, processing time) are kept too, for the proxy to
+send on. The model is called at most once per request: a reply that cannot be
+read (an HTML page with status 200) or a timeout is an :class:`UpstreamFailure`
+the proxy answers with 502 or 504, never a second call.
 """
 
 from __future__ import annotations
@@ -21,7 +27,37 @@ from stagecache.exporters._propagation import inject_hook, trace_headers
 from stagecache.integrations._common import json_arguments
 from stagecache.stages.llm import Completion
 
-__all__ = ["CURRENT", "ForwardingModel", "ProxyRequest", "UpstreamError"]
+__all__ = [
+    "CURRENT",
+    "ForwardingModel",
+    "ProxyRequest",
+    "UpstreamError",
+    "UpstreamFailure",
+    "failure_of",
+    "forwarded_headers",
+]
+
+#: Upstream response headers that reach the client (and every ``x-ratelimit-*``).
+_FORWARDED = frozenset(
+    {
+        "x-request-id",
+        "retry-after",
+        "retry-after-ms",
+        "openai-processing-ms",
+        "openai-version",
+        "openai-organization",
+        "openai-project",
+    }
+)
+
+
+def forwarded_headers(headers: httpx.Headers) -> dict[str, str]:
+    """The upstream's headers that the client should see, as the proxy sends them."""
+    return {
+        name: value
+        for name, value in headers.items()
+        if name in _FORWARDED or name.startswith("x-ratelimit-")
+    }
 
 
 class UpstreamError(LLMError):
@@ -34,16 +70,63 @@ class UpstreamError(LLMError):
         self.content_type = content_type
 
 
-class ProxyRequest:
-    """One proxied request: what goes upstream and what came back."""
+class UpstreamFailure(LLMError):
+    """No usable answer from the upstream: the proxy's own 502 or 504.
 
-    __slots__ = ("body", "error", "headers", "response")
+    Attributes:
+        status: 504 for a timeout, 502 otherwise.
+        code: ``upstream_timeout``, ``upstream_unreachable`` or
+            ``bad_upstream_response``.
+    """
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message, status_code=status)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+def failure_of(exc: httpx.HTTPError) -> UpstreamFailure:
+    """The failure an httpx error stands for (a timeout is a 504)."""
+    if isinstance(exc, httpx.TimeoutException):
+        return UpstreamFailure(
+            504, "upstream_timeout", "The upstream did not answer in time."
+        )
+    return UpstreamFailure(
+        502, "upstream_unreachable", f"Cannot reach the upstream: {exc}"
+    )
+
+
+class ProxyRequest:
+    """One proxied request: what goes upstream and what came back.
+
+    Attributes:
+        sent: whether the request went upstream (it never goes twice).
+        response: the upstream's completion (a 2xx JSON reply).
+        error: the upstream's error reply (kept verbatim).
+        failure: no usable reply (timeout, unreachable, unreadable).
+        upstream_headers: the upstream's headers to forward (see
+            :func:`forwarded_headers`).
+    """
+
+    __slots__ = (
+        "body",
+        "error",
+        "failure",
+        "headers",
+        "response",
+        "sent",
+        "upstream_headers",
+    )
 
     def __init__(self, body: dict[str, Any], headers: dict[str, str]) -> None:
         self.body = body
         self.headers = headers
+        self.sent = False
         self.response: dict[str, Any] | None = None
         self.error: UpstreamError | None = None
+        self.failure: UpstreamFailure | None = None
+        self.upstream_headers: dict[str, str] = {}
 
 
 CURRENT: contextvars.ContextVar[ProxyRequest | None] = contextvars.ContextVar(
@@ -97,7 +180,8 @@ class ForwardingModel:
 
         Raises:
             UpstreamError: the upstream answered with an error status.
-            LLMError: it could not be reached or sent something that is not JSON.
+            UpstreamFailure: it could not be reached, timed out, or sent
+                something that is not a chat completion.
         """
         request = CURRENT.get()
         if request is None:
@@ -107,10 +191,15 @@ class ForwardingModel:
         if turn.memory:
             facts = "Known about the user:\n" + "\n".join(f"- {m}" for m in turn.memory)
             body["messages"] = [{"role": "system", "content": facts}, *body["messages"]]
+        if request.sent:  # one upstream call per request, whatever happens
+            raise LLMError("the request was already sent upstream")
+        request.sent = True
         try:
             response = await self.post(body, request.headers)
         except httpx.HTTPError as exc:
-            raise LLMError(f"cannot reach the upstream: {exc}") from exc
+            request.failure = failure_of(exc)
+            raise request.failure from exc
+        request.upstream_headers = forwarded_headers(response.headers)
         if response.status_code >= 400:
             request.error = UpstreamError(
                 response.status_code,
@@ -121,8 +210,17 @@ class ForwardingModel:
         try:
             data = response.json()
             message = data["choices"][0]["message"]
+            if not isinstance(message, dict):
+                raise TypeError(message)
         except (ValueError, KeyError, IndexError, TypeError):
-            raise LLMError("the upstream's reply has no choices[0].message") from None
+            kind = response.headers.get("content-type", "no content type")
+            request.failure = UpstreamFailure(
+                502,
+                "bad_upstream_response",
+                f"The upstream answered {response.status_code} ({kind}) with a "
+                "body that is not a chat completion.",
+            )
+            raise request.failure from None
         request.response = data
         calls = [
             ToolCall(
@@ -145,8 +243,3 @@ class ForwardingModel:
             finish_reason=finish_reason(data["choices"][0]),
             response_id=str(data["id"])[:128] if data.get("id") else None,
         )
-
-    def request_params(self, turn: Turn) -> dict[str, Any]:
-        """The proxied request's body: its sampling parameters go on the span."""
-        request = CURRENT.get()
-        return request.body if request is not None else {}

@@ -15,62 +15,82 @@ guards, the semantic cache, write-invalidation and the traces apply to the agent
 model calls. On a miss the pipeline's LLM stage calls the *inner* client through
 :class:`AutoGenModel` with the original AutoGen messages, tools and arguments, so
 the inner client sees exactly what the agent sent. A response made of
-``FunctionCall`` s passes through unchanged and is never stored (its text part is
-empty); a call of a tool not listed in ``read_only_tools`` evicts the caller's
-scope. A cached answer comes back as a ``CreateResult`` with ``cached=True`` and zero
-usage; ``create_stream`` replays it as chunks followed by that result.
+``FunctionCall`` s of tools listed in ``read_only_tools`` is stored and replayed
+exactly (the agent then runs the tools, live); a call of any other tool evicts the
+caller's scope and is never stored. A cached answer comes back as a ``CreateResult``
+with ``cached=True``, its ``thought`` and the usage of the call that made it (as
+``autogen_ext``'s ChatCompletionCache does); ``create_stream`` replays it as chunks
+followed by that result. A read-only tool exchange after a lone question is keyed
+exactly, not as history (``_autogen_messages.split_exchange``). The client is an
+AutoGen component: ``dump_component()`` / ``load_component()``
+(``_autogen_component``).
 
-Requests the cache cannot key faithfully go straight to the inner client: images in
-a user message, and ``json_output`` (the key has no place for a response schema).
-Needs ``pip install 'stagecache[autogen]'`` (autogen-core/ext 0.4+).
+The request fingerprint (docs/integrations.md, "Request parameters") keys on what
+the agent asked for: ``extra_create_args`` (temperature, max_tokens, ...), the tools'
+names, descriptions and schemas, ``tool_choice``, and ``json_output`` (as
+``response_format``: JSON mode, or the schema of a structured-output type). A
+per-request cache control rides in ``extra_create_args={"cache": {...}}`` (LiteLLM's
+spelling; it is removed before the inner client sees the arguments), or for every
+call in the constructor's ``cache_control=``. Requests with images in a user
+message go straight to the inner client. Needs ``pip install 'stagecache[autogen]'``
+(autogen-core/ext 0.4+).
 """
 
 from __future__ import annotations
 
 import contextvars
 from collections.abc import AsyncGenerator, Callable, Collection, Mapping, Sequence
+from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
-from stagecache._model import Caller, Result, ToolCall, ToolSpec, Turn, Usage
+from stagecache._cachecontrol import CacheControl
+from stagecache._model import Caller, Result, ToolSpec, Turn
+from stagecache.config import PipelineConfig
 from stagecache.errors import LLMError
-from stagecache.integrations._common import (
-    json_arguments,
-    keyed_order,
-    reorder,
-    require_extra,
-    resolve_caller,
-)
+from stagecache.integrations._common import require_extra, resolve_caller
 from stagecache.pipeline import Pipeline
+from stagecache.pipeline._events import CacheHit, Event
 from stagecache.stages.llm import Completion
 
 require_extra("autogen_core", "autogen")
 
-from autogen_core import CancellationToken, FunctionCall  # noqa: E402
+from autogen_core import CancellationToken, Component  # noqa: E402
 from autogen_core.models import (  # noqa: E402
-    AssistantMessage,
     ChatCompletionClient,
     CreateResult,
-    FunctionExecutionResultMessage,
     LLMMessage,
     ModelCapabilities,
     ModelInfo,
     RequestUsage,
-    SystemMessage,
-    UserMessage,
 )
 from autogen_core.tools import Tool, ToolSchema  # noqa: E402
+
+from stagecache.integrations import _autogen_codec as codec  # noqa: E402
+from stagecache.integrations import _autogen_component as component  # noqa: E402
+from stagecache.integrations import _autogen_messages as convert  # noqa: E402
+from stagecache.integrations._autogen_component import (  # noqa: E402
+    PipelineSource,
+    StagecacheClientConfig,
+)
 
 __all__ = ["AutoGenModel", "StagecacheChatCompletionClient"]
 
 _NO_ARGS: Mapping[str, Any] = MappingProxyType({})
+_chat_of, _messages_of, _with_memory = (
+    convert.chat_of,
+    convert.messages_of,
+    convert.with_memory,
+)
+_completion_of, _result_of = convert.completion_of, convert.result_of
+_params_of = convert.params_of
 ToolChoice = Tool | Literal["auto", "required", "none"]
 
 
 class _Request:
     """One ``create`` call on its way through the pipeline (see ``_CURRENT``)."""
 
-    __slots__ = ("client", "kwargs", "messages", "result")
+    __slots__ = ("client", "hit_usage", "kwargs", "messages", "result")
 
     def __init__(
         self,
@@ -82,6 +102,8 @@ class _Request:
         self.messages = messages
         self.kwargs = kwargs
         self.result: CreateResult | None = None
+        # The usage of the call that made the entry a hit came from (CacheHit).
+        self.hit_usage: RequestUsage | None = None
 
 
 # The LLM stage only sees the Turn; the original AutoGen request (messages with
@@ -119,16 +141,22 @@ class AutoGenModel:
         if request is not None:
             client, messages, kwargs = request.client, request.messages, request.kwargs
         elif self._inner is not None:
-            client, messages, kwargs = self._inner, _messages_of(turn), {}
+            client, messages = self._inner, _messages_of(turn)
+            # run(params=...): the request parameters go along, as AutoGen's own.
+            kwargs = {"extra_create_args": dict(turn.params)} if turn.params else {}
         else:
             raise LLMError("AutoGenModel has no inner client to call")
         result = await client.create(_with_memory(messages, turn.memory), **kwargs)
         if request is not None:
             request.result = result
-        return _completion_of(result, self.model_id)
+        return _completion_of(
+            result, self.model_id, turn, envelopes=request is not None
+        )
 
 
-class StagecacheChatCompletionClient(ChatCompletionClient):
+class StagecacheChatCompletionClient(
+    ChatCompletionClient, Component[StagecacheClientConfig]
+):
     """Wraps any AutoGen ``ChatCompletionClient`` in a stagecache pipeline.
 
     Args:
@@ -143,9 +171,18 @@ class StagecacheChatCompletionClient(ChatCompletionClient):
         model: the model id in cache keys (default: the inner client's model).
         chunk_chars: size of the chunks a cached answer is streamed in.
         owns_pipeline: close the pipeline in :meth:`close`.
+        pipeline_config: how ``pipeline`` was built (a TOML file's path or the
+            config), for :meth:`dump_component`; :meth:`default` and
+            :meth:`from_config_file` set it.
+        cache_control: the cache control of every call (a per-call
+            ``extra_create_args["cache"]`` wins).
     """
 
     component_type = "model"
+    component_config_schema = StagecacheClientConfig
+    component_provider_override = (
+        "stagecache.integrations.autogen.StagecacheChatCompletionClient"
+    )
 
     def __init__(
         self,
@@ -158,8 +195,11 @@ class StagecacheChatCompletionClient(ChatCompletionClient):
         model: str | None = None,
         chunk_chars: int = 16,
         owns_pipeline: bool = False,
+        pipeline_config: PipelineConfig | str | Path | None = None,
+        cache_control: CacheControl | Mapping[str, Any] | None = None,
     ) -> None:
         self._inner = inner
+        self._cache_control = cache_control
         self._pipeline = pipeline
         self._caller = caller
         self._caller_from = caller_from
@@ -170,6 +210,12 @@ class StagecacheChatCompletionClient(ChatCompletionClient):
         self._actual = RequestUsage(prompt_tokens=0, completion_tokens=0)
         self._total = RequestUsage(prompt_tokens=0, completion_tokens=0)
         self.last_result: Result | None = None
+        self._source: PipelineSource | Literal[False] = (
+            Path(pipeline_config)
+            if isinstance(pipeline_config, str | Path)
+            else (pipeline_config if pipeline_config is not None else False)
+        )
+        self._unsubscribe = pipeline.events.subscribe(_note_hit_usage)
 
     @classmethod
     def default(
@@ -180,6 +226,7 @@ class StagecacheChatCompletionClient(ChatCompletionClient):
         *,
         read_only_tools: Collection[str] = (),
         model: str | None = None,
+        cache_control: CacheControl | Mapping[str, Any] | None = None,
         **pipeline_options: Any,
     ) -> StagecacheChatCompletionClient:
         """The wrapper around :meth:`stagecache.Pipeline.default` (which it owns).
@@ -190,13 +237,14 @@ class StagecacheChatCompletionClient(ChatCompletionClient):
             caller_from: as for the constructor.
             read_only_tools: as for the constructor.
             model: as for the constructor.
+            cache_control: as for the constructor.
             **pipeline_options: for ``Pipeline.default`` (``embedder=``, ``cache=``).
         """
         model_id = model or _model_name(inner)
         pipeline = Pipeline.default(
             llm=AutoGenModel(inner, model_id=model_id), **pipeline_options
         )
-        return cls(
+        client = cls(
             inner,
             pipeline,
             caller,
@@ -204,7 +252,97 @@ class StagecacheChatCompletionClient(ChatCompletionClient):
             read_only_tools=read_only_tools,
             model=model_id,
             owns_pipeline=True,
+            cache_control=cache_control,
         )
+        client._source = component.source_of(pipeline_options)
+        return client
+
+    @classmethod
+    def from_config_file(
+        cls,
+        inner: ChatCompletionClient,
+        path: str | Path,
+        caller: Caller | None = None,
+        caller_from: Callable[[], Caller | None] | None = None,
+        *,
+        read_only_tools: Collection[str] = (),
+        model: str | None = None,
+        chunk_chars: int = 16,
+        cache_control: CacheControl | Mapping[str, Any] | None = None,
+    ) -> StagecacheChatCompletionClient:
+        """The wrapper around the pipeline a TOML file describes (which it owns).
+
+        Args:
+            inner: the model client that answers misses.
+            path: the pipeline file (``stagecache.load``).
+            caller: as for the constructor.
+            caller_from: as for the constructor.
+            read_only_tools: as for the constructor.
+            model: as for the constructor.
+            chunk_chars: as for the constructor.
+            cache_control: as for the constructor.
+
+        Raises:
+            ConfigError: the file is missing or has a bad field.
+        """
+        model_id = model or _model_name(inner)
+        pipeline = Pipeline.load(path, llm=AutoGenModel(inner, model_id=model_id))
+        return cls(
+            inner,
+            pipeline,
+            caller,
+            caller_from,
+            read_only_tools=read_only_tools,
+            model=model_id,
+            chunk_chars=chunk_chars,
+            owns_pipeline=True,
+            pipeline_config=path,
+            cache_control=cache_control,
+        )
+
+    def _to_config(self) -> StagecacheClientConfig:
+        """The component config (see ``_autogen_component``).
+
+        Raises:
+            ConfigError: what a config cannot carry (``caller_from``, a pipeline
+                built by hand, a Redis password).
+        """
+        return component.to_config(
+            self._inner,
+            self._source,
+            caller=self._caller,
+            caller_from=self._caller_from,
+            read_only_tools=self._read_only,
+            model=self._model,
+            chunk_chars=self._chunk,
+            cache_control=self._cache_control,
+        )
+
+    @classmethod
+    def _from_config(cls, config: StagecacheClientConfig) -> Self:
+        """A client built from its component config (it owns its pipeline).
+
+        Raises:
+            ConfigError: a missing ``config_file`` or a bad pipeline table.
+        """
+        source = component.pipeline_of(config)
+        inner = ChatCompletionClient.load_component(config.client)
+        model_id = config.model or _model_name(inner)
+        pipeline = component.build_pipeline(
+            source, AutoGenModel(inner, model_id=model_id)
+        )
+        client = cls(
+            inner,
+            pipeline,
+            None if config.caller is None else config.caller.caller(),
+            read_only_tools=config.read_only_tools,
+            model=model_id,
+            chunk_chars=config.chunk_chars,
+            owns_pipeline=True,
+            cache_control=config.cache_control,
+        )
+        client._source = source
+        return client
 
     @property
     def pipeline(self) -> Pipeline:
@@ -222,6 +360,11 @@ class StagecacheChatCompletionClient(ChatCompletionClient):
         cancellation_token: CancellationToken | None = None,
     ) -> CreateResult:
         """Answer from the cache, or through the chain from the inner client."""
+        control = extra_create_args.get("cache", self._cache_control)
+        if "cache" in extra_create_args:
+            extra_create_args = {
+                k: v for k, v in extra_create_args.items() if k != "cache"
+            }
         kwargs: dict[str, Any] = {
             "tools": tools,
             "tool_choice": tool_choice,
@@ -229,7 +372,10 @@ class StagecacheChatCompletionClient(ChatCompletionClient):
             "extra_create_args": extra_create_args,
             "cancellation_token": cancellation_token,
         }
-        chat = None if json_output is not None else _chat_of(messages)
+        keyed, exchange = convert.keyed_exchange(
+            messages, self._read_only, self._pipeline.stages
+        )
+        chat = _chat_of(keyed)
         if chat is None:
             result = await self._inner.create(messages, **kwargs)
             self._count(result)
@@ -241,12 +387,19 @@ class StagecacheChatCompletionClient(ChatCompletionClient):
                 chat,
                 caller=resolve_caller(self._caller, self._caller_from),
                 model=self._model,
+                instructions=codec.keyed_instructions(chat, exchange),
                 tools=[self._spec(t) for t in tools],
+                params=_params_of(tool_choice, json_output, extra_create_args),
+                cache=control,
             )
         finally:
             _CURRENT.reset(token)
         self.last_result = outcome
-        result = _result_of(outcome, request.result)
+        result = _result_of(outcome, request.result, request.hit_usage)
+        if result.cached and not self._replayable(result, tools):
+            # A stored call of a tool this request does not offer as read-only:
+            # never replayed; the model answers.
+            result = await self._inner.create(messages, **kwargs)
         self._count(result)
         return result
 
@@ -282,6 +435,7 @@ class StagecacheChatCompletionClient(ChatCompletionClient):
 
     async def close(self) -> None:
         """Close the inner client (and the pipeline when this client owns it)."""
+        self._unsubscribe()
         await self._inner.close()
         if self._owns:
             await self._pipeline.aclose()
@@ -291,7 +445,7 @@ class StagecacheChatCompletionClient(ChatCompletionClient):
         return self._actual
 
     def total_usage(self) -> RequestUsage:
-        """Tokens of every answer returned (same as actual: hits cost nothing)."""
+        """Tokens of every answer returned, a hit counting its original usage."""
         return self._total
 
     def count_tokens(
@@ -315,6 +469,14 @@ class StagecacheChatCompletionClient(ChatCompletionClient):
     def model_info(self) -> ModelInfo:
         """The inner client's model info."""
         return self._inner.model_info
+
+    def _replayable(
+        self, result: CreateResult, tools: Sequence[Tool | ToolSchema]
+    ) -> bool:
+        if isinstance(result.content, str):
+            return True
+        offered = {self._spec(t).name for t in tools} & self._read_only
+        return all(call.name in offered for call in result.content)
 
     def _spec(self, tool: Tool | ToolSchema) -> ToolSpec:
         schema: Mapping[str, Any] = tool.schema if isinstance(tool, Tool) else tool
@@ -347,109 +509,13 @@ def _model_name(client: ChatCompletionClient) -> str:
     return type(client).__name__
 
 
-def _text_of(message: LLMMessage) -> tuple[str, str] | None:
-    """``(role, text)`` of an AutoGen message; None when it carries an image."""
-    if isinstance(message, SystemMessage):
-        return "system", message.content
-    if isinstance(message, UserMessage):
-        if isinstance(message.content, str):
-            return "user", message.content
-        if not all(isinstance(part, str) for part in message.content):
-            return None
-        return "user", "\n".join(str(part) for part in message.content)
-    if isinstance(message, AssistantMessage):
-        if isinstance(message.content, str):
-            return "assistant", message.content
-        calls = "; ".join(f"{c.name}({c.arguments})" for c in message.content)
-        return "assistant", f"[tool calls] {calls}"
-    if isinstance(message, FunctionExecutionResultMessage):
-        return "tool", "\n".join(r.content for r in message.content)
-    return None
-
-
-def _chat_of(messages: Sequence[LLMMessage]) -> list[dict[str, str]] | None:
-    """The messages as the pipeline keys them, or None when they can't be keyed."""
-    pairs = [_text_of(m) for m in messages]
-    if not pairs or any(p is None for p in pairs):
-        return None
-    roles = [p[0] for p in pairs if p is not None]
-    if "user" not in roles:
-        return None
-    chat = [{"role": p[0], "content": p[1]} for p in pairs if p is not None]
-    return reorder(chat, keyed_order(roles))
-
-
-def _messages_of(turn: Turn) -> list[LLMMessage]:
-    out: list[LLMMessage] = []
-    if turn.instructions and not any(m.role == "system" for m in turn.messages):
-        out.append(SystemMessage(content=turn.instructions))
-    for m in turn.messages:
-        if m.role == "system":
-            out.append(SystemMessage(content=m.content))
-        elif m.role == "assistant":
-            out.append(AssistantMessage(content=m.content, source="assistant"))
-        else:
-            out.append(UserMessage(content=m.content, source=m.role))
-    return out
-
-
-def _with_memory(
-    messages: Sequence[LLMMessage], memory: Sequence[str]
-) -> Sequence[LLMMessage]:
-    """Memory facts joined onto the first system message (or a new one)."""
-    if not memory:
-        return messages
-    facts = "Known about the user:\n" + "\n".join(f"- {m}" for m in memory)
-    first = messages[0] if messages else None
-    if isinstance(first, SystemMessage):
-        merged = SystemMessage(content=f"{first.content}\n\n{facts}")
-        return [merged, *messages[1:]]
-    return [SystemMessage(content=facts), *messages]
-
-
-def _completion_of(result: CreateResult, model: str) -> Completion:
-    usage = Usage(
-        prompt_tokens=result.usage.prompt_tokens,
-        completion_tokens=result.usage.completion_tokens,
-    )
-    if isinstance(result.content, str):
-        # AutoGen says "unknown" when the server gave no finish reason: trusted,
-        # like a client that reports none; "length", "content_filter": not stored.
-        finish = None if result.finish_reason == "unknown" else result.finish_reason
-        return Completion(
-            text=result.content, usage=usage, model=model, finish_reason=finish
+def _note_hit_usage(event: Event) -> None:
+    """On a hit, keep the usage stored with the entry for the current request."""
+    if not isinstance(event, CacheHit):
+        return
+    request = _CURRENT.get()
+    if request is not None:
+        request.hit_usage = RequestUsage(
+            prompt_tokens=event.prompt_tokens or 0,
+            completion_tokens=event.completion_tokens or 0,
         )
-    calls = [
-        ToolCall(name=c.name, arguments=json_arguments(c.arguments))
-        for c in result.content
-        if isinstance(c, FunctionCall)
-    ]
-    # No text: a function-call response is never stored (nothing to answer with).
-    return Completion(text="", usage=usage, tool_calls=calls, model=model)
-
-
-def _result_of(outcome: Result, raw: CreateResult | None) -> CreateResult:
-    """The ``CreateResult`` the agent gets for a pipeline outcome."""
-    zero = RequestUsage(prompt_tokens=0, completion_tokens=0)
-    if outcome.blocked is not None:
-        return CreateResult(
-            finish_reason="content_filter",
-            content=outcome.answer,
-            usage=zero,
-            cached=False,
-        )
-    if outcome.cache.hit or raw is None:
-        usage = RequestUsage(
-            prompt_tokens=outcome.usage.prompt_tokens,
-            completion_tokens=outcome.usage.completion_tokens,
-        )
-        return CreateResult(
-            finish_reason="stop",
-            content=outcome.answer,
-            usage=zero if outcome.cache.hit else usage,
-            cached=outcome.cache.hit,
-        )
-    if isinstance(raw.content, str):
-        # The post-guard answer (redactions applied), with the model's metadata.
-        return raw.model_copy(update={"content": outcome.answer})
-    return raw

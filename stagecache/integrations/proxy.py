@@ -5,11 +5,13 @@
     stagecache serve --upstream http://127.0.0.1:8000/v1 --port 8080 \\
         --api-keys keys.json --admin-key-env STAGECACHE_ADMIN_KEY
 
-Endpoints: ``POST /v1/chat/completions`` (JSON and SSE streaming), ``GET /v1/models``
-(passed through), ``GET /healthz``, ``GET /metrics`` (Prometheus text), and the
-admin endpoints ``POST /admin/purge {user_id}``, ``POST /admin/invalidate {user_id,
-session_id?}``, ``POST /admin/feedback {entry_id, correct}`` (``Authorization:
-Bearer <admin key>``).
+Endpoints: ``POST /v1/chat/completions`` (JSON and SSE streaming), ``POST
+/v1/embeddings`` (through an embedding cache: :mod:`._proxy_embeddings`), ``GET
+/v1/models`` and every other ``/v1/...`` endpoint (passed through uncached:
+:mod:`._proxy_passthrough`), ``GET /healthz``, ``GET /metrics`` (Prometheus text),
+and the admin endpoints ``POST /admin/purge {user_id}``, ``POST /admin/invalidate
+{user_id, session_id?}``, ``POST /admin/feedback {entry_id, correct}``
+(``Authorization: Bearer <admin key>``).
 
 Identity (:mod:`._proxy_identity`, docs/security.md): with ``--api-keys`` every
 request needs a known key and runs as its user; otherwise the client's upstream
@@ -18,13 +20,21 @@ credential identifies it (a keyed hash of it is the tenant) and the
 request without a credential, or without a user under a non-shared scope, is not
 cached; duplicated identity headers are a 400.
 
-Every answer carries ``x-stagecache: hit|miss|skip|error`` (and
-``x-stagecache-similarity`` when a candidate was found). A miss returns the
+Every answer carries ``x-stagecache: hit|miss|skip|bypass|error`` (``bypass``: the
+client's ``Cache-Control: no-cache`` or ``extra_body={"cache": {"no-cache": true}}``
+skipped the lookup), ``x-stagecache-age`` on a hit, and ``x-stagecache-similarity``
+when a candidate was found. The body's parameters are keyed by the request-parameter
+policy (``stagecache._request_params``; docs/integrations.md). A miss returns the
 upstream's reply with only the answer text changed by the output guard; upstream
-errors come back verbatim; if the cache machinery fails, the request is forwarded
-as it is. A streamed request is answered once the whole answer is known (the output
-guard must see all of it), replayed as ``chat.completion.chunk`` events; requests
-the cache cannot key (images, ``n > 1``) are streamed straight through.
+errors come back verbatim; the upstream's request id, rate-limit and
+``retry-after`` headers are forwarded. A request goes upstream at most once: if
+the cache machinery fails before the model call, the request is forwarded as it
+is; a timeout is a 504, an unreachable upstream or an unreadable reply a 502.
+Every error the proxy itself produces is OpenAI-shaped (:mod:`._proxy_errors`). A
+guard's block is a refusal in ``message.refusal``. A streamed request is answered
+once the whole answer is known (the output guard must see all of it), replayed as
+``chat.completion.chunk`` events; requests the cache cannot key (images,
+``n > 1``) are streamed straight through.
 
 Needs ``pip install 'stagecache[serve]'``.
 """
@@ -39,15 +49,13 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+from stagecache._cachecontrol import http_cache_control
 from stagecache._model import Caller, Result
+from stagecache._request_params import request_params
+from stagecache.cache import Scope
 from stagecache.errors import InputError, StagecacheError
 from stagecache.integrations._common import keyed_order, reorder, require_extra
-from stagecache.integrations._openai_shapes import (
-    chunks_of,
-    completion,
-    error_body,
-    sse,
-)
+from stagecache.integrations._openai_shapes import chunks_of, completion, sse
 from stagecache.integrations._proxy_config import (
     ProxySettings,
     add_serve_arguments,
@@ -64,13 +72,22 @@ from stagecache.pipeline import Pipeline
 require_extra("starlette", "serve")
 
 from starlette.applications import Starlette  # noqa: E402
-from starlette.background import BackgroundTask  # noqa: E402
+from starlette.exceptions import HTTPException  # noqa: E402
 from starlette.middleware import Middleware  # noqa: E402
 from starlette.requests import Request  # noqa: E402
 from starlette.responses import JSONResponse, Response, StreamingResponse  # noqa: E402
 from starlette.routing import Route  # noqa: E402
 
 from stagecache.exporters._propagation import TraceContextMiddleware  # noqa: E402
+from stagecache.integrations._proxy_embeddings import EmbeddingCaches  # noqa: E402
+from stagecache.integrations._proxy_errors import (  # noqa: E402
+    BodyError,
+    error_response,
+    http_exception_handler,
+    parse_json,
+    read_body,
+    server_error_handler,
+)
 from stagecache.integrations._proxy_identity import (  # noqa: E402
     IdentityError,
     IdentityResolver,
@@ -80,6 +97,10 @@ from stagecache.integrations._proxy_identity import (  # noqa: E402
 from stagecache.integrations._proxy_metrics import (  # noqa: E402
     ModelLabels,
     ProxyMetrics,
+)
+from stagecache.integrations._proxy_passthrough import (  # noqa: E402
+    forward,
+    forward_request,
 )
 
 __all__ = ["ProxySettings", "create_app", "load_api_keys", "serve", "serve_main"]
@@ -93,9 +114,7 @@ def _error(
     param: str | None = None,
     code: str | None = None,
 ) -> JSONResponse:
-    return JSONResponse(
-        error_body(message, type_, param=param, code=code), status_code=status
-    )
+    return error_response(status, message, type_, param=param, code=code)
 
 
 def _chat_of(messages: list[Any]) -> list[dict[str, str]] | None:
@@ -142,6 +161,7 @@ class _Proxy:
         self.identity = IdentityResolver(settings)
         self.upstream_auth = UpstreamAuthCheck(self.probe_upstream)
         self.metrics = ProxyMetrics(ModelLabels(settings.models))
+        self.embedding_caches = EmbeddingCaches()
 
     # -- helpers ------------------------------------------------------------------
 
@@ -186,22 +206,12 @@ class _Proxy:
             return False
 
     async def read_json(self, request: Request) -> dict[str, Any] | JSONResponse:
-        limit = self.settings.max_body_bytes
-        declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
-            return _error(413, f"The request body exceeds {limit} bytes.")
-        raw = b""
-        async for piece in request.stream():
-            raw += piece
-            if len(raw) > limit:
-                return _error(413, f"The request body exceeds {limit} bytes.")
+        """The body as a JSON object fit to send on, or the 400/413 refusing it."""
         try:
-            body = json.loads(raw)
-        except ValueError:
-            return _error(400, "The request body is not valid JSON.")
-        if not isinstance(body, dict):
-            return _error(400, "The request body must be a JSON object.")
-        return body
+            raw = await read_body(request, self.settings.max_body_bytes)
+            return parse_json(raw)
+        except BodyError as exc:
+            return exc.response
 
     def respond(
         self,
@@ -222,33 +232,15 @@ class _Proxy:
     async def passthrough(
         self, body: dict[str, Any], request: Request, outcome: str
     ) -> Response:
-        """Forward the request as it is (streaming included)."""
-        headers = {"x-stagecache": outcome}
-        upstream_headers = self.upstream_headers(request)
-        url = self.model.base_url + "/chat/completions"
-        try:
-            if not body.get("stream"):
-                response = await self.model.client.post(
-                    url, json=body, headers=upstream_headers
-                )
-                return Response(
-                    response.content,
-                    status_code=response.status_code,
-                    media_type=response.headers.get("content-type"),
-                    headers=headers,
-                )
-            outgoing = self.model.client.build_request(
-                "POST", url, json=body, headers=upstream_headers
-            )
-            response = await self.model.client.send(outgoing, stream=True)
-        except Exception as exc:  # httpx errors: the upstream is unreachable
-            return _error(502, f"cannot reach the upstream: {exc}", "api_error")
-        return StreamingResponse(
-            response.aiter_raw(),
-            status_code=response.status_code,
-            media_type=response.headers.get("content-type"),
-            headers=headers,
-            background=BackgroundTask(response.aclose),
+        """Forward the chat request as it is (streaming included), once."""
+        return await forward(
+            self.model.client,
+            "POST",
+            self.model.base_url + "/chat/completions",
+            json_body=body,
+            headers=self.upstream_headers(request),
+            outcome=outcome,
+            api_reply=True,
         )
 
     # -- endpoints ----------------------------------------------------------------
@@ -257,6 +249,8 @@ class _Proxy:
         started = time.perf_counter()
         response = await self._chat(request)
         outcome = response.headers.get("x-stagecache", "error")
+        if response.status_code >= 400 and outcome in ("miss", "skip"):
+            outcome = "upstream_error"  # the upstream said no: not a cache outcome
         model = getattr(request.state, "model", None)
         self.metrics.observe(outcome, response.status_code, started, model)
         return response
@@ -285,9 +279,21 @@ class _Proxy:
                 param="model",
                 code="model_not_found",
             )
+        raw_body_cache = body.get("cache")
         chat = _chat_of(messages)
-        n = body.get("n", 1)
-        if chat is None or (isinstance(n, int) and n > 1):
+        # The body's parameters go through the one request-parameter policy
+        # (stagecache._request_params); "cache" is the per-request cache control
+        # (LiteLLM's spelling) and never goes upstream.
+        body = {k: v for k, v in body.items() if k != "cache"}
+        params = {k: v for k, v in body.items() if k not in ("model", "messages")}
+        try:
+            control = http_cache_control(
+                raw_body_cache, request.headers.get("cache-control")
+            )
+            several = request_params(params).several_choices
+        except InputError as exc:
+            return _error(400, str(exc), param=_param_of(exc))
+        if chat is None or several:
             return await self.passthrough(body, request, "skip")
         if (
             caller is not None
@@ -306,11 +312,14 @@ class _Proxy:
         options = body.get("stream_options")
         include_usage = isinstance(options, dict) and bool(options.get("include_usage"))
         proxied = ProxyRequest(body, self.upstream_headers(request))
-        tools = [
+        tools: list[dict[str, Any]] = [
             {
                 "name": str(fn.get("name", "")),
                 "description": str(fn.get("description") or ""),
                 "read_only_hint": fn.get("name") in self.settings.read_only_tools,
+                "parameters": fn.get("parameters")
+                if isinstance(fn.get("parameters"), dict)
+                else {},
             }
             for t in body.get("tools") or []
             if isinstance(t, dict) and isinstance(fn := t.get("function"), dict)
@@ -318,7 +327,12 @@ class _Proxy:
         token = CURRENT.set(proxied)
         try:
             result = await self.pipeline.run(
-                chat, caller=caller, model=model, tools=tools
+                chat,
+                caller=caller,
+                model=model,
+                tools=tools,
+                params=params,
+                cache=control,
             )
         except Exception as exc:
             outcome = "miss" if self.cacheable(caller) else "skip"
@@ -327,11 +341,11 @@ class _Proxy:
             )
         finally:
             CURRENT.reset(token)
+        headers = _outcome_headers(result)
+        if not result.cache.hit:
+            headers = {**proxied.upstream_headers, **headers}
         return self.respond(
-            self._body_of(result, proxied, model),
-            stream,
-            include_usage,
-            _outcome_headers(result),
+            self._body_of(result, proxied, model), stream, include_usage, headers
         )
 
     async def _failed(
@@ -344,30 +358,47 @@ class _Proxy:
         include_usage: bool,
         outcome: str,
     ) -> Response:
+        upstream = proxied.upstream_headers
         if proxied.error is not None:  # the upstream said no: say it verbatim
             error = proxied.error
             return Response(
                 error.content,
                 status_code=error.status,
                 media_type=error.content_type,
-                headers={"x-stagecache": outcome},
+                headers={**upstream, "x-stagecache": outcome},
             )
         if proxied.response is not None:  # answered, then the chain failed
             return self.respond(
-                proxied.response, stream, include_usage, {"x-stagecache": "error"}
+                proxied.response,
+                stream,
+                include_usage,
+                {**upstream, "x-stagecache": "error"},
+            )
+        if proxied.failure is not None:  # timeout, unreachable, unreadable
+            failure = proxied.failure
+            return error_response(
+                failure.status,
+                failure.message,
+                code=failure.code,
+                headers={**upstream, "x-stagecache": "error"},
+            )
+        if proxied.sent:  # sent, and no reply we can use: never a second call
+            return error_response(
+                502,
+                "The upstream's reply could not be used.",
+                code="bad_upstream_response",
+                headers={"x-stagecache": "error"},
             )
         if isinstance(exc, InputError):
             return _error(400, str(exc), param="messages")
-        if isinstance(exc, StagecacheError) and "cannot reach" in str(exc):
-            return _error(502, str(exc), "api_error")
         # The cache machinery failed before the model call: forward as it is.
         return await self.passthrough(body, request, "error")
 
     def _body_of(
         self, result: Result, proxied: ProxyRequest, model: str
     ) -> dict[str, Any]:
-        if result.blocked is not None:
-            return completion(result.answer, model, finish_reason="content_filter")
+        if result.blocked is not None:  # a guard's refusal, as OpenAI sends one
+            return completion(result.answer, model, refusal=True)
         raw = proxied.response
         if result.cache.hit or raw is None:
             return completion(result.answer, model)
@@ -382,18 +413,62 @@ class _Proxy:
             and self.settings.api_keys.get(bearer(request.headers) or "") is None
         ):
             return _error(401, "Incorrect API key provided.", code="invalid_api_key")
+        response = await forward(
+            self.model.client,
+            "GET",
+            self.model.base_url + "/models",
+            headers=self.upstream_headers(request),
+            outcome="skip",
+        )
+        if response.status_code == 200 and not isinstance(response, StreamingResponse):
+            self.metrics.models.learn_listing(bytes(response.body))  # become labels
+        return response
+
+    async def embedding_scope(self, caller: Caller | None) -> Scope | None:
+        """The cache scope of an embeddings request's caller (None: uncached)."""
+        if caller is None:
+            return None
+        if self.identity.by_credential and not await self.upstream_auth.authenticates():
+            return None  # the upstream takes any key: a key is no identity
         try:
-            response = await self.model.client.get(
-                self.model.base_url + "/models", headers=self.upstream_headers(request)
-            )
-        except Exception as exc:  # httpx errors: the upstream is unreachable
-            return _error(502, f"cannot reach the upstream: {exc}", "api_error")
-        if response.status_code == 200:  # the upstream's models become labels
-            self.metrics.models.learn_listing(response.content)
-        return Response(
-            response.content,
-            status_code=response.status_code,
-            media_type=response.headers.get("content-type"),
+            scope = self.pipeline.cache.engine.scope_for(caller)
+        except StagecacheError:  # no cache stage
+            return None
+        return None if isinstance(scope, str) else scope
+
+    async def embeddings(self, request: Request) -> Response:
+        """``POST /v1/embeddings``: texts seen before in the scope are not resent."""
+        try:
+            caller = self.caller_of(request)
+        except InputError as exc:  # an id header that is no valid id
+            return _error(400, str(exc))
+        if isinstance(caller, JSONResponse):
+            return caller
+        body = await self.read_json(request)
+        if isinstance(body, JSONResponse):
+            return body
+        return await self.embedding_caches.serve(
+            body,
+            scope=await self.embedding_scope(caller),
+            client=self.model.client,
+            url=self.model.base_url + "/embeddings",
+            headers=self.upstream_headers(request),
+            models=self.settings.models,
+        )
+
+    async def other(self, request: Request) -> Response:
+        """Any other ``/v1/...`` endpoint: passed through uncached, streams too."""
+        if (
+            self.settings.api_keys
+            and self.settings.api_keys.get(bearer(request.headers) or "") is None
+        ):
+            return _error(401, "Incorrect API key provided.", code="invalid_api_key")
+        return await forward_request(
+            self.model.client,
+            self.model.base_url,
+            request,
+            credential=self.upstream_headers(request),
+            max_body_bytes=self.settings.max_body_bytes,
         )
 
     async def healthz(self, request: Request) -> Response:
@@ -438,6 +513,7 @@ class _Proxy:
             )
         except InputError as exc:
             return _error(400, str(exc))
+        removed += self.embedding_caches.purge(user, tenant)  # the user's vectors
         return JSONResponse({"removed": removed})
 
     async def invalidate(self, request: Request) -> Response:
@@ -470,10 +546,26 @@ class _Proxy:
         return JSONResponse({"found": found}, status_code=200 if found else 404)
 
 
+def _param_of(exc: InputError) -> str | None:
+    """The request field an InputError names (``params.temperature: ...``)."""
+    field, sep, _ = str(exc).partition(":")
+    if not sep or " " in field:
+        return None
+    return field.removeprefix("params.")
+
+
+#: Cache reasons that mean the client's cache control bypassed the lookup.
+_BYPASS = frozenset({"no_cache", "no_cache_no_store"})
+
+
 def _outcome_headers(result: Result) -> dict[str, str]:
     status: str = result.cache.status
     outcome = status if status in ("hit", "miss", "error") else "skip"
+    if result.cache.reason in _BYPASS:
+        outcome = "bypass"
     headers: dict[str, str] = {"x-stagecache": outcome}
+    if result.cache.hit and result.cache.entry_age_s is not None:
+        headers["x-stagecache-age"] = str(int(result.cache.entry_age_s))
     if result.cache.similarity is not None:
         headers["x-stagecache-similarity"] = f"{result.cache.similarity:.4f}"
     if result.cache.entry_id is not None:
@@ -524,13 +616,23 @@ def create_app(
         routes=[
             Route("/v1/chat/completions", proxy.chat, methods=["POST"]),
             Route("/v1/models", proxy.models, methods=["GET"]),
+            Route("/v1/embeddings", proxy.embeddings, methods=["POST"]),
             Route("/healthz", proxy.healthz, methods=["GET"]),
             Route("/metrics", proxy.prometheus, methods=["GET"]),
             Route("/admin/purge", proxy.purge, methods=["POST"]),
             Route("/admin/invalidate", proxy.invalidate, methods=["POST"]),
             Route("/admin/feedback", proxy.feedback, methods=["POST"]),
+            Route(
+                "/v1/{path:path}",
+                proxy.other,
+                methods=["GET", "POST", "DELETE", "PUT", "PATCH"],
+            ),
         ],
         lifespan=lifespan,
+        exception_handlers={
+            HTTPException: http_exception_handler,
+            Exception: server_error_handler,
+        },
         # An incoming traceparent/tracestate/baggage is the requests' context.
         middleware=[Middleware(TraceContextMiddleware)],
     )

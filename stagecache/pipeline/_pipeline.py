@@ -7,13 +7,14 @@ runs one request.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry.trace import TracerProvider
 
+from stagecache._cachecontrol import CacheControl
 from stagecache._model import Caller, Message, Result, ToolSpec
 from stagecache.errors import BackendUnavailable, StagecacheError
 from stagecache.pipeline._events import EventBus
@@ -181,6 +182,8 @@ class Pipeline:
         model: str | None = None,
         instructions: str | None = None,
         tools: Sequence[ToolSpec | dict[str, Any]] | None = None,
+        params: Mapping[str, Any] | None = None,
+        cache: CacheControl | Mapping[str, Any] | None = None,
     ) -> Result:
         """Run one request through the chain.
 
@@ -192,12 +195,21 @@ class Pipeline:
             instructions: the system prompt (its hash is part of the cache key);
                 default: the system messages, else the pipeline's default.
             tools: tool specs; ``read_only_hint=False`` marks a writing tool.
+                Their names, descriptions and schemas are part of the key.
+            params: the other request parameters, in OpenAI's names
+                (``temperature``, ``response_format``, ``max_tokens``, ...):
+                those that change the answer are part of the key, some make the
+                request uncacheable (``n > 1``); see docs/integrations.md.
+                Model clients that speak OpenAI send them along.
+            cache: per-request cache control, a :class:`~stagecache.CacheControl`
+                or a dict in LiteLLM's spelling (``{"no-cache": True}``,
+                ``no-store``, ``ttl``, ``s-maxage``, ``namespace``).
 
         Returns:
             The :class:`~stagecache.Result`: ``answer``, ``cache.hit``, ...
 
         Raises:
-            InputError: malformed messages, caller or tools.
+            InputError: malformed messages, caller, tools, params or cache.
             StageError: a stage with the ``fail`` policy (the model call) failed.
         """
         if not self._open:
@@ -205,7 +217,13 @@ class Pipeline:
         if instructions is None and isinstance(messages, str):
             instructions = self._default_instructions
         turn = self._runner.make_turn(
-            messages, caller=caller, model=model, instructions=instructions, tools=tools
+            messages,
+            caller=caller,
+            model=model,
+            instructions=instructions,
+            tools=tools,
+            params=params,
+            cache=cache,
         )
         return await self._runner.run(turn)
 

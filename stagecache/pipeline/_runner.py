@@ -21,13 +21,14 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import anyio
 import msgspec.inspect as mi
 from opentelemetry.trace import Span, Status, StatusCode, Tracer
 
+from stagecache._cachecontrol import CacheControl, coerce_cache_control
 from stagecache._model import (
     Caller,
     Message,
@@ -36,6 +37,7 @@ from stagecache._model import (
     Turn,
     coerce_messages,
 )
+from stagecache._request_params import request_params
 from stagecache._validate import MAX_SECONDS, number_problem
 from stagecache.errors import ConfigError, InputError, StageError, StageTimeout
 from stagecache.exporters._errors import (
@@ -119,6 +121,8 @@ class Runner:
         model: str | None,
         instructions: str | None,
         tools: Sequence[ToolSpec | dict[str, Any]] | None,
+        params: Mapping[str, Any] | None = None,
+        cache: CacheControl | Mapping[str, Any] | None = None,
     ) -> Turn:
         """Validate the inputs of ``run`` and build a turn."""
         msgs = coerce_messages(messages)
@@ -129,12 +133,22 @@ class Runner:
             raise InputError(
                 f"caller: expected stagecache.Caller, got {type(caller).__name__}"
             )
+        specs = [_coerce_tool(t, i) for i, t in enumerate(tools or ())]
+        request = request_params(params, specs)
         return Turn(
             caller=caller or Caller(),
             messages=msgs,
             model=model or self.default_model,
             instructions=instructions,
-            tools=[_coerce_tool(t, i) for i, t in enumerate(tools or ())],
+            tools=specs,
+            params={
+                k: v
+                for k, v in (params or {}).items()
+                if v is not None and k != "cache"
+            },
+            params_fingerprint=request.fingerprint,
+            uncacheable=request.uncacheable,
+            cache_control=coerce_cache_control(cache),
         )
 
     async def run(self, turn: Turn) -> Result:

@@ -7,7 +7,10 @@ context_fingerprint)``:
   are not comparable, so a change of either is a miss);
 - ``instruction_hash``: sha256 of the system prompt;
 - ``context_fingerprint``: sha256 of the memory context, the declared tool names,
-  and the conversation history when ``cache_multi_turn`` is on.
+  the conversation history when ``cache_multi_turn`` is on, the request
+  fingerprint (the parameters that change the answer, ``stagecache._request_params``)
+  and the per-request cache namespace. The last two join only when present, so a
+  plain request keys as entries stored before they existed.
 """
 
 from __future__ import annotations
@@ -78,6 +81,11 @@ def key_parts(turn: Turn, embedder_id: str, *, multi_turn: bool) -> KeyParts:
         context.append([[m.role, m.content] for m in turn.history])
     if turn.context_fingerprint:
         context.append(turn.context_fingerprint)
+    if turn.params_fingerprint:
+        context.append({"params": turn.params_fingerprint})
+    namespace = turn.cache_control.namespace if turn.cache_control else None
+    if namespace:
+        context.append({"namespace": namespace})
     return KeyParts(
         model_id=f"{turn.model}|{embedder_id}",
         instruction_hash=_hash_text(turn.instructions),

@@ -7,9 +7,16 @@ needs in ``turn.scratch``. Every outcome is a span (``cache.hit``, ``cache.miss`
 
 Not cacheable (``cache.skip``): no user id under a non-shared scope; history in the
 request while ``cache_multi_turn`` is off; a memory search that failed (the context
-fingerprint cannot be trusted). A failure of the embedder or the backend, or one
-slower than ``cache.timeout_s``, is a ``cache.error`` and the request goes on to the
-model: a cache that fails never fails the request.
+fingerprint cannot be trusted); a request parameter the policy does not cache
+(``n > 1``, ``logprobs``: reason ``param_<name>``); ``no-cache`` with ``no-store``.
+
+Per-request cache control (``turn.cache_control``): ``no-cache`` skips the lookup
+(a ``miss`` with reason ``no_cache``; the answer is still stored); ``s-maxage``
+turns a hit on an older entry into a miss (reason ``older_than_s_maxage``).
+
+A failure of the embedder or the backend, or one slower than ``cache.timeout_s``,
+is a ``cache.error`` and the request goes on to the model: a cache that fails never
+fails the request.
 """
 
 from __future__ import annotations
@@ -108,6 +115,20 @@ class CacheCheck:
             ops.skip(turn, prepared.reason)
             return turn
         scope, parts = prepared
+        control = turn.cache_control
+        if control is not None and control.no_cache:
+            # Asked for a fresh answer: no lookup, but the answer is stored (so
+            # the query's vector is still needed).
+            with ops.tracer.start_as_current_span("cache.bypass") as span:
+                ops.scope_attributes(span, scope, turn)
+                try:
+                    await ensure_embedding(turn, ops.embedder)
+                except Exception as exc:
+                    ops.error(turn, span, "lookup", exc)
+                    return turn
+            turn.cache.status, turn.cache.reason = "miss", "no_cache"
+            turn.scratch[SCOPE], turn.scratch[PARTS] = scope, parts
+            return turn
         with ops.tracer.start_as_current_span("cache.lookup") as span:
             ops.scope_attributes(span, scope, turn)
             try:
@@ -120,7 +141,8 @@ class CacheCheck:
                 return turn
         if turn.cache.status == "miss":
             turn.scratch[SCOPE], turn.scratch[PARTS] = scope, parts
-            if self._config.single_flight:
+            # A no-store leader would make its followers wait for nothing.
+            if self._config.single_flight and not (control and control.no_store):
                 await self._follow_or_lead(turn, scope, parts)
         return turn
 
@@ -136,6 +158,11 @@ class CacheCheck:
             return Skip("memory_unavailable")
         if not turn.query.strip():
             return Skip("empty_query")
+        if turn.uncacheable:
+            return Skip(turn.uncacheable)
+        control = turn.cache_control
+        if control is not None and control.no_cache and control.no_store:
+            return Skip("no_cache_no_store")
         parts = key_parts(
             turn, ops.embedder.model_id, multi_turn=settings.cache_multi_turn
         )
@@ -156,10 +183,18 @@ class CacheCheck:
         if found.best_similarity is not None:
             span.set_attribute("cache.similarity", found.best_similarity)
         span.set_attribute("cache.threshold", threshold)
-        if found.hit is None:
-            outcome.status, outcome.reason = "miss", found.reason
+        reason = found.reason
+        max_age = turn.cache_control.s_maxage if turn.cache_control else None
+        if (
+            found.hit is not None
+            and max_age is not None
+            and (found.entry_age_s or 0.0) > max_age
+        ):
+            reason = "older_than_s_maxage"
+        if found.hit is None or reason == "older_than_s_maxage":
+            outcome.status, outcome.reason = "miss", reason
             span.update_name("cache.miss")
-            span.set_attribute("cache.reason", found.reason)
+            span.set_attribute("cache.reason", reason)
             if ops.events.active:
                 ops.events.publish(
                     CacheMiss(
@@ -168,12 +203,13 @@ class CacheCheck:
                         scope_mode=scope.mode,
                         threshold=threshold,
                         similarity=found.best_similarity,
-                        reason=found.reason,
+                        reason=reason,
                         model=turn.model,
                     )
                 )
             return
         hit = found.hit
+        assert hit is not None
         if found.touch_error is not None:
             ops.bookkeeping_failed(turn, "touch", found.touch_error)
         age = found.entry_age_s if found.entry_age_s is not None else 0.0

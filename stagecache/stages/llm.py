@@ -72,9 +72,9 @@ class LLMStage:
     """Calls the model on a miss and records the answer, usage and tool calls.
 
     The call is a ``CLIENT`` span ``chat {model}`` in OpenTelemetry's GenAI
-    conventions (see :mod:`stagecache.exporters._genai`). A client may offer
-    ``provider_name`` (``gen_ai.provider.name``) and ``request_params(turn)`` (the
-    request's sampling parameters, e.g. ``temperature``).
+    conventions (see :mod:`stagecache.exporters._genai`), with the turn's request
+    parameters (``temperature``, ...) as ``gen_ai.request.*``. A client may offer
+    ``provider_name`` (``gen_ai.provider.name``).
     """
 
     __slots__ = ("_client", "_events", "_provider", "_tracer", "timeout_s")
@@ -133,10 +133,7 @@ class LLMStage:
     async def _call(self, turn: Turn) -> Any:
         """The model call, as a GenAI ``chat`` span and an ``LLMCall`` event."""
         model = _genai.request_model(turn.model, self._client)
-        params_of = getattr(self._client, "request_params", None)
-        params = params_of(turn) if callable(params_of) else None
-        if not isinstance(params, Mapping):
-            params = None
+        params = turn.params if isinstance(turn.params, Mapping) else None
         started = time.perf_counter()
         completion: Any = None
         error = ""

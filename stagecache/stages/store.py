@@ -13,7 +13,10 @@ nothing that would poison the cache (``docs/guards.md``, "What is never stored")
 - ``guard_findings``: a guard flagged the input or redacted the answer;
 - ``answer_too_long``: longer than ``max_answer_chars``;
 - ``transient_error``: a short answer that reads as an error message ("Service
-  temporarily unavailable", "Rate limit exceeded").
+  temporarily unavailable", "Rate limit exceeded");
+- ``no_store``: the request's cache control says ``no-store``.
+
+A cache control ``ttl`` replaces the TTL rules for the stored entry.
 
 The reason is logged at debug level and kept in ``turn.scratch["store_skipped"]``.
 The write itself is shielded from cancellation inside the cache engine, so a
@@ -44,6 +47,10 @@ __all__ = ["Store", "StoreConfig"]
 _log = logging.getLogger("stagecache.cache")
 #: Where the store stage leaves the reason it did not store a fresh answer.
 STORE_SKIPPED = "store_skipped"
+#: Where a model client may leave string labels for the entry it answered (the
+#: LangChain integration keeps its serialised generations there); the stage's own
+#: labels (model, token counts) win.
+ENTRY_METADATA = "entry_metadata"
 
 
 class StoreConfig(
@@ -112,6 +119,8 @@ class Store:
             return "not_a_miss"
         if turn.answer_source != "llm" or not turn.answer:
             return "no_fresh_answer"
+        if turn.cache_control is not None and turn.cache_control.no_store:
+            return "no_store"
         if unfinished(turn.finish_reason):
             return "unfinished"
         if any(not call.read_only_hint for call in turn.tool_calls):
@@ -137,7 +146,12 @@ class Store:
             return turn
         ops = self._ops
         scope, parts = turn.scratch[SCOPE], turn.scratch[PARTS]
-        ttl = ops.cache.ttl_for(turn.query)
+        control = turn.cache_control
+        ttl = (
+            control.ttl
+            if control is not None and control.ttl is not None
+            else ops.cache.ttl_for(turn.query)
+        )
         with ops.tracer.start_as_current_span("cache.store") as span:
             ops.scope_attributes(span, scope, turn)
             span.set_attribute("cache.ttl_s", ttl)
@@ -150,6 +164,7 @@ class Store:
                         parts,
                         turn.answer or "",
                         metadata={
+                            **_labels(turn.scratch.get(ENTRY_METADATA)),
                             "model": turn.model,
                             "prompt_tokens": str(turn.usage.prompt_tokens),
                             "completion_tokens": str(turn.usage.completion_tokens),
@@ -176,6 +191,12 @@ class Store:
                     )
                 )
         return turn
+
+
+def _labels(value: object) -> dict[str, str]:
+    if not isinstance(value, dict):
+        return {}
+    return {k: v for k, v in value.items() if isinstance(k, str) and isinstance(v, str)}
 
 
 def _cacheable_tools(names: object) -> frozenset[str]:

@@ -106,6 +106,9 @@ async def emitted(make_pipeline: Any, embedder: Any) -> dict[str, Any]:
         hit = await pipeline.run(question, caller=ALICE, model="gpt-test")
         with_entries = reader.get_metrics_data()  # the scope gauges have a value
         await pipeline.run("What is the capital of France?", model="gpt-test")
+        await pipeline.run(
+            "What is the capital of Italy?", caller=ALICE, cache={"no-cache": True}
+        )
         await pipeline.cache.feedback(first.cache.entry_id or "", True)
         await pipeline.run(
             "My email is alice@example.com, which plan am I on?", caller=ALICE
@@ -156,7 +159,7 @@ async def test_every_emitted_span_and_attribute_is_documented(
     section = _section("Spans")
     documented = _ticked(section)
     names = {_span_name(s.name) for s in emitted["spans"]}
-    expected = {"cache.hit", "cache.miss", "cache.skip", "cache.store",
+    expected = {"cache.hit", "cache.miss", "cache.skip", "cache.store", "cache.bypass",
                 "cache.invalidate", "cache.error", "chat {model}"}  # fmt: skip
     assert expected <= names, names
     assert names <= documented, sorted(names - documented)

@@ -31,10 +31,15 @@ def _by_trace(spans: Sequence[Any], trace_id: str) -> list[Any]:
 async def test_model_call_is_a_genai_client_span_with_usage(make_pipeline: Any) -> None:
     cap = capture_spans()
     pipeline, _ = make_pipeline(tracer_provider=cap.provider)
+    params = {"temperature": 0.3, "max_tokens": 50}
     async with pipeline:
-        result = await pipeline.run(QUESTION, caller=ALICE, model="gpt-test")
+        result = await pipeline.run(
+            QUESTION, caller=ALICE, model="gpt-test", params=params
+        )
     spans = _by_trace(cap.spans, result.trace_id)
     (chat,) = [s for s in spans if s.name == "chat gpt-test"]
+    assert chat.attributes[GA.GEN_AI_REQUEST_TEMPERATURE] == 0.3
+    assert chat.attributes[GA.GEN_AI_REQUEST_MAX_TOKENS] == 50
     assert chat.kind is SpanKind.CLIENT
     a = dict(chat.attributes or {})
     assert a[GA.GEN_AI_OPERATION_NAME] == "chat"

@@ -19,24 +19,81 @@ from starlette.routing import Route
 class FakeUpstream:
     """Answers ``answer to: <last user message>``; counts its calls.
 
-    ``gone-model`` gets a 404 and ``broken`` a 500, in OpenAI's error shape. With
-    ``keys``, it checks ``Authorization: Bearer <key>`` as OpenAI does (401
-    otherwise); ``calls`` counts the chat requests past those checks, ``refused``
-    the requests refused for their key.
+    ``gone-model`` gets a 404 and ``broken`` a 500, in OpenAI's error shape;
+    ``rate-limited`` a 429 with ``retry-after: 7``; ``html`` a 200 whose body is an
+    HTML page; ``slow`` an answer after ``slow_s`` seconds. Every chat answer
+    carries OpenAI's response headers (``x-request-id: req-up<calls>``,
+    ``x-ratelimit-*``, ``openai-processing-ms``). With ``keys``, it checks
+    ``Authorization: Bearer <key>`` as OpenAI does (401 otherwise); ``calls``
+    counts the chat requests past those checks, ``refused`` the requests refused
+    for their key. ``/v1/embeddings`` answers a vector per text (``embedded``
+    lists every text it was sent); ``/v1/completions`` and ``/v1/responses`` echo
+    the request (``echoed`` lists the bodies, ``authorizations`` the credentials).
     """
 
     def __init__(
-        self, delay_s: float = 0.0, keys: frozenset[str] | None = None
+        self,
+        delay_s: float = 0.0,
+        keys: frozenset[str] | None = None,
+        slow_s: float = 2.0,
     ) -> None:
         self.calls = 0
         self.refused = 0
         self.delay_s = delay_s
+        self.slow_s = slow_s
         self.keys = keys
+        self.embedded: list[str] = []
+        self.echoed: list[dict[str, Any]] = []
+        self.authorizations: list[str | None] = []
         self.app = Starlette(
             routes=[
                 Route("/v1/chat/completions", self.chat, methods=["POST"]),
                 Route("/v1/models", self.models, methods=["GET"]),
+                Route("/v1/embeddings", self.embeddings, methods=["POST"]),
+                Route("/v1/completions", self.echo, methods=["POST"]),
+                Route("/v1/responses", self.echo, methods=["POST"]),
             ]
+        )
+
+    def _headers(self) -> dict[str, str]:
+        return {
+            "x-request-id": f"req-up{self.calls}",
+            "x-ratelimit-limit-requests": "500",
+            "x-ratelimit-remaining-requests": "499",
+            "x-ratelimit-reset-requests": "120ms",
+            "openai-processing-ms": "42",
+        }
+
+    async def echo(self, request: Request) -> Response:
+        if refused := self._unauthorized(request):
+            return refused
+        body = json.loads(await request.body())
+        self.echoed.append(body)
+        self.authorizations.append(request.headers.get("authorization"))
+        return JSONResponse(
+            {"object": "echo", "path": request.url.path, "body": body},
+            headers={"x-request-id": f"req-echo{len(self.echoed)}"},
+        )
+
+    async def embeddings(self, request: Request) -> Response:
+        if refused := self._unauthorized(request):
+            return refused
+        body = json.loads(await request.body())
+        texts = body["input"] if isinstance(body["input"], list) else [body["input"]]
+        self.embedded.extend(texts)
+        data = [
+            {"object": "embedding", "index": i, "embedding": _vector(text)}
+            for i, text in enumerate(texts)
+        ]
+        tokens = sum(len(t.split()) for t in texts)
+        return JSONResponse(
+            {
+                "object": "list",
+                "data": data,
+                "model": body["model"],
+                "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+            },
+            headers={"x-request-id": f"req-emb{len(self.embedded)}"},
         )
 
     def _unauthorized(self, request: Request) -> Response | None:
@@ -76,6 +133,24 @@ class FakeUpstream:
             }
             return JSONResponse({"error": error}, status_code=400)
         self.calls += 1
+        if model == "rate-limited":
+            error = {
+                "message": "Rate limit reached for requests",
+                "type": "requests",
+                "param": None,
+                "code": "rate_limit_exceeded",
+            }
+            headers = {**self._headers(), "retry-after": "7"}
+            headers["x-ratelimit-remaining-requests"] = "0"
+            return JSONResponse({"error": error}, status_code=429, headers=headers)
+        if model == "html":
+            return Response(
+                "<html><body>502 Bad Gateway</body></html>",
+                media_type="text/html",
+                headers=self._headers(),
+            )
+        if model == "slow":
+            await anyio.sleep(self.slow_s)
         if model in ("gone-model", "broken"):
             status = 404 if model == "gone-model" else 500
             error = {
@@ -84,7 +159,9 @@ class FakeUpstream:
                 "param": None,
                 "code": "model_not_found" if status == 404 else None,
             }
-            return JSONResponse({"error": error}, status_code=status)
+            return JSONResponse(
+                {"error": error}, status_code=status, headers=self._headers()
+            )
         if self.delay_s:
             await anyio.sleep(self.delay_s)
         question = [m for m in body["messages"] if m["role"] == "user"][-1]["content"]
@@ -92,7 +169,9 @@ class FakeUpstream:
         created = int(time.time())
         if body.get("stream"):
             return StreamingResponse(
-                _stream(answer, model, created), media_type="text/event-stream"
+                _stream(answer, model, created),
+                media_type="text/event-stream",
+                headers=self._headers(),
             )
         return JSONResponse(
             {
@@ -118,8 +197,20 @@ class FakeUpstream:
                     "total_tokens": 13,
                 },
                 "system_fingerprint": None,
-            }
+            },
+            headers=self._headers(),
         )
+
+
+def _vector(text: str) -> list[float]:
+    """A unit vector of 8 floats that depends only on ``text``."""
+    import hashlib
+    import math
+
+    digest = hashlib.sha256(text.encode()).digest()
+    raw = [b - 127.5 for b in digest[:8]]
+    norm = math.sqrt(sum(x * x for x in raw))
+    return [x / norm for x in raw]
 
 
 async def _stream(answer: str, model: str, created: int) -> AsyncIterator[bytes]:
