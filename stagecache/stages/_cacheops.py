@@ -11,7 +11,6 @@ import contextlib
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import anyio
 from opentelemetry.trace import Span, Status, StatusCode, Tracer
 
 from stagecache._model import Turn
@@ -100,20 +99,16 @@ class CacheOps:
                 )
             )
 
-    def cut_off(self, span: Span, operation: str) -> None:
+    def cut_off(self, span: Span, operation: str, *, timed_out: bool) -> None:
         """Name ``span`` ``cache.error`` when the operation is cancelled.
 
         A stage timeout (a hung embedder) cancels the operation: its span ends as
         ``cache.error`` with ``error.type = TimeoutError`` and status ERROR (the
         runner records the stage's failure). A cancellation of the whole request
-        is ``error.type = Cancelled``.
+        (``timed_out`` false) is ``error.type = Cancelled``.
         """
         if not span.is_recording():
             return
-        try:
-            timed_out = anyio.current_effective_deadline() <= anyio.current_time()
-        except Exception:  # outside an event loop: cannot tell
-            timed_out = False
         kind = "TimeoutError" if timed_out else "Cancelled"
         span.update_name("cache.error")
         span.set_attribute("cache.operation", operation)

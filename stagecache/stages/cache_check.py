@@ -48,6 +48,9 @@ _SAVED = (
     ("completion_tokens", "stagecache.saved.output_tokens"),
 )
 
+#: How much earlier than the stage the runner's timeout may have started.
+_DEADLINE_SLACK_S = 0.05
+
 #: Keys in ``turn.scratch`` the store and write-invalidate stages read.
 SCOPE, PARTS = "cache_scope", "cache_parts"
 
@@ -103,6 +106,7 @@ class CacheCheck:
         return cls(CacheOps.of(ctx), config)
 
     async def __call__(self, turn: Turn) -> Turn:
+        started = anyio.current_time()
         ops = self._ops
         settings = ops.cache.settings
         turn.cache.threshold = settings.threshold
@@ -134,7 +138,7 @@ class CacheCheck:
             try:
                 await self._lookup(turn, scope, parts, span)
             except anyio.get_cancelled_exc_class():
-                ops.cut_off(span, "lookup")
+                ops.cut_off(span, "lookup", timed_out=self._timed_out(started))
                 raise
             except Exception as exc:
                 ops.error(turn, span, "lookup", exc)
@@ -143,7 +147,7 @@ class CacheCheck:
             turn.scratch[SCOPE], turn.scratch[PARTS] = scope, parts
             # A no-store leader would make its followers wait for nothing.
             if self._config.single_flight and not (control and control.no_store):
-                await self._follow_or_lead(turn, scope, parts)
+                await self._follow_or_lead(turn, scope, parts, started)
         return turn
 
     def _prepare(self, turn: Turn) -> tuple[Scope, KeyParts] | Skip:
@@ -247,7 +251,16 @@ class CacheCheck:
                 )
             )
 
-    async def _follow_or_lead(self, turn: Turn, scope: Scope, parts: KeyParts) -> None:
+    def _timed_out(self, started: float) -> bool:
+        """Whether a cancellation now is the stage's own timeout (not the caller's)."""
+        if self.timeout_s is None:
+            return False
+        # The runner's deadline starts a moment before the stage does.
+        return anyio.current_time() - started >= self.timeout_s - _DEADLINE_SLACK_S
+
+    async def _follow_or_lead(
+        self, turn: Turn, scope: Scope, parts: KeyParts, started: float
+    ) -> None:
         flight = await self._ops.cache.single_flight(
             scope, turn.query, parts, wait_s=self._config.flight_wait_s
         )
@@ -268,7 +281,7 @@ class CacheCheck:
             try:
                 await self._lookup(turn, scope, parts, span)
             except anyio.get_cancelled_exc_class():
-                self._ops.cut_off(span, "lookup")
+                self._ops.cut_off(span, "lookup", timed_out=self._timed_out(started))
                 raise
             except Exception as exc:
                 self._ops.error(turn, span, "lookup", exc)

@@ -231,3 +231,20 @@ async def test_with_prices_the_model_span_has_its_cost_and_a_hit_what_it_saved(
     assert chat.attributes["stagecache.cost_usd"] == pytest.approx(cost)
     (hit,) = [s for s in spans if s.name == "cache.hit"]
     assert hit.attributes["stagecache.saved.cost_usd"] == pytest.approx(cost)
+
+
+@pytest.mark.anyio
+async def test_a_request_cancelled_during_the_lookup_ends_it_as_cancelled(
+    make_pipeline: Any, embedder: Any
+) -> None:
+    cap = capture_spans()
+    pipeline, llm = make_pipeline(
+        tracer_provider=cap.provider, embedder=_HungEmbedder(embedder)
+    )
+    async with pipeline:
+        with anyio.move_on_after(0.3):  # the caller gives up; the stage allows 2 s
+            await pipeline.run(QUESTION, caller=ALICE)
+    assert llm.calls == 0
+    (span,) = cap.named("cache.error")
+    assert span.status.status_code is StatusCode.ERROR
+    assert span.attributes["error.type"] == "Cancelled"
