@@ -73,10 +73,12 @@ require_extra("starlette", "serve")
 
 from starlette.applications import Starlette  # noqa: E402
 from starlette.exceptions import HTTPException  # noqa: E402
+from starlette.middleware import Middleware  # noqa: E402
 from starlette.requests import Request  # noqa: E402
 from starlette.responses import JSONResponse, Response, StreamingResponse  # noqa: E402
 from starlette.routing import Route  # noqa: E402
 
+from stagecache.exporters._propagation import TraceContextMiddleware  # noqa: E402
 from stagecache.integrations._proxy_embeddings import EmbeddingCaches  # noqa: E402
 from stagecache.integrations._proxy_errors import (  # noqa: E402
     BodyError,
@@ -637,6 +639,8 @@ def create_app(
             HTTPException: http_exception_handler,
             Exception: server_error_handler,
         },
+        # An incoming traceparent/tracestate/baggage is the requests' context.
+        middleware=[Middleware(TraceContextMiddleware)],
     )
     app.state.proxy = proxy
     return app
