@@ -42,13 +42,15 @@ def _env() -> dict[str, str]:
 
 def install() -> None:
     """Create .venv and install stagecache with its dev extras, once per pyproject."""
-    digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
+    digest = hashlib.sha256(
+        (ROOT / "pyproject.toml").read_bytes() + (ROOT / "constraints.txt").read_bytes()
+    ).hexdigest()
     if STAMP.exists() and STAMP.read_text().strip() == digest:
         return
     if not (BIN / "python").exists():
         _run(sys.executable, "-m", "venv", VENV)
-    # torch is pinned in the same command so pip takes the CPU wheel from local disk.
-    _run(BIN / "pip", "install", "-q", "torch==2.13.0", "-e", ".[dev]")
+    # constraints.txt pins torch so pip takes the CPU wheel from local disk.
+    _run(BIN / "pip", "install", "-q", "-c", "constraints.txt", "-e", ".[dev]")
     STAMP.write_text(digest)
 
 

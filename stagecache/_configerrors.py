@@ -10,6 +10,8 @@ from __future__ import annotations
 import re
 import types
 import typing
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import msgspec
@@ -17,7 +19,13 @@ import msgspec
 from stagecache._validate import check_numbers, problem_at
 from stagecache.errors import ConfigError
 
-__all__ = ["convert_strict", "struct_field_names"]
+__all__ = [
+    "Collector",
+    "ConfigErrors",
+    "convert_strict",
+    "struct_field_names",
+    "with_prefix",
+]
 
 _AT = re.compile(r" - at `\$(?P<path>[^`]*)`$")
 _UNKNOWN = re.compile(r"Object contains unknown field `(?P<name>[^`]+)`")
@@ -120,6 +128,55 @@ def convert_strict(
 ) -> Any:
     """``msgspec.convert(raw, tp)`` with errors rewritten as :class:`ConfigError`.
 
+    msgspec stops at the first bad field; to report every bad field of a table,
+    the field is taken out and the table converted again (at most 20 rounds).
+
+    Args:
+        raw: decoded TOML (dicts, lists, scalars).
+        tp: the Struct type to convert into.
+        file: the config file, named in the message.
+        prefix: the dotted path of ``raw`` inside the file (``"stages[2]"``).
+
+    Raises:
+        ConfigError: the one bad field, naming the file, the field path, the bad
+            value and the valid fields or choices.
+        ConfigErrors: several bad fields.
+    """
+    found: list[ConfigError] = []
+    current = raw
+    while len(found) < 20:
+        try:
+            result = _convert_one(current, tp, file=file, prefix=prefix)
+        except ConfigError as exc:
+            if any(e.field == exc.field for e in found):
+                break  # the field taken out was a required one
+            found.append(exc)
+            key = _top_key(exc.field, prefix)
+            if not isinstance(current, dict) or key not in current:
+                break
+            current = {k: v for k, v in current.items() if k != key}
+            continue
+        if not found:
+            return result
+        break
+    raise found[0] if len(found) == 1 else ConfigErrors(found)
+
+
+def _top_key(field: str | None, prefix: str) -> str | None:
+    """The key of the table at ``prefix`` that holds ``field``."""
+    if not field:
+        return None
+    rest = field[len(prefix) :] if prefix and field.startswith(prefix) else field
+    rest = rest.lstrip(".")
+    name = re.match(r'"([^"]*)"|[^.\[]+', rest)
+    if name is None:
+        return None
+    return name.group(1) if name.group(1) is not None else name.group(0)
+
+
+def _convert_one(raw: Any, tp: type[Any], *, file: str | None, prefix: str) -> Any:
+    """One round of :func:`convert_strict`: raises at the first bad field.
+
     Args:
         raw: decoded TOML (dicts, lists, scalars).
         tp: the Struct type to convert into.
@@ -174,3 +231,88 @@ def _numeric_problem(tp: Any, steps: list[str | int], bad: Any) -> str | None:
         return problem_at(tp, steps, bad)
     except (TypeError, ValueError):  # a type msgspec.inspect cannot describe
         return None
+
+
+class ConfigErrors(ConfigError):
+    """Several problems in one config file, each a :class:`ConfigError`.
+
+    ``str()`` lists them one per line; ``errors`` holds them in file order. The
+    attributes ``path`` and ``field`` are those of the first problem.
+    """
+
+    def __init__(self, errors: list[ConfigError]) -> None:
+        self.errors = list(errors)
+        first = self.errors[0]
+        lines = "\n  ".join(str(e) for e in self.errors)
+        super().__init__(f"{len(self.errors)} problems:\n  {lines}")
+        self.path = first.path
+        self.field = first.field
+
+
+def _bare_message(exc: ConfigError) -> str:
+    """The message of ``exc`` without its ``file: field:`` prefix."""
+    text = str(exc)
+    for part in (exc.path, exc.field):
+        if part and text.startswith(f"{part}: "):
+            text = text[len(part) + 2 :]
+    return text
+
+
+def with_prefix(exc: ConfigError, prefix: str, file: str | None) -> ConfigError:
+    """``exc`` with its field put under ``prefix`` (``stages[0]``) and the file set.
+
+    A component checks its own table and names fields relative to it
+    (``disable[0]``); the file knows where that table sits (``stages[0]``). A field
+    that already starts with the prefix, or with its section (``llm.api_key_env``),
+    is kept.
+    """
+    field = exc.field
+    section = prefix.split("[", 1)[0].split(".", 1)[0]
+    if not field:
+        field = prefix or None
+    elif prefix and not (
+        field == prefix
+        or field.startswith((f"{prefix}.", f"{prefix}["))
+        or field.split("[", 1)[0].split(".", 1)[0] == section
+    ):
+        field = f"{prefix}{field}" if field.startswith("[") else f"{prefix}.{field}"
+    if field == exc.field and (exc.path or not file):
+        return exc
+    return ConfigError(_bare_message(exc), path=exc.path or file, field=field)
+
+
+class Collector:
+    """Gathers every :class:`ConfigError` of a file instead of stopping at one.
+
+    Each section (a table, one stage) is checked inside :meth:`check`; a failure is
+    recorded and checking goes on with the next section. :meth:`raise_any` then
+    raises the one error, or :class:`ConfigErrors` with all of them.
+    """
+
+    __slots__ = ("errors", "file")
+
+    def __init__(self, file: str | None) -> None:
+        self.file = file
+        self.errors: list[ConfigError] = []
+
+    @contextmanager
+    def check(self, prefix: str = "") -> Iterator[None]:
+        """Run a section's check; record its errors (under ``prefix``)."""
+        try:
+            yield
+        except ConfigErrors as many:
+            self.errors.extend(with_prefix(e, prefix, self.file) for e in many.errors)
+        except ConfigError as exc:
+            self.errors.append(with_prefix(exc, prefix, self.file))
+
+    def raise_any(self) -> None:
+        """Raise what was recorded, if anything.
+
+        Raises:
+            ConfigError: the only problem found.
+            ConfigErrors: several problems.
+        """
+        if len(self.errors) == 1:
+            raise self.errors[0]
+        if self.errors:
+            raise ConfigErrors(self.errors)

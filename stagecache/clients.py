@@ -17,6 +17,7 @@ import httpx
 
 from stagecache._model import ToolCall, Turn, Usage
 from stagecache.errors import ConfigError, LLMError
+from stagecache.exporters._propagation import trace_headers
 from stagecache.stages.llm import Completion
 
 if TYPE_CHECKING:
@@ -54,6 +55,9 @@ class OpenAIChatClient:
         max_retries: retries after the first attempt on retryable failures.
         transport: an httpx transport (tests inject faults with it).
     """
+
+    #: ``gen_ai.provider.name`` of the model call's span.
+    provider_name = "openai"
 
     def __init__(
         self,
@@ -132,7 +136,9 @@ class OpenAIChatClient:
             if attempt:
                 await anyio.sleep(min(8.0, 0.25 * 2**attempt) * (0.5 + random.random()))
             try:
-                response = await self._client.post(self._url, json=body)
+                response = await self._client.post(
+                    self._url, json=body, headers=trace_headers()
+                )
             except httpx.TimeoutException:
                 last, status = f"timed out calling {self._url}", None
                 continue
@@ -197,7 +203,14 @@ def _parse(data: dict[str, Any]) -> Completion:
         tool_calls=calls,
         model=str(data.get("model", "")),
         finish_reason=finish_reason(choice),
+        response_id=_response_id(data),
     )
+
+
+def _response_id(data: dict[str, Any]) -> str | None:
+    """The completion's ``id`` (``gen_ai.response.id``), or None."""
+    value = data.get("id")
+    return value[:128] if isinstance(value, str) and value else None
 
 
 def finish_reason(choice: Any) -> str | None:

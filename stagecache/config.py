@@ -29,28 +29,45 @@ no import strings in config files.
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 import anyio
 import msgspec
 from opentelemetry.trace import TracerProvider
 
-from stagecache._configerrors import convert_strict
-from stagecache._validate import CheckNumbers, Delay, Retries, Seconds, check_depth
+from stagecache._configerrors import Collector, ConfigErrors
+from stagecache._configparse import (
+    check_embedder,
+    load_config,
+    parse_config,
+    parse_sections,
+    read_toml,
+    stage_config,
+    verifier_config,
+)
+from stagecache._configtypes import (
+    DEFAULT_STAGES,
+    LLMConfig,
+    MemoryConfig,
+    OpenAIChatConfig,
+    PipelineConfig,
+    PipelineSection,
+    ScriptedLLMConfig,
+)
 from stagecache.cache import CacheSettings, SemanticCache
-from stagecache.errors import ConfigError, StagecacheError
+from stagecache.errors import ConfigError
 from stagecache.memory import MemoryStore
 from stagecache.pipeline._cacheapi import CacheAPI
 from stagecache.pipeline._events import EventBus
 from stagecache.pipeline._pipeline import Pipeline
-from stagecache.pipeline._registry import BuildContext, load_factory
+from stagecache.pipeline._registry import BuildContext
 from stagecache.pipeline._tracing import make_tracer
 from stagecache.types import Embedder, LLMClient
 
 __all__ = [
     "DEFAULT_STAGES",
+    "ConfigErrors",
     "LLMConfig",
     "MemoryConfig",
     "OpenAIChatConfig",
@@ -58,176 +75,65 @@ __all__ = [
     "PipelineSection",
     "ScriptedLLMConfig",
     "build",
+    "check_file",
     "load",
     "load_config",
+    "parse_config",
 ]
 
-DEFAULT_STAGES: tuple[str, ...] = (
-    "input_guard",
-    "memory_search",
-    "cache_check",
-    "llm",
-    "output_guard",
-    "store",
-    "write_invalidate",
-)
 
+def check_file(path: str | Path) -> PipelineConfig:
+    """Run every check :func:`load` runs on a file, without loading or opening
+    anything (``stagecache check-config``).
 
-class PipelineSection(
-    msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True
-):
-    """The ``[pipeline]`` table.
-
-    Attributes:
-        model: model id used (and keyed on) when ``run()`` passes none.
-        instructions: default system prompt (its hash is part of the cache key).
-        tracing: False switches spans off.
-        record_query_text: put the raw query on cache spans (debugging only: it
-            puts user text into your traces).
-        record_error_messages: put error messages of the model client, embedder,
-            backends and plugins into spans, events and logs, stripped of the
-            request's text, PII-redacted and cut to 200 characters (off: only the
-            type, status and length; see docs/security.md).
-    """
-
-    model: str = "default"
-    instructions: str = ""
-    tracing: bool = True
-    record_query_text: bool = False
-    record_error_messages: bool = False
-
-
-class ScriptedLLMConfig(
-    msgspec.Struct,
-    CheckNumbers,
-    frozen=True,
-    forbid_unknown_fields=True,
-    kw_only=True,
-    tag_field="kind",
-    tag="scripted",
-):
-    """A local scripted model (for demos and tests): echoes a template after a delay."""
-
-    delay_s: Delay = 0.5
-    template: str = "Here is what I know about: {prompt}"
-
-
-class OpenAIChatConfig(
-    msgspec.Struct,
-    CheckNumbers,
-    frozen=True,
-    forbid_unknown_fields=True,
-    kw_only=True,
-    tag_field="kind",
-    tag="openai",
-):
-    """Any OpenAI-compatible chat endpoint (OpenAI, vLLM, Ollama, llama.cpp)."""
-
-    base_url: str
-    model: str
-    api_key_env: str | None = "OPENAI_API_KEY"
-    timeout_s: Seconds = 60.0
-    max_retries: Retries = 2
-
-
-LLMConfig = ScriptedLLMConfig | OpenAIChatConfig
-
-
-class MemoryConfig(
-    msgspec.Struct, CheckNumbers, frozen=True, forbid_unknown_fields=True, kw_only=True
-):
-    """The ``[memory]`` table: the per-user memory store."""
-
-    max_facts_per_user: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] = 1000
-
-
-class PipelineConfig(
-    msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True
-):
-    """A whole pipeline file. Stage and exporter tables are checked by their kind."""
-
-    pipeline: PipelineSection = PipelineSection()
-    cache: CacheSettings = CacheSettings()
-    embedder: dict[str, Any] = msgspec.field(
-        default_factory=lambda: {"kind": "sentence_transformers"}
-    )
-    verifier: dict[str, Any] = {}
-    llm: LLMConfig | None = None
-    memory: MemoryConfig = MemoryConfig()
-    stages: list[dict[str, Any]] = msgspec.field(
-        default_factory=lambda: [{"kind": k} for k in DEFAULT_STAGES]
-    )
-    exporters: list[dict[str, Any]] = []
-
-
-def load_config(path: str | Path) -> PipelineConfig:
-    """Read and check a pipeline file (stage tables included).
+    A file without ``[llm]`` leaves the client to the code (``load(path,
+    llm=...)``), so it is checked as if one were passed.
 
     Raises:
-        ConfigError: the file is missing, is not TOML, or has a bad field.
+        ConfigError: the one problem found; ConfigErrors: several.
     """
-    file = str(path)
-    try:
-        raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError("file not found", path=file) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read: {exc}", path=file) from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"not valid TOML: {exc}", path=file) from None
-    except RecursionError:  # tomllib recurses once per level of nesting
-        raise ConfigError(
-            "tables or arrays are nested too deeply to parse", path=file
-        ) from None
-    return parse_config(raw, file=file)
-
-
-def parse_config(raw: dict[str, Any], *, file: str | None = None) -> PipelineConfig:
-    """Check decoded TOML and return the typed config."""
-    check_depth(raw, path=file)
-    config: PipelineConfig = convert_strict(raw, PipelineConfig, file=file)
-    config.cache.check(path=file)
-    _check_embedder(config, file)
-    for i, table in enumerate(config.stages):
-        _stage_config(table, i, file, group="stage")
-    for i, table in enumerate(config.exporters):
-        _stage_config(table, i, file, group="exporter")
+    config, _ = _load_checked(path, llm=None, check_only=True)
     return config
 
 
-def _check_embedder(config: PipelineConfig, file: str | None) -> Any:
-    from stagecache.embeddings import embedder_config
+def _placeholder_llm() -> LLMClient:
+    from stagecache.testing import ScriptedLLM
 
-    return embedder_config(config.embedder, path=file)
+    return ScriptedLLM(str, delay_s=0)
 
 
-def _stage_config(
-    table: dict[str, Any], index: int, file: str | None, *, group: str
-) -> tuple[Any, Any]:
-    section = "stages" if group == "stage" else "exporters"
-    where = f"{section}[{index}]"
-    kind = table.get("kind")
-    if not isinstance(kind, str):
-        raise ConfigError(
-            f"every table needs a string 'kind' (got {kind!r})",
-            path=file,
-            field=f"{where}.kind",
-        )
-    try:
-        factory = load_factory(kind, group)
-    except ConfigError as exc:
-        raise ConfigError(str(exc), path=file, field=f"{where}.kind") from None
-    rest = {k: v for k, v in table.items() if k != "kind"}
-    return factory, convert_strict(rest, factory.Config, file=file, prefix=where)
+def _load_checked(
+    path: str | Path, *, llm: LLMClient | None, check_only: bool, **options: Any
+) -> tuple[PipelineConfig, Pipeline]:
+    """Parse and build ``path``, reporting every problem of both steps.
+
+    When some tables are bad, the rest is still built (without them) so that what
+    only construction checks (rule ids, keys) is reported in the same error.
+    """
+    file = str(path)
+    partial, found = parse_sections(read_toml(path), file)
+    if check_only:
+        options["tracing"] = False  # no OTLP exporter is started to be checked
+        if llm is None and partial.config.llm is None:
+            llm = _placeholder_llm()
+    if found.errors:
+        with found.check():
+            _build(
+                partial.config,
+                llm=llm if llm is not None or partial.llm_ok else _placeholder_llm(),
+                file=file,
+                positions=partial.positions,
+                exporter_positions=partial.exporter_positions,
+                **{**options, "tracing": False},
+            )
+        found.raise_any()
+    return partial.config, build(partial.config, llm=llm, file=file, **options)
 
 
 def _verifier(config: PipelineConfig, file: str | None) -> Any:
-    try:
-        from stagecache.quality import VerifierConfig, make_verifier
-    except ImportError:  # pragma: no cover - the quality package ships with stagecache
-        return None
-    cfg = convert_strict(config.verifier, VerifierConfig, file=file, prefix="verifier")
-    return make_verifier(cfg)
+    from stagecache.quality import make_verifier
+
+    return make_verifier(verifier_config(config.verifier, file))
 
 
 def _otlp_tracing(config: PipelineConfig, file: str | None) -> TracerProvider | None:
@@ -235,7 +141,7 @@ def _otlp_tracing(config: PipelineConfig, file: str | None) -> TracerProvider | 
     for i, table in enumerate(config.exporters):
         if table.get("kind") != "otlp":
             continue
-        _, otlp = _stage_config(table, i, file, group="exporter")
+        _, otlp = stage_config(table, i, file, group="exporter")
         if otlp.traces:
             from stagecache.exporters import setup_tracing
 
@@ -280,6 +186,31 @@ def build(
     Raises:
         ConfigError: a bad value, or a stage that lacks what it needs.
     """
+    return _build(
+        config,
+        llm=llm,
+        embedder=embedder,
+        tracer_provider=tracer_provider,
+        tracing=tracing,
+        cache=cache,
+        file=file,
+    )
+
+
+def _build(
+    config: PipelineConfig | None = None,
+    *,
+    llm: LLMClient | None = None,
+    embedder: Embedder | None = None,
+    tracer_provider: TracerProvider | None = None,
+    tracing: bool | None = None,
+    cache: CacheSettings | None = None,
+    file: str | None = None,
+    positions: list[int] | None = None,
+    exporter_positions: list[int] | None = None,
+) -> Pipeline:
+    """:func:`build`; ``positions`` name each stage (exporter) by its index in the
+    file when some tables were left out (see :func:`_parse`)."""
     config = config or PipelineConfig()
     if cache is not None:
         cache.check(path=file)
@@ -291,20 +222,31 @@ def build(
     if tracer_provider is None and enabled:
         tracer_provider = _otlp_tracing(config, file)
     tracer = make_tracer(tracer_provider, enabled=enabled)
+    # Each part is built on its own and a failure does not stop the others, so one
+    # load reports every problem (with its full dotted path), as check-config does.
+    found = Collector(file)
     if embedder is None:
         from stagecache.embeddings import make_embedder
 
-        embedder = make_embedder(_check_embedder(config, file), events=events)
+        with found.check("embedder"):
+            embedder = make_embedder(check_embedder(config, file), events=events)
     owned: list[Any] = []  # built here from the config, so closed with the pipeline
     model = llm
     if model is None:
-        model = _llm(config.llm)
+        with found.check("llm"):
+            model = _llm(config.llm)
         owned.append(model)
     if tracer_provider is not None and tracer_provider is not given_provider:
         owned.append(_ProviderCloser(tracer_provider))
-    engine = SemanticCache(
-        config.cache, verifier=_verifier(config, file), events=events
-    )
+    verifier = None
+    with found.check("verifier"):
+        verifier = _verifier(config, file)
+    engine: SemanticCache | None = None
+    with found.check("cache"):
+        engine = SemanticCache(config.cache, verifier=verifier, events=events)
+    if engine is None or embedder is None:  # the stages cannot be built without
+        found.raise_any()
+        raise ConfigError("cannot build the cache or the embedder", path=file)
     memory = MemoryStore(embedder, max_facts_per_user=config.memory.max_facts_per_user)
     ctx = BuildContext(
         events=events,
@@ -316,15 +258,20 @@ def build(
         extras={"record_query_text": section.record_query_text},
     )
     stages = []
-    for i, table in enumerate(config.stages):
-        factory, stage_config = _stage_config(table, i, file, group="stage")
-        stages.append(factory.from_config(stage_config, ctx))
+    places = positions or range(len(config.stages))
+    for i, table in zip(places, config.stages, strict=True):
+        with found.check(f"stages[{i}]"):
+            factory, stage_cfg = stage_config(table, i, file, group="stage")
+            stages.append(factory.from_config(stage_cfg, ctx))
     exporters = []
-    for i, table in enumerate(config.exporters):
-        factory, exp_config = _stage_config(table, i, file, group="exporter")
-        exporter = factory.from_config(exp_config, ctx)
+    places = exporter_positions or range(len(config.exporters))
+    for i, table in zip(places, config.exporters, strict=True):
+        with found.check(f"exporters[{i}]"):
+            factory, exp_config = stage_config(table, i, file, group="exporter")
+            exporters.append(factory.from_config(exp_config, ctx))
+    found.raise_any()
+    for exporter in exporters:
         events.subscribe(exporter)
-        exporters.append(exporter)
     api = CacheAPI(
         engine,
         embedder,
@@ -385,14 +332,12 @@ def load(path: str | Path, *, llm: LLMClient | None = None, **options: Any) -> P
     """Build the pipeline described by the TOML file at ``path``.
 
     Raises:
-        ConfigError: naming the file, the field, the bad value and the valid choices.
+        ConfigError: naming the file, the field, the bad value and the valid choices
+            (:class:`ConfigErrors`, listing each, when there are several).
     """
-    config = load_config(path)
     try:
-        return build(config, llm=llm, file=str(path), **options)
+        return _load_checked(path, llm=llm, check_only=False, **options)[1]
     except ConfigError as exc:
         if exc.path is None:
             raise ConfigError(str(exc), path=str(path)) from None
-        raise
-    except StagecacheError:
         raise

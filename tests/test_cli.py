@@ -68,3 +68,7 @@ def test_import_reports_stored_skipped_and_rejected(tmp_path: Path) -> None:
     done = run_cli("import", str(pairs), "--user", "alice")
     assert done.returncode == 0, done.stderr
     assert "stored 1, skipped 1, rejected 2" in done.stdout
+    assert "line 4: not JSON" in done.stdout
+    # Without --config the entries go into memory: said, not hidden.
+    assert "gone when this command exits" in done.stderr
+    assert "(memory backend: nothing was kept)" in done.stdout

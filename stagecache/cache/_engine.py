@@ -35,6 +35,7 @@ from stagecache._model import Candidate, Verdict
 from stagecache.cache._backend import Entry
 from stagecache.cache._flight import Flight
 from stagecache.cache._index import FlatIndex, HnswIndex
+from stagecache.cache._operator import OperatorAccess
 from stagecache.cache._persist import delete_saved
 from stagecache.cache._scope import Scope, normalise_query
 from stagecache.cache._settings import KeyParts
@@ -89,7 +90,7 @@ class StoreItem(msgspec.Struct, kw_only=True):
     ttl_s: float | None = None
 
 
-class SemanticCache(BatchedStore):
+class SemanticCache(BatchedStore, OperatorAccess):
     """A scoped semantic cache over a pluggable backend.
 
     Args:

@@ -24,6 +24,7 @@ from stagecache.embeddings._validation import (
     validate_vectors,
 )
 from stagecache.errors import EmbeddingError
+from stagecache.exporters._propagation import trace_headers
 from stagecache.types import Vectors
 
 __all__ = ["OpenAIEmbedder"]
@@ -167,7 +168,9 @@ class OpenAIEmbedder:
             last = attempt == self.max_retries
             retry_after: float | None = None
             try:
-                response = await self._http().post(self.url, json=payload)
+                response = await self._http().post(
+                    self.url, json=payload, headers=trace_headers()
+                )
             except httpx.TimeoutException as exc:
                 if last:
                     raise EmbeddingError(

@@ -15,6 +15,7 @@ from typing import Any
 
 from opentelemetry.metrics import CallbackOptions, MeterProvider, Observation
 
+from stagecache.exporters import _genai
 from stagecache.exporters._health import HEALTH, ExportHealth
 from stagecache.exporters._labels import LabelLimiter
 from stagecache.exporters._pricing import (
@@ -50,6 +51,15 @@ SCOPE_MODE = "cache.scope_mode"
 REASON = "cache.reason"
 
 EntryCounts = Callable[[], Mapping[str, int]]
+
+
+def _similarity(value: float) -> float:
+    """A similarity as the histogram records it: below 0 as 0.
+
+    An SDK histogram drops negative values (with a warning). A cosine below 0
+    lands in the lowest bucket (``le 0.5``) either way; only the sum sees 0.
+    """
+    return value if value > 0.0 else 0.0
 
 
 class MetricsRecorder:
@@ -90,7 +100,7 @@ class MetricsRecorder:
         # request_id -> usage of its model call; entry_id -> usage of its answer.
         self._call_usage: BoundedMap[str, tuple[str, TokenCount]] = BoundedMap()
         self._entry_usage: BoundedMap[str, TokenCount] = BoundedMap()
-        m = meter_provider.get_meter("stagecache")
+        m = meter_provider.get_meter(_genai.SCOPE, _genai.scope_version())
         self.requests = m.create_counter(
             "stagecache.requests", "{request}", "Requests by outcome"
         )
@@ -109,11 +119,12 @@ class MetricsRecorder:
             "stagecache.cache.lookups", "{lookup}", "Cache lookups by result"
         )
         self.similarity = m.create_histogram(
-            "stagecache.cache.similarity", "", "Best-candidate cosine similarity",
+            "stagecache.cache.similarity", "{cosine}",
+            "Best-candidate cosine similarity (below 0 counts as 0)",
             explicit_bucket_boundaries_advisory=SIMILARITY_BUCKETS,
         )  # fmt: skip
         self.threshold = m.create_gauge(
-            "stagecache.cache.threshold", "", "Similarity threshold in force"
+            "stagecache.cache.threshold", "{cosine}", "Similarity threshold in force"
         )
         self.entry_age = m.create_histogram(
             "stagecache.cache.entry_age", "s", "Age of the entries that answered",
@@ -152,7 +163,7 @@ class MetricsRecorder:
             "stagecache.llm.tokens", "{token}", "Tokens used by LLM calls"
         )
         self.llm_cost = m.create_counter(
-            "stagecache.llm.cost_usd", "", "Estimated LLM spend (USD)"
+            "stagecache.llm.cost_usd", "{USD}", "Estimated LLM spend (USD)"
         )
         self.calls_saved = m.create_counter(
             "stagecache.llm.calls_saved", "{call}", "LLM calls answered by the cache"
@@ -161,8 +172,17 @@ class MetricsRecorder:
             "stagecache.llm.tokens_saved", "{token}", "Tokens the cache saved"
         )
         self.cost_saved = m.create_counter(
-            "stagecache.llm.cost_saved_usd", "", "Estimated LLM cost saved (USD)"
+            "stagecache.llm.cost_saved_usd", "{USD}", "Estimated LLM cost saved (USD)"
         )
+        # OpenTelemetry's GenAI client metrics, beside the stagecache.* ones.
+        self.genai_tokens = m.create_histogram(
+            _genai.TOKEN_USAGE, "{token}", "Tokens used by model calls",
+            explicit_bucket_boundaries_advisory=_genai.TOKEN_BUCKETS,
+        )  # fmt: skip
+        self.genai_duration = m.create_histogram(
+            _genai.OPERATION_DURATION, "s", "Model call duration",
+            explicit_bucket_boundaries_advisory=_genai.DURATION_BUCKETS,
+        )  # fmt: skip
         self.feedback = m.create_counter(
             "stagecache.cache.feedback", "{report}", "Answer-correctness feedback"
         )
@@ -238,7 +258,9 @@ class MetricsRecorder:
     def _on_hit(self, e: ev.CacheHit) -> None:
         mode = e.scope_mode or "none"
         self.lookups.add(1, {"cache.result": "hit", SCOPE_MODE: mode, REASON: "hit"})
-        self.similarity.record(e.similarity, {"cache.result": "hit", SCOPE_MODE: mode})
+        self.similarity.record(
+            _similarity(e.similarity), {"cache.result": "hit", SCOPE_MODE: mode}
+        )
         self.threshold.set(e.threshold, {SCOPE_MODE: mode})
         self.entry_age.record(max(e.entry_age_s, 0.0), {SCOPE_MODE: mode})
         model = self._label(MODEL, e.model or "unknown")
@@ -273,7 +295,7 @@ class MetricsRecorder:
         self.threshold.set(e.threshold, {SCOPE_MODE: mode})
         if e.similarity is not None:
             self.similarity.record(
-                e.similarity, {"cache.result": "miss", SCOPE_MODE: mode}
+                _similarity(e.similarity), {"cache.result": "miss", SCOPE_MODE: mode}
             )
 
     def _on_skip(self, e: ev.CacheSkip) -> None:
@@ -382,6 +404,30 @@ class MetricsRecorder:
         self.llm_cost.add(self._prices.cost(model, tokens), {MODEL: model})
         if e.ok and e.request_id:
             self._call_usage.put(e.request_id, (model, tokens))
+        self._on_genai(e, model)
+
+    def _on_genai(self, e: ev.LLMCall, model: str) -> None:
+        attrs = {
+            "gen_ai.operation.name": "chat",
+            "gen_ai.provider.name": self._label(
+                "gen_ai.provider.name", getattr(e, "provider", "") or "unknown"
+            ),
+            MODEL: model,
+        }
+        response_model = getattr(e, "response_model", "")
+        if response_model:
+            attrs["gen_ai.response.model"] = self._label(
+                "gen_ai.response.model", response_model
+            )
+        error = getattr(e, "error_type", "") or ("" if e.ok else "error")
+        if error:
+            attrs[ERROR_TYPE] = self._label(ERROR_TYPE, error)
+        self.genai_duration.record(e.latency_s, attrs)
+        if e.ok:
+            self.genai_tokens.record(e.prompt_tokens, {**attrs, TOKEN_TYPE: "input"})
+            self.genai_tokens.record(
+                e.completion_tokens, {**attrs, TOKEN_TYPE: "output"}
+            )
 
     def _on_embedding(self, e: ev.EmbeddingCacheStats) -> None:
         self.embedding_lookups.add(e.hits, {"cache.result": "hit"})

@@ -9,6 +9,7 @@ do not collide.
 
 from __future__ import annotations
 
+import logging
 import socket
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +21,8 @@ from stagecache.errors import ConfigError
 from stagecache.exporters._metrics import EntryCounts, MetricsRecorder
 from stagecache.exporters._pricing import ModelPrice
 from stagecache.pipeline._events import Event
+
+_log = logging.getLogger("stagecache.exporters")
 
 if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
@@ -56,11 +59,16 @@ class PrometheusConfig(
         port: TCP port (9464 is OpenTelemetry's Prometheus default; 0 picks a free
             one, see ``PrometheusExporter.port``).
         prices: USD per 1k tokens by model id (``"*"``: any other model).
+        required: a host/port that cannot be bound stops the start with a
+            ``ConfigError`` (default); false logs a warning on
+            ``stagecache.exporters`` and the pipeline starts without the endpoint
+            (metrics are still recorded: ``scrape()``).
     """
 
     host: str = "127.0.0.1"
     port: Port = 9464
     prices: dict[str, ModelPrice] = {}
+    required: bool = True
 
 
 class PrometheusExporter:
@@ -127,11 +135,16 @@ class PrometheusExporter:
             )
         except OSError as exc:  # an unknown host, a port in use or not allowed
             name = "host" if isinstance(exc, socket.gaierror) else "port"
-            raise ConfigError(
+            error = ConfigError(
                 f"cannot listen on {self.config.host}:{self.config.port}: {exc}; set "
-                "host to a local address and port to a free one (0 picks one)",
+                "host to a local address and port to a free one (0 picks one), or "
+                "required = false to start without the endpoint",
                 field=f"prometheus.{name}",
-            ) from exc
+            )
+            if self.config.required:
+                raise error from exc
+            _log.warning("prometheus endpoint not started: %s", error)
+            return
         self._server = server
         self.port = server.server_port
 

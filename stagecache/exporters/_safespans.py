@@ -56,11 +56,25 @@ class _SpanScope:
     ) -> bool | None:
         span = self._span
         if exc is not None and span is not None and span.is_recording():
-            if self._record:
+            # One ``exception`` event and one status per failure: an error the
+            # code inside already recorded (then re-raised or wrapped) is not
+            # recorded twice.
+            if self._record and not _has_exception(span):
                 record_error(span, exc, escaped=True)
-            if self._set_status:
+            if self._set_status and not _has_error_status(span):
                 span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
         return self._inner.__exit__(exc_type, exc, tb)  # type: ignore[no-any-return]
+
+
+def _has_exception(span: Span) -> bool:
+    """Whether ``span`` (an SDK span) already carries an ``exception`` event."""
+    events = getattr(span, "events", None) or ()
+    return any(getattr(e, "name", None) == "exception" for e in events)
+
+
+def _has_error_status(span: Span) -> bool:
+    status = getattr(span, "status", None)
+    return getattr(status, "status_code", None) is StatusCode.ERROR
 
 
 class PrivateTracer(Tracer):

@@ -31,6 +31,7 @@ from stagecache.exporters._otlpconfig import (
     resolve_timeout,
     service_name,
 )
+from stagecache.exporters._spancost import PricedSpanExporter
 
 __all__ = ["BoundedBatchSpanProcessor", "make_span_exporter", "setup_tracing"]
 
@@ -172,6 +173,8 @@ def setup_tracing(
             ``OTEL_*`` variables (default: everything from the environment).
         exporter: a span exporter to use instead of OTLP (tests, other backends);
             it still sits behind the bounded, drop-counting batch processor.
+            With ``config.prices``, ``chat`` spans gain ``stagecache.cost_usd``
+            and ``cache.hit`` spans ``stagecache.saved.cost_usd``.
 
     Returns:
         An SDK ``TracerProvider`` with resource ``service.name``. Call its
@@ -184,6 +187,8 @@ def setup_tracing(
     resource = Resource.create({"service.name": service_name(config)})
     provider = TracerProvider(resource=resource)
     span_exporter = exporter or make_span_exporter(config)
+    if config.prices:  # model calls and hits gain their cost in USD
+        span_exporter = PricedSpanExporter(span_exporter, config.prices)
     provider.add_span_processor(
         BoundedBatchSpanProcessor(
             span_exporter,

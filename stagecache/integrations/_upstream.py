@@ -23,6 +23,7 @@ import httpx
 from stagecache._model import ToolCall, Turn, Usage
 from stagecache.clients import finish_reason
 from stagecache.errors import LLMError
+from stagecache.exporters._propagation import inject_hook, trace_headers
 from stagecache.integrations._common import json_arguments
 from stagecache.stages.llm import Completion
 
@@ -146,6 +147,8 @@ class ForwardingModel:
     """
 
     model_id = "upstream"
+    #: ``gen_ai.provider.name`` of the model call's span (an OpenAI-compatible API).
+    provider_name = "openai"
 
     def __init__(
         self,
@@ -156,7 +159,10 @@ class ForwardingModel:
     ) -> None:
         self.base_url = base_url.rstrip("/")
         limits = httpx.Limits(max_connections=512, max_keepalive_connections=256)
-        self.client = client or httpx.AsyncClient(timeout=timeout_s, limits=limits)
+        # Every call of its own client carries the trace context (passthrough too).
+        self.client = client or httpx.AsyncClient(
+            timeout=timeout_s, limits=limits, event_hooks={"request": [inject_hook]}
+        )
 
     async def aclose(self) -> None:
         """Close the connection pool."""
@@ -167,7 +173,9 @@ class ForwardingModel:
     ) -> httpx.Response:
         """POST ``body`` to ``/chat/completions`` as it is."""
         return await self.client.post(
-            self.base_url + "/chat/completions", json=body, headers=headers
+            self.base_url + "/chat/completions",
+            json=body,
+            headers=trace_headers(headers),
         )
 
     async def complete(self, turn: Turn) -> Completion:
@@ -240,4 +248,5 @@ class ForwardingModel:
             tool_calls=calls,
             model=str(data.get("model", "")),
             finish_reason=finish_reason(data["choices"][0]),
+            response_id=str(data["id"])[:128] if data.get("id") else None,
         )

@@ -74,10 +74,12 @@ require_extra("starlette", "serve")
 
 from starlette.applications import Starlette  # noqa: E402
 from starlette.exceptions import HTTPException  # noqa: E402
+from starlette.middleware import Middleware  # noqa: E402
 from starlette.requests import Request  # noqa: E402
 from starlette.responses import JSONResponse, Response, StreamingResponse  # noqa: E402
 from starlette.routing import Route  # noqa: E402
 
+from stagecache.exporters._propagation import TraceContextMiddleware  # noqa: E402
 from stagecache.integrations._proxy_embeddings import EmbeddingCaches  # noqa: E402
 from stagecache.integrations._proxy_errors import (  # noqa: E402
     BodyError,
@@ -255,7 +257,11 @@ class _Proxy:
         self.metrics.observe(outcome, response.status_code, started, model)
         return response
 
-    async def _chat(self, request: Request) -> Response:
+    async def caller_and_body(
+        self, request: Request
+    ) -> tuple[Caller | None, dict[str, Any]] | JSONResponse:
+        """Who asks (identity first: nothing is read for a refused caller) and the
+        checked JSON body, or the error response refusing the request."""
         try:
             caller = self.caller_of(request)
         except InputError as exc:  # an id header that is no valid id
@@ -265,6 +271,13 @@ class _Proxy:
         body = await self.read_json(request)
         if isinstance(body, JSONResponse):
             return body
+        return caller, body
+
+    async def _chat(self, request: Request) -> Response:
+        asked = await self.caller_and_body(request)
+        if isinstance(asked, JSONResponse):
+            return asked
+        caller, body = asked
         model = body.get("model")
         if not isinstance(model, str) or not model:
             return _error(400, "you must provide a model parameter", param="model")
@@ -442,15 +455,10 @@ class _Proxy:
 
     async def embeddings(self, request: Request) -> Response:
         """``POST /v1/embeddings``: texts seen before in the scope are not resent."""
-        try:
-            caller = self.caller_of(request)
-        except InputError as exc:  # an id header that is no valid id
-            return _error(400, str(exc))
-        if isinstance(caller, JSONResponse):
-            return caller
-        body = await self.read_json(request)
-        if isinstance(body, JSONResponse):
-            return body
+        asked = await self.caller_and_body(request)
+        if isinstance(asked, JSONResponse):
+            return asked
+        caller, body = asked
         return await self.embedding_caches.serve(
             body,
             scope=await self.embedding_scope(caller),
@@ -637,6 +645,8 @@ def create_app(
             HTTPException: http_exception_handler,
             Exception: server_error_handler,
         },
+        # An incoming traceparent/tracestate/baggage is the requests' context.
+        middleware=[Middleware(TraceContextMiddleware)],
     )
     app.state.proxy = proxy
     return app

@@ -1,54 +1,33 @@
 """``pipeline.cache``: what operators and applications do with the cache.
 
-Purge a user, invalidate a scope, clear, give feedback on an entry, and warm the cache
-in bulk with question/answer pairs. Imported pairs go through the same guards as live
-traffic (a refused question is rejected, answers are redacted) and get the same key
-parts a live request with the same model and instructions gets (with no memory
-context), so they hit exactly where a stored answer would.
+Purge a user, invalidate a scope, clear, give feedback on an entry; list, get,
+delete, export and import entries (:mod:`stagecache.pipeline._entries`); count hits
+and misses; and warm the cache in bulk with question/answer pairs
+(:mod:`stagecache.pipeline._importpairs`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from contextlib import aclosing
 from typing import Any
 
-import msgspec
-
-from stagecache._model import Caller, Message, Turn
+from stagecache._model import Caller
 from stagecache.cache import SemanticCache
+from stagecache.cache._backend import Entry
 from stagecache.cache._scope import check_purge
 from stagecache.errors import InputError
 from stagecache.memory import MemoryStore
+from stagecache.pipeline._entries import HitCounter, check_ids, iter_entries
 from stagecache.pipeline._events import EventBus
-from stagecache.stages._keys import key_parts, user_source
+from stagecache.pipeline._importpairs import ImportSummary, PairImport
+from stagecache.stages._keys import user_source
 from stagecache.types import Embedder, Stage
 
 __all__ = ["CacheAPI", "ImportSummary"]
 
 
-class ImportSummary(msgspec.Struct):
-    """What :meth:`CacheAPI.import_pairs` did.
-
-    Attributes:
-        stored: pairs stored as new entries.
-        skipped: pairs already in the cache (deduplicated).
-        rejected: pairs refused: empty text, a guard refusal, not cacheable.
-        reasons: ``{reason: count}`` of the rejected pairs.
-    """
-
-    stored: int = 0
-    skipped: int = 0
-    rejected: int = 0
-    reasons: dict[str, int] = {}
-
-
-Pair = tuple[str, str] | dict[str, Any]
-
-#: Cosine at which an imported question counts as already cached.
-_DUPLICATE = 0.9999
-
-
-class CacheAPI:
+class CacheAPI(PairImport):
     """Operator API of a pipeline's semantic cache."""
 
     def __init__(
@@ -69,6 +48,8 @@ class CacheAPI:
         self._model = default_model
         self._instructions = default_instructions
         self.guards = list(guards)
+        self._hits = HitCounter()
+        events.subscribe(self._hits)
 
     async def purge_user(
         self, user_id: str, *, tenant: str | None = None, all_tenants: bool = False
@@ -149,124 +130,92 @@ class CacheAPI:
             return []
         return self._memory.facts(user_id, tenant=tenant)
 
-    def stats(self) -> dict[str, int]:
-        """Entry and scope counts of the engine (``users``: (tenant, user) pairs)."""
-        return self.engine.stats()
-
-    async def import_pairs(
-        self,
-        pairs: Iterable[Pair],
-        *,
-        caller: Caller,
-        model: str | None = None,
-        instructions: str | None = None,
-        batch_size: int = 64,
-        progress: Callable[[int], None] | None = None,
-    ) -> ImportSummary:
-        """Warm the cache with question/answer pairs for ``caller``'s scope.
-
-        Args:
-            pairs: ``(question, answer)`` tuples or ``{"question", "answer"}`` dicts.
-            caller: whose scope receives the entries.
-            model: model id to key on (default: the pipeline's).
-            instructions: system prompt to key on (default: the pipeline's).
-            batch_size: questions embedded per model call.
-            progress: called with the number of pairs handled after each batch.
+    def stats(self) -> dict[str, Any]:
+        """Counts of the engine and the lookups of this process.
 
         Returns:
-            Counts of stored, skipped (already cached) and rejected pairs.
+            ``entries``, ``scopes``, ``users`` ((tenant, user) pairs) and the other
+            engine counts; ``hits``, ``misses``, ``hit_rate`` (None before any
+            lookup) and ``tokens_saved`` (usage stored with the entries that
+            answered) since the pipeline was built, and the same four per scope
+            mode under ``by_scope_mode``.
         """
-        scope = self.engine.scope_for(caller)
-        if isinstance(scope, str):
-            raise InputError(f"caller: no cache scope for this caller ({scope})")
-        summary = ImportSummary()
-        batch: list[Turn] = []
-        done = 0
-        for item in pairs:
-            turn = await self._prepare(item, caller, model, instructions, summary)
-            if turn is not None:
-                batch.append(turn)
-            done += 1
-            if len(batch) >= batch_size:
-                await self._store_batch(batch, scope, summary)
-                batch = []
-                if progress is not None:
-                    progress(done)
-        if batch:
-            await self._store_batch(batch, scope, summary)
-        if progress is not None:
-            progress(done)
-        return summary
+        return {**self.engine.stats(), **self._hits.summary()}
 
-    async def _prepare(
+    # -- entries -----------------------------------------------------------------
+
+    async def open_store(self) -> None:
+        """Open the cache alone, without loading the embedding model.
+
+        For operator work (list, show, delete, export, feedback) outside a running
+        pipeline: the engine's dimension is taken from the stored vectors. Close
+        it with :meth:`close_store`.
+        """
+        backend = self.engine.backend
+        await backend.open()
+        if backend.stores_vectors:
+            async with aclosing(backend.scan()) as batches:  # type: ignore[type-var]
+                async for batch in batches:
+                    if batch and batch[0].vector:
+                        self.engine.dim = len(batch[0].vector) // 4
+                    break
+        await self.engine.warm_up()
+
+    async def close_store(self) -> None:
+        """Close what :meth:`open_store` opened (and the embedding-cache file a
+        purge may have opened)."""
+        await self.engine.aclose()
+        close = getattr(self._embedder, "aclose", None)
+        if close is not None:
+            await close()
+
+    async def entries(
         self,
-        item: Pair,
-        caller: Caller,
-        model: str | None,
-        instructions: str | None,
-        summary: ImportSummary,
-    ) -> Turn | None:
-        if isinstance(item, dict):
-            question, answer = item.get("question"), item.get("answer")
-        else:
-            question, answer = item
-        if not isinstance(question, str) or not isinstance(answer, str):
-            return _reject(summary, "not_text")
-        if not question.strip() or not answer.strip():
-            return _reject(summary, "empty")
-        turn = Turn(
-            caller=caller,
-            messages=[Message(role="user", content=question)],
-            model=model or self._model,
-            instructions=self._instructions if instructions is None else instructions,
-        )
-        for guard in self.guards:
-            if guard.name == "output_guard":
-                turn.answer, turn.answer_source = answer, "llm"
-            turn = await guard(turn)
-            if turn.stopped is not None:
-                return _reject(summary, f"guard:{turn.stopped.reason}")
-        if turn.answer is None:
-            turn.answer, turn.answer_source = answer, "llm"
-        return turn
+        *,
+        user_id: str | None = None,
+        tenant: str | None = None,
+        scope_mode: str | None = None,
+    ) -> list[Entry]:
+        """The stored entries (expired ones until swept), optionally filtered.
 
-    async def _store_batch(
-        self, batch: list[Turn], scope: Any, summary: ImportSummary
-    ) -> None:
-        texts = [t.query for t in batch]
-        user_id = getattr(scope, "user_id", None)
-        if user_id and hasattr(self._embedder, "purge_sources"):
-            # Tie the embedding-cache rows to the user the entries are attributed
-            # to, so purge_user removes them with the entries.
-            vectors = await self._embedder.embed(texts, sources=(user_source(user_id),))  # type: ignore[call-arg]
-        else:
-            vectors = await self._embedder.embed(texts)
-        multi = self.engine.settings.cache_multi_turn
-        for turn, vector in zip(batch, vectors, strict=True):
-            parts = key_parts(turn, self._embedder.model_id, multi_turn=multi)
-            # An exact duplicate already cached is skipped, not refreshed: importing
-            # the same file twice must not rewrite answers users already get.
-            found = await self.engine.lookup(scope, vector, parts, turn.query)
-            if found.candidates and found.candidates[0].similarity >= _DUPLICATE:
-                summary.skipped += 1
-                continue
-            await self.engine.store(
-                scope,
-                turn.query,
-                vector,
-                parts,
-                turn.answer or "",
-                metadata={"source": "import", "model": turn.model},
-                ttl_s=self.engine.ttl_for(turn.query),
+        Args:
+            user_id: only this user's entries.
+            tenant: only this tenant's entries (None: any tenant).
+            scope_mode: only ``per_user``, ``per_session`` or ``shared`` entries.
+        """
+        return [
+            e
+            async for e in iter_entries(
+                self.engine, user_id=user_id, tenant=tenant, scope_mode=scope_mode
             )
-            summary.stored += 1
+        ]
 
+    async def get(self, entry_id: str) -> Entry | None:
+        """The entry ``entry_id`` (question, answer, key parts, metadata,
+        timestamps, counters), or None."""
+        (entry_id,) = check_ids([entry_id])
+        return (await self.engine.backend.get_many([entry_id])).get(entry_id)
 
-def _reject(summary: ImportSummary, reason: str) -> Turn | None:
-    """Count a rejected pair; returns None (no turn) for ``return _reject(...)``."""
-    summary.rejected += 1
-    summary.reasons[reason] = summary.reasons.get(reason, 0) + 1
-    return None
+    async def delete(self, entry_ids: str | Sequence[str]) -> int:
+        """Remove entries by id; returns how many existed and went."""
+        ids = check_ids([entry_ids] if isinstance(entry_ids, str) else entry_ids)
+        return await self.engine.delete(ids)
+
+    async def import_entries(self, entries: Iterable[Entry]) -> ImportSummary:
+        """Write exported entries as they are (same ids, scopes, key parts,
+        timestamps): the inverse of exporting :meth:`entries`.
+
+        The caps apply: ``stored`` counts the imported entries held at the end,
+        ``evicted`` those the caps removed again, ``displaced`` older ones.
+        """
+        batch = list(entries)
+        removed = await self.engine.adopt_entries(batch)
+        ids = {e.entry_id for e in batch}
+        stored = sum(self.engine.has(i) for i in ids)
+        evicted = len(ids) - stored
+        return ImportSummary(
+            stored=stored, evicted=evicted, displaced=max(removed - evicted, 0)
+        )
 
 
 async def _maybe_await(value: Any) -> Any:

@@ -156,6 +156,9 @@ class LLMCall(Event, frozen=True, tag="llm.call"):
     prompt_tokens: int = 0
     completion_tokens: int = 0
     ok: bool = True
+    provider: str = ""
+    response_model: str = ""
+    error_type: str = ""
 
 
 class EmbeddingCacheStats(Event, frozen=True, tag="embedding.cache"):

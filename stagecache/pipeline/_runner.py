@@ -165,7 +165,7 @@ class Runner:
         events = self._events
         with self._tracer.start_as_current_span("stagecache.request") as root:
             root.set_attribute("stagecache.request_id", turn.request_id)
-            root.set_attribute("gen_ai.request.model", turn.model)
+            root.set_attribute("stagecache.model", turn.model)
             if root.is_recording():
                 root.set_attributes(
                     query_attributes(turn.query, include_text=self._record_query)

@@ -56,11 +56,12 @@ def make_tracer(provider: TracerProvider | None, *, enabled: bool = True) -> Tra
     if not enabled:
         return NullTracer()
     # Imported here: the exporters package imports this module.
+    from stagecache.exporters._genai import scope_version
     from stagecache.exporters._safespans import PrivateTracer
 
     if provider is None:
-        return PrivateTracer(trace.get_tracer(_SCOPE))
-    return PrivateTracer(provider.get_tracer(_SCOPE))
+        return PrivateTracer(trace.get_tracer(_SCOPE, scope_version()))
+    return PrivateTracer(provider.get_tracer(_SCOPE, scope_version()))
 
 
 def current_trace_ids(span: Span | None = None) -> tuple[str, str]:

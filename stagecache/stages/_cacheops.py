@@ -65,7 +65,7 @@ class CacheOps:
         """Attributes every cache span carries (never the raw user id)."""
         span.set_attribute("cache.scope", scope.hash)
         span.set_attribute("cache.scope_mode", scope.mode)
-        span.set_attribute("gen_ai.request.model", turn.model)
+        span.set_attribute("stagecache.model", turn.model)
         span.set_attribute("cache.query_chars", len(turn.query))
         if self.record_query:
             span.set_attribute("cache.query", turn.query)
@@ -98,6 +98,22 @@ class CacheOps:
                     scope_mode=self.cache.settings.scope,
                 )
             )
+
+    def cut_off(self, span: Span, operation: str, *, timed_out: bool) -> None:
+        """Name ``span`` ``cache.error`` when the operation is cancelled.
+
+        A stage timeout (a hung embedder) cancels the operation: its span ends as
+        ``cache.error`` with ``error.type = TimeoutError`` and status ERROR (the
+        runner records the stage's failure). A cancellation of the whole request
+        (``timed_out`` false) is ``error.type = Cancelled``.
+        """
+        if not span.is_recording():
+            return
+        kind = "TimeoutError" if timed_out else "Cancelled"
+        span.update_name("cache.error")
+        span.set_attribute("cache.operation", operation)
+        span.set_attribute("error.type", kind)
+        span.set_status(Status(StatusCode.ERROR, kind))
 
     def error(self, turn: Turn, span: Span, operation: str, exc: BaseException) -> None:
         """Record a contained cache failure on ``turn``, ``span`` and the bus."""

@@ -42,6 +42,15 @@ __all__ = ["CacheCheck", "CacheCheckConfig"]
 
 _log = get_logger("stagecache.cache")
 
+#: Entry metadata -> the hit span's attribute of the tokens it saved.
+_SAVED = (
+    ("prompt_tokens", "stagecache.saved.input_tokens"),
+    ("completion_tokens", "stagecache.saved.output_tokens"),
+)
+
+#: How much earlier than the stage the runner's timeout may have started.
+_DEADLINE_SLACK_S = 0.05
+
 #: Keys in ``turn.scratch`` the store and write-invalidate stages read.
 SCOPE, PARTS = "cache_scope", "cache_parts"
 
@@ -97,6 +106,7 @@ class CacheCheck:
         return cls(CacheOps.of(ctx), config)
 
     async def __call__(self, turn: Turn) -> Turn:
+        started = anyio.current_time()
         ops = self._ops
         settings = ops.cache.settings
         turn.cache.threshold = settings.threshold
@@ -127,6 +137,9 @@ class CacheCheck:
             ops.scope_attributes(span, scope, turn)
             try:
                 await self._lookup(turn, scope, parts, span)
+            except anyio.get_cancelled_exc_class():
+                ops.cut_off(span, "lookup", timed_out=self._timed_out(started))
+                raise
             except Exception as exc:
                 ops.error(turn, span, "lookup", exc)
                 return turn
@@ -134,7 +147,7 @@ class CacheCheck:
             turn.scratch[SCOPE], turn.scratch[PARTS] = scope, parts
             # A no-store leader would make its followers wait for nothing.
             if self._config.single_flight and not (control and control.no_store):
-                await self._follow_or_lead(turn, scope, parts)
+                await self._follow_or_lead(turn, scope, parts, started)
         return turn
 
     def _prepare(self, turn: Turn) -> tuple[Scope, KeyParts] | Skip:
@@ -215,6 +228,11 @@ class CacheCheck:
         span.set_attribute("cache.similarity", hit.similarity)
         span.set_attribute("cache.entry_id", hit.entry_id)
         span.set_attribute("cache.entry_age_s", age)
+        # What the hit saved: the stored answer's model usage.
+        for key, attribute in _SAVED:
+            tokens = _int(hit.metadata.get(key))
+            if tokens is not None:
+                span.set_attribute(attribute, tokens)
         if ops.events.active:
             ops.events.publish(
                 CacheHit(
@@ -233,7 +251,16 @@ class CacheCheck:
                 )
             )
 
-    async def _follow_or_lead(self, turn: Turn, scope: Scope, parts: KeyParts) -> None:
+    def _timed_out(self, started: float) -> bool:
+        """Whether a cancellation now is the stage's own timeout (not the caller's)."""
+        if self.timeout_s is None:
+            return False
+        # The runner's deadline starts a moment before the stage does.
+        return anyio.current_time() - started >= self.timeout_s - _DEADLINE_SLACK_S
+
+    async def _follow_or_lead(
+        self, turn: Turn, scope: Scope, parts: KeyParts, started: float
+    ) -> None:
         flight = await self._ops.cache.single_flight(
             scope, turn.query, parts, wait_s=self._config.flight_wait_s
         )
@@ -253,6 +280,9 @@ class CacheCheck:
             span.set_attribute("stagecache.single_flight", "follower")
             try:
                 await self._lookup(turn, scope, parts, span)
+            except anyio.get_cancelled_exc_class():
+                self._ops.cut_off(span, "lookup", timed_out=self._timed_out(started))
+                raise
             except Exception as exc:
                 self._ops.error(turn, span, "lookup", exc)
         _log.debug("single-flight follower looked up again", status=turn.cache.status)

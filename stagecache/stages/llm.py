@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import enum
 import time
+from collections.abc import Mapping
 from typing import Any, Protocol
 
 import msgspec
+from opentelemetry.trace import SpanKind, Tracer
 
 from stagecache._model import ToolCall, Turn, Usage
 from stagecache._validate import CheckNumbers, Seconds
 from stagecache.errors import LLMError
+from stagecache.exporters import _genai
 from stagecache.pipeline._events import EventBus, LLMCall
 from stagecache.types import FailurePolicy, LLMClient
 
@@ -35,6 +38,8 @@ class Completion(msgspec.Struct):
         finish_reason: why the model stopped, as the server said it (``"stop"``,
             ``"length"``, ``"content_filter"``, ``"tool_calls"``, ...); None when
             the client does not know. Only answers that ended normally are stored.
+        response_id: the id the server gave the completion (``gen_ai.response.id``
+            on the model call's span); None when it gave none.
     """
 
     text: str
@@ -42,6 +47,7 @@ class Completion(msgspec.Struct):
     tool_calls: list[ToolCall] = []
     model: str = ""
     finish_reason: str | None = None
+    response_id: str | None = None
 
 
 class LLMStageConfig(
@@ -59,12 +65,19 @@ class LLMStageConfig(
 class _Ctx(Protocol):
     events: EventBus
     llm: LLMClient | None
+    tracer: Tracer
 
 
 class LLMStage:
-    """Calls the model on a miss and records the answer, usage and tool calls."""
+    """Calls the model on a miss and records the answer, usage and tool calls.
 
-    __slots__ = ("_client", "_events", "timeout_s")
+    The call is a ``CLIENT`` span ``chat {model}`` in OpenTelemetry's GenAI
+    conventions (see :mod:`stagecache.exporters._genai`), with the turn's request
+    parameters (``temperature``, ...) as ``gen_ai.request.*``. A client may offer
+    ``provider_name`` (``gen_ai.provider.name``).
+    """
+
+    __slots__ = ("_client", "_events", "_provider", "_tracer", "timeout_s")
     Config = LLMStageConfig
     name = "llm"
     failure_policy: FailurePolicy = "fail"
@@ -75,9 +88,14 @@ class LLMStage:
         config: LLMStageConfig | None = None,
         *,
         events: EventBus | None = None,
+        tracer: Tracer | None = None,
     ) -> None:
+        from stagecache.pipeline._tracing import make_tracer
+
         self._client = client
         self._events = events or EventBus()
+        self._tracer = tracer or make_tracer(None)
+        self._provider = _genai.provider_name(client)
         self.timeout_s = (config or LLMStageConfig()).timeout_s
 
     @classmethod
@@ -90,30 +108,12 @@ class LLMStage:
                 "stagecache.load()/Pipeline.default(), or set an [llm] table",
                 field="llm",
             )
-        return cls(ctx.llm, config, events=ctx.events)
+        return cls(ctx.llm, config, events=ctx.events, tracer=ctx.tracer)
 
     async def __call__(self, turn: Turn) -> Turn:
         if turn.answer is not None:
             return turn
-        started = time.perf_counter()
-        ok = False
-        completion: Any = None
-        try:
-            completion = await self._client.complete(turn)
-            ok = True
-        finally:
-            if self._events.active:
-                usage = getattr(completion, "usage", None) or Usage()
-                self._events.publish(
-                    LLMCall(
-                        request_id=turn.request_id,
-                        model=turn.model,
-                        latency_s=time.perf_counter() - started,
-                        prompt_tokens=usage.prompt_tokens,
-                        completion_tokens=usage.completion_tokens,
-                        ok=ok,
-                    )
-                )
+        completion = await self._call(turn)
         text = getattr(completion, "text", None)
         if not isinstance(text, str):
             raise LLMError(
@@ -129,6 +129,48 @@ class LLMStage:
             call.read_only_hint = declared.get(call.name, False) and call.read_only_hint
             turn.tool_calls.append(call)
         return turn
+
+    async def _call(self, turn: Turn) -> Any:
+        """The model call, as a GenAI ``chat`` span and an ``LLMCall`` event."""
+        model = _genai.request_model(turn.model, self._client)
+        params = turn.params if isinstance(turn.params, Mapping) else None
+        started = time.perf_counter()
+        completion: Any = None
+        error = ""
+        with self._tracer.start_as_current_span(
+            f"chat {model}",
+            kind=SpanKind.CLIENT,
+            attributes=_genai.chat_attributes(model, self._provider, params),
+        ) as span:
+            try:
+                completion = await self._client.complete(turn)
+                _genai.record_response(span, completion)
+            except BaseException as exc:
+                error = type(exc).__name__
+                _genai.record_failure(span, exc)
+                raise
+            finally:
+                if self._events.active:
+                    usage = getattr(completion, "usage", None) or Usage()
+                    response_model = getattr(completion, "model", "")
+                    self._events.publish(
+                        LLMCall(
+                            request_id=turn.request_id,
+                            model=turn.model,
+                            latency_s=time.perf_counter() - started,
+                            prompt_tokens=usage.prompt_tokens,
+                            completion_tokens=usage.completion_tokens,
+                            ok=not error,
+                            provider=self._provider,
+                            response_model=(
+                                response_model
+                                if isinstance(response_model, str)
+                                else ""
+                            ),
+                            error_type=error,
+                        )
+                    )
+        return completion
 
 
 def _finish_text(value: object) -> str | None:

@@ -260,7 +260,7 @@ class DemoCache:
             span.set_attribute("cache.scope", scope)
             span.set_attribute("cache.scope_mode", self.scope_mode)
             span.set_attribute("cache.threshold", 0.92)
-            span.set_attribute("gen_ai.request.model", turn.model)
+            span.set_attribute("stagecache.model", turn.model)
             turn.cache.threshold = 0.92
             if found is None:
                 turn.cache.status = "miss"

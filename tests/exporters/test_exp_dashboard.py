@@ -25,6 +25,9 @@ ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD = ROOT / "grafana" / "dashboards" / "stagecache.json"
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
 
+#: The proxy's metrics (``stagecache serve``'s own ``/metrics``).
+PROXY_METRIC = "stagecache_proxy_"
+
 # Grafana's variables, as Grafana would expand them for a short test run.
 VARIABLES = {"$__rate_interval": "30s", "$__range": "5m", "$scope_mode": ".*"}
 
@@ -61,6 +64,8 @@ def test_dashboard_has_the_promised_panels_and_a_trace_link() -> None:
         "stagecache_llm_cost_saved_usd_total",
         "stagecache_cache_evictions_total",
         "stagecache_embedding_cache_lookups_total",
+        "gen_ai_client_token_usage_bucket",
+        "gen_ai_client_operation_duration_seconds_bucket",
     ):
         assert metric in exprs
     for q in ("0.5", "0.95", "0.99"):
@@ -171,6 +176,8 @@ async def test_every_dashboard_query_parses_and_returns_data_in_prometheus(
 
         failures = []
         for title, expr in dashboard_queries():
+            if PROXY_METRIC in expr:  # the proxy's own, tested below
+                continue
             r = await client.get(f"{base}/api/v1/query", params={"query": expand(expr)})
             body = r.json()
             if r.status_code != 200 or body.get("status") != "success":
@@ -181,3 +188,72 @@ async def test_every_dashboard_query_parses_and_returns_data_in_prometheus(
         # The scope-mode variable's values exist as a label.
         r = await client.get(f"{base}/api/v1/label/cache_scope_mode/values")
         assert "per_user" in r.json()["data"]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_the_proxy_panels_return_data_from_a_scraped_proxy(
+    prometheus: Any, embedder: Any, anyio_backend: str
+) -> None:
+    import sys
+
+    from stagecache import Caller
+    from stagecache.config import parse_config
+    from stagecache.integrations.proxy import ProxySettings, create_app
+
+    sys.path.insert(0, str(ROOT / "tests" / "integrations"))
+    from servers import FakeUpstream, ServerThread
+
+    queries = [(t, e) for t, e in dashboard_queries() if PROXY_METRIC in e]
+    assert len(queries) >= 2, "panels for the proxy's requests and latency"
+    fake = FakeUpstream()
+    config = parse_config(
+        {"verifier": {"kind": "structural"}, "cache": {"timeout_s": 30.0}}
+    )
+    with ServerThread(fake.app) as upstream:
+        settings = ProxySettings(
+            upstream=upstream.url + "/v1", api_keys={"sk-a": Caller(user_id="alice")}
+        )
+        app = create_app(settings, embedder=embedder, config=config)
+        with ServerThread(app) as proxy:
+            async with httpx.AsyncClient(timeout=60) as client:
+                base = prometheus(f"127.0.0.1:{proxy.port}")
+
+                async def scrapes() -> float:
+                    query = "count_over_time(up{job='stagecache'}[5m])"
+                    r = await client.get(
+                        f"{base}/api/v1/query", params={"query": query}
+                    )
+                    result = r.json()["data"]["result"]
+                    return float(result[0]["value"][1]) if result else 0.0
+
+                async def ask() -> None:
+                    for text in ("How do I reset my password?", "What is 2+2?"):
+                        await client.post(
+                            proxy.url + "/v1/chat/completions",
+                            headers={"authorization": "Bearer sk-a"},
+                            json={"model": "gpt-test",
+                                  "messages": [{"role": "user", "content": text}]},
+                        )  # fmt: skip
+
+                await _wait_until(scrapes, "Prometheus' first scrape")
+                await ask()
+                first = await scrapes()
+                await _wait_until(lambda: _at_least(scrapes, first + 2), "two scrapes")
+                await ask()
+                await _wait_until(
+                    lambda: _at_least(scrapes, first + 5), "scrapes after wave 2"
+                )
+                failures = []
+                for title, expr in queries:
+                    r = await client.get(
+                        f"{base}/api/v1/query", params={"query": expand(expr)}
+                    )
+                    body = r.json()
+                    if body.get("status") != "success" or not body["data"]["result"]:
+                        failures.append(f"{title}: {expr}: {body}")
+                assert not failures, "\n".join(failures)
+
+
+async def _at_least(scrapes: Any, n: float) -> bool:
+    return bool(await scrapes() >= n)

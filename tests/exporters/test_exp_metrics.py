@@ -176,3 +176,29 @@ def test_a_recorder_bug_never_reaches_the_bus() -> None:
     recorder, _ = _recorder()
     bad = ev.LLMCall(model="m", latency_s=-1.0, prompt_tokens=-5)  # counters refuse
     recorder(bad)  # logged, not raised
+
+
+@pytest.mark.anyio
+async def test_a_taken_port_is_a_config_error_naming_the_setting_or_skipped(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import socket
+
+    from stagecache.errors import ConfigError
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        strict = PrometheusExporter(PrometheusConfig(port=port))
+        with pytest.raises(ConfigError) as info:
+            await strict.warm_up()
+        assert info.value.field == "prometheus.port"
+        assert "required = false" in str(info.value)
+        await strict.aclose()
+        lenient = PrometheusExporter(PrometheusConfig(port=port, required=False))
+        await lenient.warm_up()  # starts without the endpoint
+        lenient(ev.LLMCall(request_id="r", model="m", latency_s=0.1))
+        assert b"stagecache_llm_calls_total" in lenient.scrape()
+        await lenient.aclose()
+    assert "prometheus endpoint not started" in caplog.text

@@ -31,7 +31,7 @@ def _check_tree(spans: list[Any]) -> None:
     (store,) = by_name["cache.store"]
     assert store.parent_span_id == stages["stagecache.stage.store"].span_id
     attrs = {a.key: a.value for a in root.attributes}
-    assert attrs["gen_ai.request.model"].string_value == "gpt-test"
+    assert attrs["stagecache.model"].string_value == "gpt-test"
     assert attrs["stagecache.outcome"].string_value == "miss"
     miss_attrs = {a.key: a.value for a in miss.attributes}
     assert miss_attrs["cache.scope_mode"].string_value == "per_user"

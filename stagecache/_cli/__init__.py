@@ -1,0 +1,1 @@
+"""The commands of the ``stagecache`` console script (wired in ``stagecache.cli``)."""
