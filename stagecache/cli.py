@@ -9,14 +9,16 @@
                                                     see and correct the entries
     stagecache feedback ENTRY_ID --wrong|--correct  feedback on a stored entry
     stagecache stats --config FILE                  what the cache holds
+    stagecache explain "QUESTION" --user U --config FILE
+                                                    why it hits or misses
     stagecache purge USER_ID --config FILE          erase a user's cached data
         [--tenant T | --all-tenants]                (default: the user without
                                                     a tenant)
     stagecache serve --upstream URL [--port N] ...  OpenAI-compatible proxy
     stagecache reencrypt --config FILE              rewrite the cache in its mode
 
-Every command that prints results takes ``--json``. Only ``demo``, ``import``
-and ``serve`` load the embedding model.
+Every command that prints results takes ``--json``. Only ``demo``, ``import``,
+``explain`` and ``serve`` load the embedding model.
 
 Exit codes: 0 success, 1 a failure while running (or nothing found), 2 bad usage
 or a bad config.
@@ -35,6 +37,7 @@ import anyio
 from stagecache._cli._commands import check_config, import_pairs, purge, reencrypt
 from stagecache._cli._demo import DEMO_SCRIPT, demo
 from stagecache._cli._entries import add_entries_arguments, entries, feedback, stats
+from stagecache._cli._explain import add_explain_arguments, explain
 from stagecache._cli._output import error
 from stagecache.errors import StagecacheError
 from stagecache.integrations._proxy_config import add_serve_arguments
@@ -99,6 +102,7 @@ def _parser() -> argparse.ArgumentParser:
         "import goes into memory and is gone at exit: a dry run)",
     )
     add_entries_arguments(sub, common, config)
+    add_explain_arguments(sub, common, config)
     purge_cmd = sub.add_parser(
         "purge",
         parents=[common, config],
@@ -149,6 +153,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "entries": entries,
             "feedback": feedback,
             "stats": stats,
+            "explain": explain,
             "purge": purge,
             "reencrypt": reencrypt,
         }[args.command]

@@ -17,6 +17,7 @@ from __future__ import annotations
 from stagecache.cache._backend import Backend, Change, Entry
 from stagecache.cache._core import make_backend
 from stagecache.cache._engine import Lookup, SemanticCache, StoreItem
+from stagecache.cache._explain import ExplainedEntry, Explanation
 from stagecache.cache._flight import Flight, SingleFlight
 from stagecache.cache._index import FlatIndex, HnswIndex, ScopeIndex, build_index
 from stagecache.cache._memory import MemoryBackend
@@ -36,6 +37,8 @@ __all__ = [
     "CacheSettings",
     "Change",
     "Entry",
+    "ExplainedEntry",
+    "Explanation",
     "FlatIndex",
     "Flight",
     "HnswIndex",

@@ -33,6 +33,7 @@ from numpy.typing import NDArray
 
 from stagecache._model import Candidate, Verdict
 from stagecache.cache._backend import Entry
+from stagecache.cache._explain import Explanation, explain_lookup, miss_reason
 from stagecache.cache._flight import Flight
 from stagecache.cache._index import FlatIndex, HnswIndex
 from stagecache.cache._operator import OperatorAccess
@@ -271,15 +272,15 @@ class SemanticCache(BatchedStore, OperatorAccess):
         expired: list[str] = []
         mismatched = False
         for entry_id, sim in found:
-            record = self._records.get(entry_id)
-            if record is None or record.state is not state:
+            rule = self._rule_of(entry_id, state, sim, parts, now, floor)
+            if rule is None:
                 continue  # removed meanwhile; never another scope's entry
-            if record.expires_at <= now:
+            if rule == "expired":
                 expired.append(entry_id)
                 continue
-            if sim < floor:
+            if rule == "below_threshold":
                 break
-            if record.parts != parts:
+            if rule == "key_mismatch":
                 mismatched = True
                 continue
             passing.append((entry_id, sim))
@@ -288,26 +289,40 @@ class SemanticCache(BatchedStore, OperatorAccess):
         if expired:
             await self._reclaim(expired)
         if not passing:
-            if mismatched:
-                reason = "key_mismatch"
-            elif expired and (best is not None and best >= floor):
-                reason = "expired"
-            elif best is None:
-                reason = "no_candidate"
-            else:
-                reason = "below_threshold"
+            reason = miss_reason(mismatched, bool(expired), best, floor)
             return Lookup(hit=None, best_similarity=best, candidates=[], reason=reason)
         return await self._decide(scope, state, passing, best, query, now)
 
-    async def _decide(
+    def _rule_of(
         self,
-        scope: Scope,
+        entry_id: str,
         state: ScopeState,
-        passing: list[tuple[str, float]],
-        best: float | None,
-        query: str,
+        sim: float,
+        parts: KeyParts,
         now: float,
-    ) -> Lookup:
+        floor: float,
+    ) -> str | None:
+        """The rule a search result falls under before any verifier: None (gone,
+        or not of this scope), ``expired``, ``below_threshold``, ``key_mismatch``
+        or ``candidate``. Lookups and :meth:`explain` both decide with it."""
+        record = self._records.get(entry_id)
+        if record is None or record.state is not state:
+            return None
+        if record.expires_at <= now:
+            return "expired"
+        if sim < floor:
+            return "below_threshold"
+        if record.parts != parts:
+            return "key_mismatch"
+        return "candidate"
+
+    async def _judge(
+        self, scope: Scope, passing: list[tuple[str, float]], query: str
+    ) -> tuple[
+        list[tuple[Candidate, Entry]], tuple[Candidate, Entry] | None, Verdict | None
+    ]:
+        """Fetch the passing entries and ask the verifier: (the candidates, the
+        one that answers or None, the verdict on it or on the last rejected)."""
         entries = await self._backend.get_many([i for i, _ in passing])
         candidates: list[tuple[Candidate, Entry]] = []
         for entry_id, sim in passing:
@@ -341,6 +356,18 @@ class SemanticCache(BatchedStore, OperatorAccess):
                 if verdict.accept:
                     chosen = (cand, entry)
                     break
+        return candidates, chosen, verdict
+
+    async def _decide(
+        self,
+        scope: Scope,
+        state: ScopeState,
+        passing: list[tuple[str, float]],
+        best: float | None,
+        query: str,
+        now: float,
+    ) -> Lookup:
+        candidates, chosen, verdict = await self._judge(scope, passing, query)
         listed = [c for c, _ in candidates]
         if chosen is None:
             reason = "rejected_by_verifier" if candidates else "no_candidate"
@@ -428,6 +455,23 @@ class SemanticCache(BatchedStore, OperatorAccess):
                 type(exc).__name__,
                 exc,
             )
+
+    async def explain(
+        self, scope: Scope, vector: Any, parts: KeyParts, query: str, *, k: int = 5
+    ) -> Explanation:
+        """Why ``query`` hits or misses in ``scope``, without changing anything.
+
+        The same search, rules and verifier as :meth:`lookup` (no recency update,
+        no reclaiming of expired entries); see :mod:`stagecache.cache._explain`.
+
+        Args:
+            scope: the caller's scope.
+            vector: the query embedding.
+            parts: the exact-match key parts.
+            query: the query text.
+            k: how many of the nearest entries of the scope to list (1 to 100).
+        """
+        return await explain_lookup(self, scope, vector, parts, query, k=k)
 
     # -- store -------------------------------------------------------------------
 

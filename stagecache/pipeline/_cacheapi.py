@@ -12,16 +12,17 @@ from collections.abc import Iterable, Sequence
 from contextlib import aclosing
 from typing import Any
 
-from stagecache._model import Caller
+from stagecache._model import Caller, Message, Turn
 from stagecache.cache import SemanticCache
 from stagecache.cache._backend import Entry
+from stagecache.cache._explain import Explanation
 from stagecache.cache._scope import check_purge
 from stagecache.errors import InputError
 from stagecache.memory import MemoryStore
 from stagecache.pipeline._entries import HitCounter, check_ids, iter_entries
 from stagecache.pipeline._events import EventBus
 from stagecache.pipeline._importpairs import ImportSummary, PairImport
-from stagecache.stages._keys import user_source
+from stagecache.stages._keys import key_parts, user_source
 from stagecache.types import Embedder, Stage
 
 __all__ = ["CacheAPI", "ImportSummary"]
@@ -141,6 +142,62 @@ class CacheAPI(PairImport):
             mode under ``by_scope_mode``.
         """
         return {**self.engine.stats(), **self._hits.summary()}
+
+    async def explain(
+        self,
+        query: str,
+        *,
+        caller: Caller,
+        model: str | None = None,
+        instructions: str | None = None,
+        k: int = 5,
+    ) -> Explanation:
+        """Why ``query`` from ``caller`` would hit or miss, changing nothing.
+
+        The query goes through the pipeline's input guards (a redaction changes
+        what is looked up) and is embedded; the lookup's own search, rules and
+        verifier then judge the ``k`` nearest entries of the caller's scope (see
+        :class:`~stagecache.cache.Explanation`). Memory facts do not join the key
+        here: an entry keyed with a memory context shows as ``key_mismatch``.
+
+        Args:
+            query: the question.
+            caller: who asks (their scope is searched).
+            model: the model id of the request (default: the pipeline's).
+            instructions: the system instructions (default: the pipeline's).
+            k: how many of the nearest entries to list (1 to 100).
+
+        Raises:
+            InputError: an empty query, a bad ``k``, a caller without a scope, or a
+                query an input guard stops (the guard's reason is named).
+        """
+        if not isinstance(query, str) or not query.strip():
+            raise InputError("query: expected a non-empty question")
+        scope = self.engine.scope_for(caller)
+        if isinstance(scope, str):
+            raise InputError(f"caller: no cache scope for this caller ({scope})")
+        turn = Turn(
+            caller=caller,
+            messages=[Message(role="user", content=query)],
+            model=model or self._model,
+            instructions=self._instructions if instructions is None else instructions,
+        )
+        for guard in self.guards:
+            if guard.name == "output_guard":
+                continue
+            turn = await guard(turn)
+            if turn.stopped is not None:
+                raise InputError(
+                    f"query: stopped by {guard.name} ({turn.stopped.reason}); "
+                    "it never reaches the cache"
+                )
+        parts = key_parts(
+            turn,
+            self._embedder.model_id,
+            multi_turn=self.engine.settings.cache_multi_turn,
+        )
+        (vector,) = await self._embedder.embed([turn.query])
+        return await self.engine.explain(scope, vector, parts, turn.query, k=k)
 
     # -- entries -----------------------------------------------------------------
 

@@ -1,0 +1,109 @@
+"""``stagecache explain`` (issue 17, finding 6): why a question hits or misses.
+
+Through the installed console script, on a real sqlite cache, the real model and
+the default (learned) verifier. The model loads once per command: three loads.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.test_cli_operator import NO_MODEL, run_cli
+
+PAIRS = [
+    ("What is the capital of France?", "Paris."),
+    ("What is the capital of Germany?", "Berlin."),
+    ("How do I reset my password?", "Use the reset link on the sign-in page."),
+]
+
+
+def _config(path: Path, db: Path, extra: str = "") -> Path:
+    path.write_text(f'[cache.backend]\nkind = "sqlite"\npath = "{db}"\n{extra}')
+    return path
+
+
+@pytest.fixture(scope="module")
+def warmed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    root = tmp_path_factory.mktemp("explain")
+    db = root / "cache.db"
+    config = _config(root / "c.toml", db)
+    pairs = root / "pairs.jsonl"
+    pairs.write_text(
+        "\n".join(json.dumps({"question": q, "answer": a}) for q, a in PAIRS) + "\n"
+    )
+    done = run_cli("import", str(pairs), "--user", "alice", "--config", str(config))
+    assert done.returncode == 0, done.stderr
+    return {"db": db, "config": config}
+
+
+def _counters(db: Path) -> dict[str, tuple[int, float]]:
+    with sqlite3.connect(db) as conn:
+        rows = conn.execute("SELECT entry_id, hits, last_used FROM entries")
+        return {i: (h, u) for i, h, u in rows}
+
+
+def test_explain_lists_each_candidate_with_its_rule(warmed: dict[str, Any]) -> None:
+    before = _counters(warmed["db"])
+    done = run_cli(
+        "explain",
+        "What's the capital of France?",
+        "--user",
+        "alice",
+        "--config",
+        str(warmed["config"]),
+        "--json",
+    )
+    assert done.returncode == 0, done.stderr
+    found = json.loads(done.stdout)
+    assert found["decision"] == "hit"
+    assert found["verifier"] == "LearnedVerifier"
+    by_question = {e["question"]: e for e in found["entries"]}
+    assert set(by_question) == {q for q, _ in PAIRS}
+    france = by_question["What is the capital of France?"]
+    assert france["rule"] == "hit" and france["accepted"] is True
+    assert found["entry_id"] == france["entry_id"]
+    assert france["similarity"] >= found["threshold"]
+    # Near enough to be offered, and refused by the verifier's structural rule.
+    germany = by_question["What is the capital of Germany?"]
+    assert germany["similarity"] >= found["floor"]
+    assert germany["rule"] == "rejected_by_verifier"
+    assert germany["accepted"] is False
+    assert germany["detail"].startswith("structural:")
+    password = by_question["How do I reset my password?"]
+    assert password["rule"] == "below_threshold"
+    assert password["similarity"] < found["floor"]
+    sims = [e["similarity"] for e in found["entries"]]
+    assert sims == sorted(sims, reverse=True)
+    # Explaining changes nothing: no hit counted, no recency update.
+    assert _counters(warmed["db"]) == before
+
+
+def test_explain_names_the_key_part_that_differs(warmed: dict[str, Any]) -> None:
+    done = run_cli(
+        "explain",
+        "What is the capital of France?",
+        "--user",
+        "alice",
+        "--model",
+        "another-model",
+        "--config",
+        str(warmed["config"]),
+    )
+    assert done.returncode == 1, done.stderr  # a miss
+    head, *rows = done.stdout.splitlines()
+    assert head.startswith("key_mismatch: best cosine 1.000")
+    france = next(r for r in rows if "capital of France" in r)
+    assert "key_mismatch" in france and "(model_id differ)" in france
+
+
+def test_explain_refuses_a_memory_backend(tmp_path: Path) -> None:
+    config = tmp_path / "mem.toml"
+    config.write_text(NO_MODEL)  # refused before any model is loaded
+    done = run_cli("explain", "hi", "--user", "u", "--config", str(config))
+    assert done.returncode == 2
+    assert "cache.backend.kind" in done.stderr and "sqlite" in done.stderr
