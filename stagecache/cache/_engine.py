@@ -20,6 +20,7 @@ is re-indexed at the next warm-up).
 
 from __future__ import annotations
 
+import heapq
 import logging
 import math
 from collections.abc import Sequence
@@ -382,6 +383,7 @@ class SemanticCache(BatchedStore, OperatorAccess):
         record = self._records.get(cand.entry_id)
         if record is not None:
             self._touch(cand.entry_id, record, now)
+        slid = self._slid_expiry(entry, now)
         return Lookup(
             hit=cand,
             best_similarity=best,
@@ -389,11 +391,49 @@ class SemanticCache(BatchedStore, OperatorAccess):
             reason="hit",
             entry_age_s=max(0.0, now - entry.created_at),
             verdict=verdict,
-            touch_error=await self._touch_backend(entry, now),
+            touch_error=await self._touch_backend(entry, now, slid),
         )
 
-    async def _touch_backend(self, entry: Entry, now: float) -> str | None:
-        """Record a hit's recency and count; returns why that failed, or None.
+    def _slid_expiry(self, entry: Entry, now: float) -> float | None:
+        """With ``sliding_ttl``: the expiry a hit now gives ``entry`` (now + the
+        TTL it was stored with, at most ``max_lifetime_s`` after it was written),
+        or None when it would not move the expiry later."""
+        s = self._settings
+        if not s.sliding_ttl:
+            return None
+        # A store sets expires_at = last_used + ttl and every slide keeps that
+        # gap (feedback leaves both alone), so the gap is the entry's own TTL.
+        ttl = entry.expires_at - entry.last_used
+        slid = min(now + ttl, entry.created_at + s.max_lifetime_s)
+        return slid if slid > entry.expires_at else None
+
+    async def _slide(self, entry_id: str, now: float, expires_at: float) -> None:
+        """Rewrite a hit entry with its later expiry (and the hit counted).
+
+        The expiry is covered by the row's checksum (or GCM tag), so the row is
+        written whole, through ``put``, under the write lock and from a fresh
+        read: a store that refreshed the entry meanwhile is never overwritten.
+        On Redis the ``put`` reaches every worker, which moves its expiry too.
+        """
+        async with self._write_lock:
+            current = (await self._backend.get_many([entry_id])).get(entry_id)
+            if current is None or current.expires_at >= expires_at:
+                return  # gone, or refreshed to a later expiry meanwhile
+            await self._backend.put(
+                msgspec.structs.replace(
+                    current, last_used=now, hits=current.hits + 1, expires_at=expires_at
+                )
+            )
+            record = self._records.get(entry_id)
+            if record is not None and record.expires_at < expires_at:
+                record.expires_at = expires_at
+                heapq.heappush(self._expiry, (expires_at, entry_id))
+
+    async def _touch_backend(
+        self, entry: Entry, now: float, slid: float | None = None
+    ) -> str | None:
+        """Record a hit's recency and count (and, with ``sliding_ttl``, its later
+        expiry ``slid``); returns why that failed, or None.
 
         Bookkeeping never costs the hit: a slow backend is skipped after
         ``timeout_s`` and a failing one (a full disk) is logged, and the caller
@@ -408,6 +448,9 @@ class SemanticCache(BatchedStore, OperatorAccess):
         try:
             with anyio.CancelScope(shield=True):
                 with anyio.fail_after(limit):
+                    if slid is not None:
+                        await self._slide(entry.entry_id, now, slid)
+                        return None
                     await self._backend.touch(
                         entry.entry_id,
                         last_used=now,

@@ -116,6 +116,11 @@ class CacheSettings(
         shared_data_acknowledged: must be true for ``shared``.
         threshold: minimum cosine similarity for a hit, in (0, 1].
         default_ttl: seconds an entry lives unless a ``ttl_patterns`` entry matches.
+        sliding_ttl: a hit extends the entry's life to now + its TTL (the TTL
+            it was stored with), never past ``max_lifetime_s`` after it was
+            written; off by default (an entry expires its TTL after the write).
+        max_lifetime_s: with ``sliding_ttl``, the longest an entry lives after
+            it was written, however often it is hit (at least ``default_ttl``).
         ttl_patterns: regex on the query -> TTL; the first match wins.
         max_entries_per_user: cap per user across all of that user's scopes (LRU).
         max_total_entries: cap over the whole cache (LRU).
@@ -141,6 +146,8 @@ class CacheSettings(
     shared_data_acknowledged: bool = False
     threshold: Annotated[float, msgspec.Meta(gt=0, le=1)] = 0.92
     default_ttl: Ttl = 3600.0
+    sliding_ttl: bool = False
+    max_lifetime_s: Ttl = 86_400.0
     ttl_patterns: list[TtlPattern] = []
     max_entries_per_user: Entries = 1000
     max_total_entries: Entries = 100_000
@@ -185,6 +192,13 @@ class CacheSettings(
         # Every number, by the code that checks every config section.
         check_numbers(self, path=path, prefix=prefix)
         self.ttl_rules(path=path, prefix=prefix)
+        if self.sliding_ttl and self.max_lifetime_s < self.default_ttl:
+            raise fail(
+                "max_lifetime_s",
+                f"{self.max_lifetime_s:g} is shorter than default_ttl "
+                f"({self.default_ttl:g}): a hit could never extend an entry; set "
+                "max_lifetime_s >= default_ttl",
+            )
         if self.max_hot_scopes is not None and not self.index_dir:
             raise fail(
                 "max_hot_scopes",
