@@ -18,9 +18,16 @@ from typing import Any
 import pytest
 
 from stagecache._model import Caller
-from stagecache.cache import BackendSettings, CacheSettings, KeyParts, SemanticCache
+from stagecache.cache import (
+    BackendSettings,
+    CacheSettings,
+    Entry,
+    KeyParts,
+    SemanticCache,
+    SqliteBackend,
+)
 from stagecache.cache._scope import Scope
-from stagecache.errors import ConfigError
+from stagecache.errors import BackendUnavailable, ConfigError
 
 PARTS = KeyParts("gpt-x", "instr-1", "ctx-1")
 Q = "How do I reset my password?"
@@ -133,3 +140,31 @@ def test_max_lifetime_is_validated() -> None:
     with pytest.raises(ConfigError) as bad:
         CacheSettings(sliding_ttl=True, max_lifetime_s=-1).check()
     assert bad.value.field == "cache.max_lifetime_s"
+
+
+class FullDisk(SqliteBackend):
+    """A SQLite backend whose disk fills up on demand (an injected fault)."""
+
+    full = False
+
+    async def put(self, entry: Entry) -> None:
+        if self.full:
+            raise BackendUnavailable("database or disk is full")
+        await super().put(entry)
+
+
+@pytest.mark.anyio
+async def test_a_failed_slide_still_serves_the_hit(tmp_path: Path, clock: Any) -> None:
+    disk = FullDisk(tmp_path / "c.db")
+    settings = _settings(BackendSettings(kind="sqlite", path=str(disk.path)))
+    t0 = clock.now
+    async with SemanticCache(settings, backend=disk, clock=clock) as cache:
+        eid = await cache.store(_scope(cache), Q, EMBED[Q], PARTS, "reset link")
+        disk.full = True
+        clock.now = t0 + 50
+        found = await cache.lookup(_scope(cache), EMBED[PARA], PARTS, PARA)
+        assert found.hit is not None and found.hit.entry_id == eid
+        assert found.touch_error is not None and "disk is full" in found.touch_error
+        disk.full = False
+        # Nothing slid: the stored expiry still holds.
+        assert not await _hits(cache, clock, t0 + 61)
