@@ -172,6 +172,9 @@ class CacheOutcome(msgspec.Struct):
         entry_id: the id of the entry that answered (hit) or was stored (miss).
         entry_age_s: age of the entry that answered.
         reason: why it was a miss, a skip or an error.
+        rule: on a ``rejected_by_verifier`` miss, the verifier's rule that
+            rejected the last candidate it saw (``structural: entity``); the
+            whole story: ``pipeline.cache.explain`` / ``stagecache explain``.
         stored: whether the answer of this turn was stored.
     """
 
@@ -181,6 +184,7 @@ class CacheOutcome(msgspec.Struct):
     entry_id: str | None = None
     entry_age_s: float | None = None
     reason: str | None = None
+    rule: str | None = None
     stored: bool = False
 
     @property

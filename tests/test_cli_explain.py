@@ -107,3 +107,20 @@ def test_explain_refuses_a_memory_backend(tmp_path: Path) -> None:
     done = run_cli("explain", "hi", "--user", "u", "--config", str(config))
     assert done.returncode == 2
     assert "cache.backend.kind" in done.stderr and "sqlite" in done.stderr
+
+
+@pytest.mark.anyio
+async def test_a_verifier_miss_names_the_rejecting_rule(make_pipeline: Any) -> None:
+    from stagecache import Caller
+
+    alice = Caller(user_id="alice")
+    pipeline, llm = make_pipeline()
+    async with pipeline:
+        await pipeline.run("What is the capital of France?", caller=alice)
+        other = await pipeline.run("What is the capital of Germany?", caller=alice)
+        plain = await pipeline.run("How do I bake bread?", caller=alice)
+    assert other.cache.status == "miss"
+    assert other.cache.reason == "rejected_by_verifier"
+    assert other.cache.rule is not None and other.cache.rule.startswith("structural:")
+    assert plain.cache.reason == "below_threshold" and plain.cache.rule is None
+    assert llm.calls == 3

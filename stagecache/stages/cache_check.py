@@ -197,6 +197,8 @@ class CacheCheck:
             reason = "older_than_s_maxage"
         if found.hit is None or reason == "older_than_s_maxage":
             outcome.status, outcome.reason = "miss", reason
+            if found.verdict is not None and not found.verdict.accept:
+                outcome.rule = found.verdict.reason
             span.update_name("cache.miss")
             span.set_attribute("cache.reason", reason)
             if ops.events.active:
