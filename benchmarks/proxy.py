@@ -53,11 +53,14 @@ def _serve_upstream(port: int) -> None:
     uvicorn.run(fake.app, port=port, log_level="warning")
 
 
-def _serve_proxy(port: int, upstream: int, config: str) -> None:
+def _serve_proxy(
+    port: int, upstream: int, config: str, extra: tuple[str, ...] = ()
+) -> None:
     from stagecache.integrations.proxy import serve_main
 
     serve_main(
         [
+            *extra,
             "--upstream",
             f"http://127.0.0.1:{upstream}/v1",
             "--port",
@@ -92,18 +95,30 @@ async def _wait(url: str, patience_s: float = 180.0) -> None:
 
 
 async def _load(
-    base: str, clients: int, seconds: float, kind: str
+    base: str, clients: int, seconds: float, kind: str, *, shared_pool: bool = False
 ) -> tuple[int, list[float], int]:
-    """(requests, latencies, errors) of ``clients`` closed-loop clients."""
+    """(requests, latencies, errors) of ``clients`` closed-loop clients.
+
+    Each client has its own ``httpx.AsyncClient`` (one connection): with one
+    shared pool, httpcore scans every connection for every request
+    (``_assign_requests_to_connections``), so at 64 clients the generator itself
+    ran out of CPU and the proxy sat idle (py-spy, benchmarks/results/proxy.md).
+    ``shared_pool=True`` reproduces that generator.
+    """
     latencies: list[float] = []
     errors = 0
     stop = time.monotonic() + seconds
-    limits = httpx.Limits(max_connections=clients + 4)
-    async with httpx.AsyncClient(timeout=60, limits=limits) as http:
+    shared = (
+        httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=clients + 4))
+        if shared_pool
+        else None
+    )
 
-        async def one(i: int) -> None:
-            nonlocal errors
-            headers = {"x-stagecache-user": f"user{i}", "authorization": KEY_HEADER}
+    async def one(i: int) -> None:
+        nonlocal errors
+        headers = {"x-stagecache-user": f"user{i}", "authorization": KEY_HEADER}
+        http = shared or httpx.AsyncClient(timeout=60)
+        try:
             while time.monotonic() < stop:
                 question = (
                     f"How do I reset the password of account {i}?"
@@ -124,8 +139,15 @@ async def _load(
                     errors += 1
                 else:
                     latencies.append(dt)
+        finally:
+            if shared is None:
+                await http.aclose()
 
+    try:
         await asyncio.gather(*(one(i) for i in range(clients)))
+    finally:
+        if shared is not None:
+            await shared.aclose()
     return len(latencies), latencies, errors
 
 

@@ -17,12 +17,19 @@ import argparse
 import json
 import os
 import secrets
+import socket
 from typing import Any
 
 from stagecache.errors import ConfigError
 from stagecache.integrations._proxy_config import IDENTITY_SECRET_ENV
 
-__all__ = ["OPTIONS_ENV", "app_from_environment", "check_workers", "run_workers"]
+__all__ = [
+    "OPTIONS_ENV",
+    "app_from_environment",
+    "check_workers",
+    "listening_socket",
+    "run_workers",
+]
 
 #: The parsed ``serve`` options, as JSON, handed from the parent to its workers.
 OPTIONS_ENV = "STAGECACHE_SERVE_OPTIONS"
@@ -58,10 +65,11 @@ def check_workers(args: argparse.Namespace) -> None:
 def run_workers(args: argparse.Namespace) -> None:
     """Run ``args.workers`` uvicorn workers until stopped (after ``check_workers``)."""
     import uvicorn
+    from uvicorn.supervisors import Multiprocess
 
     options = {k: v for k, v in vars(args).items() if _is_json(v)}
     os.environ[OPTIONS_ENV] = json.dumps(options)
-    uvicorn.run(
+    config = uvicorn.Config(
         "stagecache.integrations._proxy_workers:app_from_environment",
         factory=True,
         host=args.host,
@@ -69,6 +77,38 @@ def run_workers(args: argparse.Namespace) -> None:
         workers=args.workers,
         log_level=args.log_level,
     )
+    # Not uvicorn.run(workers=N): its socket has proto 0, so the connections
+    # the workers accept never get TCP_NODELAY, and every response waited for
+    # the client's delayed ACK (~40 ms a hit instead of ~2 ms).
+    sock = listening_socket(args.host, args.port)
+    try:
+        Multiprocess(config, sockets=[sock]).run()
+    finally:
+        sock.close()
+
+
+def listening_socket(host: str, port: int) -> socket.socket:
+    """A bound TCP socket for the workers to share, created as TCP (``proto``).
+
+    asyncio sets ``TCP_NODELAY`` only on accepted sockets whose ``proto`` is
+    ``IPPROTO_TCP``; an accepted socket inherits the listener's ``proto``, and the
+    workers rebuild the listener from its family, type and proto.
+
+    Raises:
+        ConfigError: the address cannot be bound (in use, not local).
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(
+            f"cannot listen on {host}:{port}: {exc}", field="--host/--port"
+        ) from None
+    sock.set_inheritable(True)
+    return sock
 
 
 def app_from_environment() -> Any:

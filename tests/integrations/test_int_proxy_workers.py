@@ -149,3 +149,67 @@ def test_two_workers_over_redis_answer_each_others_entries(
                 client.delete(key)
         finally:
             client.close()
+
+
+def _nodelay_of_accepted(listener: socket.socket) -> int:
+    """TCP_NODELAY of a connection accepted by asyncio on ``listener`` rebuilt as
+    a worker process rebuilds it (multiprocessing keeps family, type, proto)."""
+    import asyncio
+
+    rebuilt = socket.socket(
+        listener.family, listener.type, listener.proto, fileno=os.dup(listener.fileno())
+    )
+    seen: list[int] = []
+
+    async def main() -> None:
+        accepted = asyncio.Event()
+
+        async def on_connect(
+            reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+        ) -> None:
+            sock = writer.get_extra_info("socket")
+            seen.append(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+            accepted.set()
+            writer.close()
+
+        server = await asyncio.start_server(on_connect, sock=rebuilt)
+        async with server:
+            _, writer = await asyncio.open_connection(*listener.getsockname()[:2])
+            await asyncio.wait_for(accepted.wait(), 30)
+            writer.close()
+
+    asyncio.run(main())
+    return seen[0]
+
+
+def test_the_workers_connections_are_sent_without_nagle_delay() -> None:
+    # A worker's accepted connection must have TCP_NODELAY: without it each
+    # response's second write waits for the client's delayed ACK.
+    from stagecache.integrations._proxy_workers import listening_socket
+
+    listener = listening_socket("127.0.0.1", 0)
+    try:
+        assert _nodelay_of_accepted(listener) != 0
+    finally:
+        listener.close()
+
+
+def test_a_busy_port_is_a_usage_error(upstream: str, tmp_path: Path) -> None:
+    config = tmp_path / "pipeline.toml"
+    config.write_text('[cache.backend]\nkind = "sqlite"\npath = "c.db"\n')
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        command = [str(STAGECACHE), "serve", "--upstream", upstream + "/v1"]
+        command += ["--port", str(port), "--config", str(config), "--workers", "2"]
+        done = subprocess.run(
+            command,
+            env=_env(),
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=tmp_path,
+        )
+    assert done.returncode == 2, done.stderr
+    assert "cannot listen on" in done.stderr and "Traceback" not in done.stderr
