@@ -15,6 +15,7 @@ import argparse
 import asyncio
 import os
 import platform
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -53,11 +54,14 @@ def _serve_upstream(port: int) -> None:
     uvicorn.run(fake.app, port=port, log_level="warning")
 
 
-def _serve_proxy(port: int, upstream: int, config: str) -> None:
+def _serve_proxy(
+    port: int, upstream: int, config: str, extra: tuple[str, ...] = ()
+) -> None:
     from stagecache.integrations.proxy import serve_main
 
     serve_main(
         [
+            *extra,
             "--upstream",
             f"http://127.0.0.1:{upstream}/v1",
             "--port",
@@ -92,40 +96,57 @@ async def _wait(url: str, patience_s: float = 180.0) -> None:
 
 
 async def _load(
-    base: str, clients: int, seconds: float, kind: str
+    base: str, clients: int, seconds: float, kind: str, *, shared_pool: bool = False
 ) -> tuple[int, list[float], int]:
-    """(requests, latencies, errors) of ``clients`` closed-loop clients."""
+    """(requests, latencies, errors) of ``clients`` closed-loop clients.
+
+    Each client has its own ``httpx.AsyncClient`` (one connection): with one
+    shared pool, httpcore scans every connection for every request
+    (``_assign_requests_to_connections``), so at 64 clients the generator itself
+    ran out of CPU and the proxy sat idle (py-spy, benchmarks/results/proxy.md).
+    ``shared_pool=True`` reproduces that generator.
+    """
     latencies: list[float] = []
     errors = 0
+    # Clients are made before the clock starts, sharing one TLS context (each
+    # AsyncClient would otherwise load the CA bundle: ~40 ms of CPU apiece).
+    tls = ssl.create_default_context()
+    if shared_pool:
+        limits = httpx.Limits(max_connections=clients + 4)
+        shared = httpx.AsyncClient(timeout=60, limits=limits, verify=tls)
+        https = [shared] * clients
+    else:
+        https = [httpx.AsyncClient(timeout=60, verify=tls) for _ in range(clients)]
     stop = time.monotonic() + seconds
-    limits = httpx.Limits(max_connections=clients + 4)
-    async with httpx.AsyncClient(timeout=60, limits=limits) as http:
 
-        async def one(i: int) -> None:
-            nonlocal errors
-            headers = {"x-stagecache-user": f"user{i}", "authorization": KEY_HEADER}
-            while time.monotonic() < stop:
-                question = (
-                    f"How do I reset the password of account {i}?"
-                    if kind == "hit"
-                    else f"Tell me about topic {uuid.uuid4().hex}"
-                )
-                body = {
-                    "model": "m",
-                    "messages": [{"role": "user", "content": question}],
-                }
-                t0 = time.perf_counter()
-                r = await http.post(
-                    base + "/chat/completions", json=body, headers=headers
-                )
-                dt = time.perf_counter() - t0
-                outcome = r.headers.get("x-stagecache", "direct")
-                if r.status_code != 200 or (kind == "hit" and outcome != "hit"):
-                    errors += 1
-                else:
-                    latencies.append(dt)
+    async def one(i: int) -> None:
+        nonlocal errors
+        headers = {"x-stagecache-user": f"user{i}", "authorization": KEY_HEADER}
+        http = https[i]
+        while time.monotonic() < stop:
+            question = (
+                f"How do I reset the password of account {i}?"
+                if kind == "hit"
+                else f"Tell me about topic {uuid.uuid4().hex}"
+            )
+            body = {
+                "model": "m",
+                "messages": [{"role": "user", "content": question}],
+            }
+            t0 = time.perf_counter()
+            r = await http.post(base + "/chat/completions", json=body, headers=headers)
+            dt = time.perf_counter() - t0
+            outcome = r.headers.get("x-stagecache", "direct")
+            if r.status_code != 200 or (kind == "hit" and outcome != "hit"):
+                errors += 1
+            else:
+                latencies.append(dt)
 
+    try:
         await asyncio.gather(*(one(i) for i in range(clients)))
+    finally:
+        for http in set(https):
+            await http.aclose()
     return len(latencies), latencies, errors
 
 

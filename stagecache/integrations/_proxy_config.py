@@ -216,6 +216,14 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         help="upstream request timeout (default: %(default)s)",
     )
     add(
+        "--workers",
+        type=_positive_int,
+        default=1,
+        metavar="N",
+        help="worker processes (default: %(default)s); more than 1 needs a shared "
+        "backend in --config (redis, or sqlite: see docs/integrations.md)",
+    )
+    add(
         "--log-level",
         default="warning",
         choices=["critical", "error", "warning", "info", "debug", "trace"],

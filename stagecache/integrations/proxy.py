@@ -669,7 +669,15 @@ def serve(args: argparse.Namespace) -> int:
     """
     import uvicorn
 
-    app = create_app(settings_from_namespace(args))
+    from stagecache.integrations._proxy_workers import check_workers, run_workers
+
+    workers = getattr(args, "workers", 1)
+    check_workers(args)
+    settings = settings_from_namespace(args)  # checked here, before any worker
+    if workers > 1:
+        run_workers(args)
+        return 0
+    app = create_app(settings)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
     return 0
 

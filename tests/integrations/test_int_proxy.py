@@ -314,7 +314,7 @@ def test_every_serve_option_has_help() -> None:
     sub = next(a for a in _parser()._actions if a.dest == "command")
     serve = sub.choices["serve"]
     options = [a for a in serve._actions if a.option_strings and a.dest != "help"]
-    assert len(options) == 13
+    assert len(options) == 14
     assert all(a.help and len(a.help) > 10 for a in options)
 
 
