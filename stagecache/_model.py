@@ -176,6 +176,8 @@ class CacheOutcome(msgspec.Struct):
             rejected the last candidate it saw (``structural: entity``); the
             whole story: ``pipeline.cache.explain`` / ``stagecache explain``.
         stored: whether the answer of this turn was stored.
+        metadata: on a hit, the metadata stored with the entry that answered
+            (model, token counts, what an adapter kept beside the answer).
     """
 
     status: CacheStatus = "off"
@@ -186,6 +188,7 @@ class CacheOutcome(msgspec.Struct):
     reason: str | None = None
     rule: str | None = None
     stored: bool = False
+    metadata: dict[str, str] = {}
 
     @property
     def hit(self) -> bool:

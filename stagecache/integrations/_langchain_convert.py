@@ -25,7 +25,6 @@ __all__ = [
     "Chat",
     "chat_of",
     "check_caller",
-    "entry_metadata",
     "llm_model_id",
     "llm_params",
     "messages_of",
@@ -81,21 +80,6 @@ def safe_params(llm_string: str) -> dict[str, Any]:
     except InputError:
         return {}
     return params if uncacheable else {}
-
-
-async def entry_metadata(
-    pipeline: Pipeline, entry_id: str | None
-) -> dict[str, str] | None:
-    """The metadata of a cache entry; None when it cannot be read."""
-    if entry_id is None:
-        return None
-    try:
-        found = await pipeline.cache.engine.backend.get_many([entry_id])
-    except Exception as exc:  # a failing backend: the caller treats it as unknown
-        _log.debug("entry metadata unreadable: %s", type(exc).__name__)
-        return None
-    entry = found.get(entry_id)
-    return dict(entry.metadata) if entry is not None else None
 
 
 def check_caller(

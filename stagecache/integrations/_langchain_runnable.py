@@ -40,7 +40,6 @@ from stagecache.integrations._langchain_convert import (
     LC_ROLES,
     chat_of,
     check_caller,
-    entry_metadata,
     llm_model_id,
     messages_of,
     with_memory,
@@ -265,8 +264,8 @@ class StagecacheRunnable(Runnable[Any, BaseMessage]):
         }
         raw = call.result
         if result.cache.hit and result.blocked is None:
-            entry = await entry_metadata(self.pipeline, result.cache.entry_id)
-            return _hit(restore_message(entry), result.answer, meta)
+            stored = restore_message(result.cache.metadata)
+            return _hit(stored, result.answer, meta)
         if raw is None or result.blocked is not None:
             return AIMessage(
                 content=result.answer, response_metadata={"stagecache": meta}

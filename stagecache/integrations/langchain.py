@@ -70,7 +70,6 @@ from stagecache.integrations._langchain_codec import (  # noqa: E402
 from stagecache.integrations._langchain_convert import (  # noqa: E402
     Chat,
     check_caller,
-    entry_metadata,
     llm_model_id,
     llm_params,
     parse_prompt,
@@ -281,8 +280,7 @@ class StagecacheLangChainCache(BaseCache):
         result = task.result()
         if not result.cache.hit or result.blocked is not None:
             return None
-        metadata = await entry_metadata(self.pipeline, result.cache.entry_id)
-        return restore(metadata, result.answer, is_chat, _mark(result))
+        return restore(result.cache.metadata, result.answer, is_chat, _mark(result))
 
     async def _update(self, request: Request, return_val: RETURN_VAL_TYPE) -> None:
         key, chat, _, caller, model, origin = request

@@ -225,6 +225,7 @@ class CacheCheck:
             hit.entry_id,
             age,
         )
+        outcome.metadata = dict(hit.metadata)
         turn.answer, turn.answer_source = hit.answer, "cache"
         span.update_name("cache.hit")
         span.set_attribute("cache.similarity", hit.similarity)
