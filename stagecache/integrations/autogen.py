@@ -52,7 +52,6 @@ from stagecache.config import PipelineConfig
 from stagecache.errors import LLMError
 from stagecache.integrations._common import require_extra, resolve_caller
 from stagecache.pipeline import Pipeline
-from stagecache.pipeline._events import CacheHit, Event
 from stagecache.stages.llm import Completion
 
 require_extra("autogen_core", "autogen")
@@ -93,7 +92,7 @@ ToolChoice = Tool | Literal["auto", "required", "none"]
 class _Request:
     """One ``create`` call on its way through the pipeline (see ``_CURRENT``)."""
 
-    __slots__ = ("client", "hit_usage", "kwargs", "live", "messages", "result")
+    __slots__ = ("client", "kwargs", "live", "messages", "result")
 
     def __init__(
         self,
@@ -105,8 +104,6 @@ class _Request:
         self.messages = messages
         self.kwargs = kwargs
         self.result: CreateResult | None = None
-        # The usage of the call that made the entry a hit came from (CacheHit).
-        self.hit_usage: RequestUsage | None = None
         self.live: Any = None  # [streaming] _autogen_stream.LiveChunks
 
 
@@ -228,7 +225,6 @@ class StagecacheChatCompletionClient(
             if isinstance(pipeline_config, str | Path)
             else (pipeline_config if pipeline_config is not None else False)
         )
-        self._unsubscribe = pipeline.events.subscribe(_note_hit_usage)
 
     @classmethod
     def default(
@@ -409,7 +405,7 @@ class StagecacheChatCompletionClient(
         finally:
             _CURRENT.reset(token)
         self.last_result = outcome
-        result = _result_of(outcome, request.result, request.hit_usage)
+        result = _result_of(outcome, request.result, _hit_usage(outcome))
         if result.cached and not self._replayable(result, tools):
             # A stored call of a tool this request does not offer as read-only:
             # never replayed; the model answers.
@@ -462,7 +458,6 @@ class StagecacheChatCompletionClient(
 
     async def close(self) -> None:
         """Close the inner client (and the pipeline when this client owns it)."""
-        self._unsubscribe()
         await self._inner.close()
         if self._owns:
             await self._pipeline.aclose()
@@ -536,13 +531,19 @@ def _model_name(client: ChatCompletionClient) -> str:
     return type(client).__name__
 
 
-def _note_hit_usage(event: Event) -> None:
-    """On a hit, keep the usage stored with the entry for the current request."""
-    if not isinstance(event, CacheHit):
-        return
-    request = _CURRENT.get()
-    if request is not None:
-        request.hit_usage = RequestUsage(
-            prompt_tokens=event.prompt_tokens or 0,
-            completion_tokens=event.completion_tokens or 0,
-        )
+def _hit_usage(outcome: Result) -> RequestUsage | None:
+    """On a hit, the usage of the call that made the entry (stored beside it)."""
+    if not outcome.cache.hit:
+        return None
+    counts = outcome.cache.metadata
+    return RequestUsage(
+        prompt_tokens=_count(counts.get("prompt_tokens")),
+        completion_tokens=_count(counts.get("completion_tokens")),
+    )
+
+
+def _count(value: str | None) -> int:
+    try:
+        return int(value) if value is not None else 0
+    except ValueError:
+        return 0
