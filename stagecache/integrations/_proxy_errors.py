@@ -96,32 +96,21 @@ def _constant(name: str) -> _NonFinite:
     return _NonFinite(name)
 
 
-def _refuse_non_finite(body: dict[str, Any]) -> None:
-    """Refuse a ``NaN``/``Infinity`` anywhere, naming the top-level field."""
-    for key, value in body.items():
-        stack = [value]
-        while stack:
-            item = stack.pop()
-            if isinstance(item, _NonFinite):
-                _refuse(
-                    f"{key}: {item.name} is not a JSON number; send a finite number.",
-                    code="invalid_number",
-                    param=key,
-                )
-            if isinstance(item, dict):
-                stack.extend(item.values())
-            elif isinstance(item, list):
-                stack.extend(item)
-
-
-def _check(value: Any) -> None:
-    """Refuse nesting deeper than MAX_DEPTH and strings with lone surrogates."""
-    stack: list[tuple[Any, int]] = [(value, 1)]
+def _check(body: dict[str, Any]) -> None:
+    """Refuse nesting deeper than MAX_DEPTH, strings with lone surrogates and
+    ``NaN``/``Infinity`` (named by the top-level field they sit in), in one walk."""
+    stack: list[tuple[Any, int, str | None]] = [(body, 1, None)]
     while stack:
-        item, depth = stack.pop()
+        item, depth, field = stack.pop()
         if isinstance(item, str):
             _check_text(item)
             continue
+        if isinstance(item, _NonFinite):
+            _refuse(
+                f"{field}: {item.name} is not a JSON number; send a finite number.",
+                code="invalid_number",
+                param=field,
+            )
         if not isinstance(item, (dict, list)):
             continue
         if depth > MAX_DEPTH:
@@ -132,9 +121,9 @@ def _check(value: Any) -> None:
         if isinstance(item, dict):
             for key, child in item.items():
                 _check_text(key)
-                stack.append((child, depth + 1))
+                stack.append((child, depth + 1, field or key))
         else:
-            stack.extend((child, depth + 1) for child in item)
+            stack.extend((child, depth + 1, field) for child in item)
 
 
 def _check_text(text: str) -> None:
@@ -184,7 +173,6 @@ def parse_json(raw: bytes) -> dict[str, Any]:
     if not isinstance(body, dict):
         _refuse("The request body must be a JSON object.", code="invalid_json")
     _check(body)
-    _refuse_non_finite(body)
     return body
 
 
