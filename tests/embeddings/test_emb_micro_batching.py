@@ -118,6 +118,7 @@ async def test_cancelled_waiter_does_not_break_the_others() -> None:
     batcher = MicroBatcher(fn, window_ms=60_000, max_batch=6)
     results: dict[int, Vectors] = {}
     cancelled: list[int] = []
+    follower_out = anyio.Event()
 
     async def call(i: int, scope_box: list[anyio.CancelScope]) -> None:
         with anyio.CancelScope() as scope:
@@ -125,6 +126,8 @@ async def test_cancelled_waiter_does_not_break_the_others() -> None:
             results[i] = await batcher([f"t{i}"])
         if scope.cancelled_caught:
             cancelled.append(i)
+        if i == 3:
+            follower_out.set()
 
     # Prime the adaptive window: after a batch of several texts, the next leader
     # holds its batch open.
@@ -142,7 +145,10 @@ async def test_cancelled_waiter_does_not_break_the_others() -> None:
         assert await anyio.to_thread.run_sync(fn.started.wait, 10)
         scopes[0][0].cancel()  # the leader
         scopes[3][0].cancel()  # a follower
-        await anyio.sleep(0.01)
+        # The follower stops waiting while the model call is still running (a
+        # fixed sleep here was not always enough on a loaded machine).
+        with anyio.fail_after(10):
+            await follower_out.wait()
         gate.set()
     assert fn.sizes == [6]
     assert 3 in cancelled
