@@ -1,20 +1,20 @@
 """Model clients: an OpenAI-compatible chat client (httpx, async).
 
 Works with any server that speaks ``POST /v1/chat/completions``: OpenAI, vLLM,
-Ollama, llama.cpp. Timeouts, retries with exponential backoff on 429, 5xx and
-connection errors, and errors translated into :class:`~stagecache.errors.LLMError`
-with the status code and a hint.
+Ollama, llama.cpp. Timeouts; retries on 408/409/425/429, 5xx, timeouts and
+connection errors (:mod:`stagecache._http_retry`: tenacity, exponential backoff with
+jitter, at least the wait a ``retry-after-ms`` / ``Retry-After`` asks for); errors
+translated into :class:`~stagecache.errors.LLMError` with the status code and a hint.
 """
 
 from __future__ import annotations
 
 import os
-import random
 from typing import TYPE_CHECKING, Any
 
-import anyio
 import httpx
 
+from stagecache._http_retry import RETRY_STATUS, RetryPolicy
 from stagecache._model import ToolCall, Turn, Usage
 from stagecache.errors import ConfigError, LLMError
 from stagecache.exporters._propagation import trace_headers
@@ -24,8 +24,6 @@ if TYPE_CHECKING:
     from stagecache.config import OpenAIChatConfig
 
 __all__ = ["OpenAIChatClient", "finish_reason", "turn_to_openai_messages"]
-
-_RETRY_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504})
 
 
 def turn_to_openai_messages(turn: Turn) -> list[dict[str, Any]]:
@@ -54,6 +52,12 @@ class OpenAIChatClient:
         timeout_s: per-request timeout.
         max_retries: retries after the first attempt on retryable failures.
         transport: an httpx transport (tests inject faults with it).
+        backoff_s: the first retry's delay; it doubles each time (with jitter),
+            capped at ``max_backoff_s``.
+        max_backoff_s: the longest backoff; a server's ``retry-after-ms`` /
+            ``Retry-After`` is waited for in full, up to ``max_retry_after_s``.
+        max_retry_after_s: the longest wait a server may ask for; a reply asking
+            for more is not retried (an :class:`LLMError` saying so).
     """
 
     #: ``gen_ai.provider.name`` of the model call's span.
@@ -68,6 +72,9 @@ class OpenAIChatClient:
         timeout_s: float = 60.0,
         max_retries: int = 2,
         transport: httpx.AsyncBaseTransport | None = None,
+        backoff_s: float = 0.5,
+        max_backoff_s: float = 8.0,
+        max_retry_after_s: float = 60.0,
     ) -> None:
         self.model_id = model
         self._url = base_url.rstrip("/") + "/chat/completions"
@@ -75,7 +82,12 @@ class OpenAIChatClient:
         self._client = httpx.AsyncClient(
             headers=headers, timeout=timeout_s, transport=transport
         )
-        self._retries = max_retries
+        self._policy = RetryPolicy(
+            max_retries=max_retries,
+            backoff_s=backoff_s,
+            max_backoff_s=max_backoff_s,
+            max_retry_after_s=max_retry_after_s,
+        )
 
     @classmethod
     def from_config(cls, config: OpenAIChatConfig) -> OpenAIChatClient:
@@ -130,38 +142,43 @@ class OpenAIChatClient:
         return _parse(data)
 
     async def _post(self, body: dict[str, Any]) -> dict[str, Any]:
-        last: str = ""
-        status: int | None = None
-        for attempt in range(self._retries + 1):
-            if attempt:
-                await anyio.sleep(min(8.0, 0.25 * 2**attempt) * (0.5 + random.random()))
-            try:
-                response = await self._client.post(
-                    self._url, json=body, headers=trace_headers()
-                )
-            except httpx.TimeoutException:
-                last, status = f"timed out calling {self._url}", None
-                continue
-            except httpx.TransportError as exc:
-                last, status = f"cannot reach {self._url}: {exc}", None
-                continue
-            if response.status_code in _RETRY_STATUS:
-                last, status = _error_text(response), response.status_code
-                continue
-            if response.status_code >= 400:
-                raise LLMError(_error_text(response), status_code=response.status_code)
-            try:
-                data = response.json()
-            except ValueError:
+        async def post() -> httpx.Response:
+            # The trace context of each attempt: the current span when it is sent.
+            return await self._client.post(
+                self._url, json=body, headers=trace_headers()
+            )
+
+        done = await self._policy.send(self._url, post)
+        tries = f"after {done.attempts} attempt{'s' if done.attempts > 1 else ''}"
+        response = done.response
+        if response is None:
+            if isinstance(done.error, httpx.TimeoutException):
                 raise LLMError(
-                    f"{self._url} returned a body that is not JSON"
-                ) from None
-            if not isinstance(data, dict):
-                raise LLMError(f"{self._url} returned JSON that is not an object")
-            return data
-        raise LLMError(
-            f"{last} (after {self._retries + 1} attempts)", status_code=status
-        )
+                    f"timed out calling {self._url} ({tries})"
+                ) from done.error
+            raise LLMError(
+                f"cannot reach {self._url}: {done.error} ({tries})"
+            ) from done.error
+        if done.retry_after_s is not None:
+            raise LLMError(
+                f"{_error_text(response)}; the server asked to retry after "
+                f"{done.retry_after_s:g} s, more than max_retry_after_s="
+                f"{self._policy.max_retry_after_s:g} ({tries})",
+                status_code=response.status_code,
+            )
+        if response.status_code >= 400:
+            if response.status_code in RETRY_STATUS:
+                text = f"{_error_text(response)} ({tries})"
+            else:
+                text = _error_text(response)
+            raise LLMError(text, status_code=response.status_code)
+        try:
+            data = response.json()
+        except ValueError:
+            raise LLMError(f"{self._url} returned a body that is not JSON") from None
+        if not isinstance(data, dict):
+            raise LLMError(f"{self._url} returned JSON that is not an object")
+        return data
 
 
 def _error_text(response: httpx.Response) -> str:

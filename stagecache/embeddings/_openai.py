@@ -2,22 +2,22 @@
 
 OpenAI itself, vLLM, Ollama, LM Studio, text-embeddings-inference, LiteLLM, ... It
 sends texts in batches of ``batch_size``, retries 429, 5xx, connection errors and
-timeouts with exponential backoff (honouring ``Retry-After``), and checks every
+timeouts (:mod:`stagecache._http_retry`: tenacity, exponential backoff with jitter,
+at least the wait a ``retry-after-ms`` / ``Retry-After`` asks for), and checks every
 reply: the row count, the dimension, NaN and inf. Rows are L2-normalised here
 (OpenAI's already are; other servers' may not be).
 """
 
 from __future__ import annotations
 
-import random
 from collections.abc import Sequence
 from types import TracebackType
 from typing import Any
 
-import anyio
 import httpx
 import numpy as np
 
+from stagecache._http_retry import RetryPolicy
 from stagecache.embeddings._validation import (
     check_texts,
     empty_vectors,
@@ -29,7 +29,6 @@ from stagecache.types import Vectors
 
 __all__ = ["OpenAIEmbedder"]
 
-_RETRY_STATUS = frozenset((408, 409, 425, 429, 500, 502, 503, 504))
 _HINTS = {
     401: "check the API key (api_key / api_key_env)",
     403: "the API key may lack access to this model",
@@ -55,7 +54,11 @@ class OpenAIEmbedder:
             ``warm_up()`` before reading ``dim``).
         backoff_s: the first retry delay; it doubles each time (with jitter), capped
             at ``max_backoff_s``.
-        max_backoff_s: the longest delay between attempts (also caps Retry-After).
+        max_backoff_s: the longest backoff between attempts; a server's
+            ``retry-after-ms`` / ``Retry-After`` is waited for in full (up to
+            ``max_retry_after_s``).
+        max_retry_after_s: the longest wait a server may ask for; a reply asking
+            for more is not retried (an :class:`EmbeddingError` saying so).
         max_chars: texts longer than this are clipped (logged ``truncated=True``).
         model_id: the id used in cache keys (default: ``model``).
         client: an ``httpx.AsyncClient`` to use instead of creating one (not
@@ -73,6 +76,7 @@ class OpenAIEmbedder:
         "max_backoff_s",
         "max_chars",
         "max_retries",
+        "max_retry_after_s",
         "model",
         "timeout_s",
         "url",
@@ -90,6 +94,7 @@ class OpenAIEmbedder:
         dim: int | None = None,
         backoff_s: float = 0.5,
         max_backoff_s: float = 8.0,
+        max_retry_after_s: float = 60.0,
         max_chars: int = 16_000,
         model_id: str | None = None,
         client: httpx.AsyncClient | None = None,
@@ -106,11 +111,13 @@ class OpenAIEmbedder:
         self.batch_size = batch_size
         self.backoff_s = backoff_s
         self.max_backoff_s = max_backoff_s
+        self.max_retry_after_s = max_retry_after_s
         self.max_chars = max_chars
         self._dim = dim
         self._model_id = model_id or model
         self._owns_client = client is None
         self._client = client
+        self._policy()  # ValueError now for a negative or infinite delay
 
     @property
     def model_id(self) -> str:
@@ -164,44 +171,51 @@ class OpenAIEmbedder:
 
     async def _request(self, texts: list[str]) -> Vectors:
         payload = {"model": self.model, "input": texts, "encoding_format": "float"}
-        for attempt in range(self.max_retries + 1):
-            last = attempt == self.max_retries
-            retry_after: float | None = None
-            try:
-                response = await self._http().post(
-                    self.url, json=payload, headers=trace_headers()
-                )
-            except httpx.TimeoutException as exc:
-                if last:
-                    raise EmbeddingError(
-                        f"POST {self.url}: timed out after {self.timeout_s:g} s "
-                        f"({attempt + 1} attempts); raise timeout_s or check the server"
-                    ) from exc
-            except httpx.TransportError as exc:
-                if last:
-                    raise EmbeddingError(
-                        f"POST {self.url}: cannot connect "
-                        f"({type(exc).__name__}: {exc}; "
-                        f"{attempt + 1} attempts); check base_url and that the server "
-                        f"is up"
-                    ) from exc
-            else:
-                if response.status_code == 200:
-                    return self._parse(response, len(texts))
-                if response.status_code not in _RETRY_STATUS or last:
-                    raise self._http_error(response, attempt + 1)
-                retry_after = _retry_after(response)
-            delay = min(self.backoff_s * 2**attempt, self.max_backoff_s)
-            delay = delay * (0.5 + random.random() / 2)  # jitter: spread retries
-            if retry_after is not None:
-                delay = min(max(delay, retry_after), self.max_backoff_s)
-            await anyio.sleep(delay)
-        raise AssertionError("unreachable")  # pragma: no cover
 
-    def _http_error(self, response: httpx.Response, attempts: int) -> EmbeddingError:
+        async def post() -> httpx.Response:
+            # The trace context of each attempt: the current span when it is sent.
+            return await self._http().post(
+                self.url, json=payload, headers=trace_headers()
+            )
+
+        done = await self._policy().send(self.url, post)
+        if done.response is None:
+            exc = done.error
+            if isinstance(exc, httpx.TimeoutException):
+                raise EmbeddingError(
+                    f"POST {self.url}: timed out after {self.timeout_s:g} s "
+                    f"({done.attempts} attempts); raise timeout_s or check the server"
+                ) from exc
+            raise EmbeddingError(
+                f"POST {self.url}: cannot connect "
+                f"({type(exc).__name__}: {exc}; "
+                f"{done.attempts} attempts); check base_url and that the server "
+                f"is up"
+            ) from exc
+        if done.response.status_code == 200:
+            return self._parse(done.response, len(texts))
+        raise self._http_error(done.response, done.attempts, done.retry_after_s)
+
+    def _policy(self) -> RetryPolicy:
+        return RetryPolicy(
+            max_retries=self.max_retries,
+            backoff_s=self.backoff_s,
+            max_backoff_s=self.max_backoff_s,
+            max_retry_after_s=self.max_retry_after_s,
+        )
+
+    def _http_error(
+        self, response: httpx.Response, attempts: int, too_long: float | None
+    ) -> EmbeddingError:
         code = response.status_code
         body = response.text[:300].replace("\n", " ")
         hint = _HINTS.get(code, "server error" if code >= 500 else "bad request")
+        if too_long is not None:
+            hint = (
+                f"the server asked to retry after {too_long:g} s, more than "
+                f"max_retry_after_s={self.max_retry_after_s:g}; lower the request "
+                f"rate or raise max_retry_after_s"
+            )
         return EmbeddingError(
             f"POST {self.url}: HTTP {code} after {attempts} attempt(s) "
             f"(model {self.model!r}): {body!r}; hint: {hint}"
@@ -252,13 +266,3 @@ class OpenAIEmbedder:
 
     def __repr__(self) -> str:
         return f"OpenAIEmbedder({self.url!r}, model={self.model!r})"
-
-
-def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("retry-after")
-    if value is None:
-        return None
-    try:
-        return max(float(value), 0.0)
-    except ValueError:
-        return None  # an HTTP date: rare for APIs; the exponential delay applies
