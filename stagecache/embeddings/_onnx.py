@@ -15,6 +15,7 @@ id gets the suffix ``#onnx-int8`` and it never mixes with fp32 rows in a cache.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import os
@@ -68,7 +69,7 @@ class _Runtime:
         except ImportError as exc:
             raise ModelNotFound(
                 f"OnnxEmbedder needs onnxruntime and tokenizers: pip install "
-                f"onnxruntime tokenizers ({exc})"
+                f"'stagecache[onnx]' ({exc})"
             ) from exc
         meta = json.loads((folder / META_FILE).read_text("utf-8"))
         self.dim = int(meta["dim"])
@@ -166,6 +167,13 @@ class OnnxEmbedder:
         if quantize not in ("fp32", "int8"):
             raise ConfigError(
                 f"{quantize!r} is not one of 'fp32', 'int8'", field="quantize"
+            )
+        if importlib.util.find_spec("onnxruntime") is None:
+            raise ConfigError(
+                "the ONNX embedder needs onnxruntime, which is not installed: pip "
+                "install 'stagecache[onnx]', or use kind = \"sentence_transformers\" "
+                "(the default)",
+                field="embedder.kind",
             )
         self._model_arg = model
         self.quantize: Quantize = quantize

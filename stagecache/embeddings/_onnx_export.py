@@ -84,9 +84,10 @@ def export_onnx(model_path: Path, target: Path) -> Path:
         from transformers import AutoModel, AutoTokenizer
     except ImportError as exc:
         raise ModelNotFound(
-            f"exporting {model_path} to ONNX needs torch, transformers and onnx at "
-            f"export time ({exc}); install them once, or copy a folder exported "
-            f"elsewhere to {target}"
+            f"exporting {model_path} to ONNX needs torch, transformers, onnx and "
+            f"onnxruntime at export time ({exc}): pip install "
+            f"'stagecache[onnx-export]' once, or copy a folder exported elsewhere "
+            f"to {target}"
         ) from exc
 
     _log.info(
