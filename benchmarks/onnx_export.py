@@ -288,6 +288,11 @@ def write(
             f"{int(row['right'])} | {int(row['wrong'])} | {int(row['flips'])} | "
             f"{row['pair_dev']:.4f} |"
         )
+    lines += [
+        "",
+        'Which export stagecache uses, and why: docs/design.md ("The ONNX export '
+        'stays ours").',
+    ]
     RESULTS.write_text("\n".join(lines) + "\n", "utf-8")
     print("\n".join(lines))
 
