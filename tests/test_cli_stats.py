@@ -48,13 +48,30 @@ asyncio.run(main())
 """
 
 
+#: The default chain, with room for a loaded machine: a lookup that outlasts its
+#: stage timeout (a first embedding on busy cores) would be a miss.
+STAGES = "".join(
+    f'[[stages]]\nkind = "{kind}"\n{extra}'
+    for kind, extra in (
+        ("input_guard", ""),
+        ("memory_search", "timeout_s = 60\n"),
+        ("cache_check", "timeout_s = 60\n"),
+        ("llm", ""),
+        ("output_guard", ""),
+        ("store", ""),
+        ("write_invalidate", ""),
+    )
+)
+
+
 def _config(path: Path, backend: str) -> Path:
     path.write_text(
         '[pipeline]\nmodel = "gpt-priced"\n'
         f'prices = {{ "gpt-priced" = {{ input_per_1k = {PRICE_IN}, '
         f"output_per_1k = {PRICE_OUT} }} }}\n"
         '[llm]\nkind = "scripted"\ndelay_s = 0\n'
-        f"[cache.backend]\n{backend}"
+        "[cache]\ntimeout_s = 30\n"
+        f"[cache.backend]\n{backend}{STAGES}"
     )
     return path
 

@@ -185,6 +185,8 @@ class LookupTally:
         """
         if self.store is None or not self._pending or self._flushing:
             return
+        if timeout_s <= 0:
+            return  # no time left in this lookup: the next one writes them
         batch, self._pending = self._pending, {}
         self._inflight, self._flushing = batch, True
         self._flushed_at = anyio.current_time()

@@ -12,7 +12,6 @@ import pytest
 from stagecache import Caller
 from stagecache.cache import CacheSettings
 from stagecache.cache._settings import BackendSettings
-from stagecache.cache._tally import Counts, Key
 from stagecache.config import PipelineConfig, PipelineSection
 from stagecache.errors import BackendUnavailable
 from stagecache.exporters import ModelPrice
@@ -128,16 +127,18 @@ class FailingStore:
 
     def __init__(self) -> None:
         self.broken = True
-        self.written: dict[Key, Counts] = {}
+        self.written: dict[tuple[str, str], Any] = {}
 
-    async def add(self, deltas: Mapping[Key, Counts]) -> dict[Key, Counts]:
+    async def add(self, deltas: Mapping[tuple[str, str], Any]) -> dict[Any, Any]:
+        from stagecache.cache._tally import Counts
+
         if self.broken:
             raise BackendUnavailable("counter store: disk full")
         for key, counts in deltas.items():
             self.written.setdefault(key, Counts()).add(counts)
-        return {k: v for k, v in self.written.items()}
+        return dict(self.written)
 
-    async def read(self) -> dict[Key, Counts]:
+    async def read(self) -> dict[Any, Any]:
         return dict(self.written)
 
 
