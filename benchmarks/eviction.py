@@ -332,8 +332,8 @@ def write(
         f"{args.one_off:.0%} one-off questions, drift: {args.churn:.0%} of the "
         f"intents move from the tail to the head every {args.epoch:,} requests. "
         f"Real engine (memory backend, threshold 0.92, no verifier), one user, "
-        f"the cap is `max_entries_per_user`. Median over {args.seeds} traces "
-        "(seeds 0..n-1), one run each.",
+        f"the cap is `max_entries_per_user`. Median over {args.seeds} trace(s) "
+        f"(seeds 0 to {args.seeds - 1}), one run each.",
         "",
         "| cap | " + " | ".join(POLICIES) + " |",
         "|---|" + "---|" * len(POLICIES),
@@ -353,6 +353,29 @@ def write(
         "median: "
         + ", ".join(f"{p} {wrong[(p, args.caps[-1])]:.4f}" for p in POLICIES)
         + f" at cap {args.caps[-1]:,}.",
+        "",
+        "## Verdict",
+        "",
+    ]
+    winners = []
+    for policy in list(POLICIES)[1:]:
+        better = [c for c in args.caps if med[(policy, c)] > med[("lru", c)]]
+        worse = [c for c in args.caps if med[(policy, c)] < med[("lru", c)]]
+        lines.append(
+            f"- `{policy}`: above LRU at caps {better or 'none'}, below at "
+            f"{worse or 'none'}."
+        )
+        if not worse:
+            winners.append(policy)
+    lines += [
+        "",
+        (
+            f"Above or equal to LRU at every cap: {', '.join(winners)}."
+            if winners
+            else "No policy is at least as good as LRU at every cap: which one wins "
+            "depends on the cap relative to the working set, which an operator "
+            "cannot know in advance; LRU stays the only policy (docs/design.md)."
+        ),
         "",
     ]
     OUT.write_text("\n".join(lines))
