@@ -8,6 +8,7 @@ import msgspec
 
 from stagecache._validate import CheckNumbers, Delay, Retries, Seconds
 from stagecache.cache import CacheSettings
+from stagecache.exporters._pricing import ModelPrice
 
 __all__ = [
     "DEFAULT_STAGES",
@@ -45,6 +46,9 @@ class PipelineSection(
             backends and plugins into spans, events and logs, stripped of the
             request's text, PII-redacted and cut to 200 characters (off: only the
             type, status and length; see docs/security.md).
+        prices: USD per 1k tokens by model id (``"*"``: any other model), for
+            the cost saved that ``stats()`` and ``stagecache stats`` report; the
+            ``prices`` of the exporters fill in the models not named here.
     """
 
     model: str = "default"
@@ -52,6 +56,7 @@ class PipelineSection(
     tracing: bool = True
     record_query_text: bool = False
     record_error_messages: bool = False
+    prices: dict[str, ModelPrice] = {}
 
 
 class ScriptedLLMConfig(

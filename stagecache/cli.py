@@ -8,7 +8,7 @@
     stagecache entries list|show|delete|export|import --config FILE
                                                     see and correct the entries
     stagecache feedback ENTRY_ID --wrong|--correct  feedback on a stored entry
-    stagecache stats --config FILE                  what the cache holds
+    stagecache stats --config FILE                  hits, misses, cost saved
     stagecache explain "QUESTION" --user U --config FILE
                                                     why it hits or misses
     stagecache purge USER_ID --config FILE          erase a user's cached data

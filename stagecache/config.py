@@ -57,6 +57,7 @@ from stagecache._configtypes import (
 )
 from stagecache.cache import CacheSettings, SemanticCache
 from stagecache.errors import ConfigError
+from stagecache.exporters._pricing import ModelPrice
 from stagecache.memory import MemoryStore
 from stagecache.pipeline._cacheapi import CacheAPI
 from stagecache.pipeline._events import EventBus
@@ -264,11 +265,14 @@ def _build(
             factory, stage_cfg = stage_config(table, i, file, group="stage")
             stages.append(factory.from_config(stage_cfg, ctx))
     exporters = []
+    prices: dict[str, Any] = {}  # for stats(): the exporters', then [pipeline]'s
     places = exporter_positions or range(len(config.exporters))
     for i, table in zip(places, config.exporters, strict=True):
         with found.check(f"exporters[{i}]"):
             factory, exp_config = stage_config(table, i, file, group="exporter")
             exporters.append(factory.from_config(exp_config, ctx))
+            prices.update(_prices_of(exp_config))
+    prices.update(section.prices)
     found.raise_any()
     for exporter in exporters:
         events.subscribe(exporter)
@@ -280,6 +284,7 @@ def _build(
         default_model=section.model,
         default_instructions=section.instructions,
         guards=[s for s in stages if s.name in ("input_guard", "output_guard")],
+        prices=prices,
     )
     return Pipeline(
         stages,
@@ -299,6 +304,14 @@ def _build(
         record_query_text=section.record_query_text,
         record_error_messages=section.record_error_messages,
     )
+
+
+def _prices_of(exporter_config: object) -> dict[str, ModelPrice]:
+    """The ``prices`` table of an exporter's config, if it has one."""
+    table = getattr(exporter_config, "prices", None)
+    if not isinstance(table, dict):
+        return {}
+    return {k: v for k, v in table.items() if isinstance(v, ModelPrice)}
 
 
 class _ProviderCloser:

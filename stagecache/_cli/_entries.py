@@ -16,6 +16,7 @@ import anyio
 from stagecache._cli._open import open_cache
 from stagecache._cli._output import emit, error
 from stagecache.cache._backend import Entry
+from stagecache.cache._tally import summarise
 from stagecache.errors import InputError
 from stagecache.pipeline._entries import decode_entry, encode_entry, iter_entries, view
 
@@ -170,42 +171,85 @@ async def feedback(args: argparse.Namespace) -> int:
 
 
 async def stats(args: argparse.Namespace) -> int:
-    """Run ``stagecache stats``: what the backend holds, per scope mode."""
-    modes: dict[str, dict[str, int]] = {}
+    """Run ``stagecache stats``: what the backend holds, and the lookups of every
+    process that shares it, per scope mode."""
+    held: dict[str, dict[str, int]] = {}
     now = time.time()
     async with open_cache(args.config) as api:
-        counts = api.engine.stats()
+        counted = await api.refresh_stats()
         async for entry in iter_entries(api.engine):
-            row = modes.setdefault(
-                entry.scope_mode,
-                {"entries": 0, "expired": 0, "hits": 0, "positive": 0, "negative": 0},
-            )
+            row = held.setdefault(entry.scope_mode, dict.fromkeys(_HELD, 0))
             row["entries"] += 1
             row["expired"] += entry.expires_at <= now
-            row["hits"] += entry.hits
+            row["entry_hits"] += entry.hits
             row["positive"] += entry.positive
             row["negative"] += entry.negative
+    lookups = counted["by_scope_mode"]
+    none = {k: v for k, v in summarise({}).items() if k in _LOOKUPS}
+    modes = {
+        mode: {
+            **dict.fromkeys(_HELD, 0),
+            **held.get(mode, {}),
+            **lookups.get(mode, none),
+        }
+        for mode in sorted(set(held) | set(lookups))
+    }
     data = {
-        "entries": counts["entries"],
-        "users": counts["users"],
-        "scopes": counts["scopes"],
+        "entries": counted["entries"],
+        "users": counted["users"],
+        "scopes": counted["scopes"],
+        **{k: counted[k] for k in _LOOKUPS},
         "by_scope_mode": modes,
+        "by_model": counted["by_model"],
     }
     lines = [
-        f"entries {counts['entries']}, users {counts['users']}, "
-        f"scopes {counts['scopes']}"
+        f"entries {data['entries']}, users {data['users']}, scopes {data['scopes']}",
+        f"lookups: {_lookups_line(data)}",
     ]
-    for mode, row in sorted(modes.items()):
+    for mode, row in modes.items():
         lines.append(
-            f"  {mode}: {row['entries']} entries, {row['hits']} hits served, "
-            f"feedback +{row['positive']} -{row['negative']}"
+            f"  {mode}: {row['entries']} entries (feedback +{row['positive']} "
+            f"-{row['negative']}); {_lookups_line(row)}"
         )
-    lines.append(
-        "misses and hit rate are counted per process: pipeline.cache.stats() and "
-        "the Prometheus exporter"
-    )
+    unpriced = [m for m, r in counted["by_model"].items() if r["unpriced_hits"]]
+    if unpriced:
+        lines.append(
+            "cost unknown for the hits of: "
+            + ", ".join(unpriced)
+            + " (no price, or no usage stored with the entry; prices in "
+            "[pipeline] prices or an exporter's prices)"
+        )
     emit(data, "\n".join(lines), as_json=args.json)
     return 0
+
+
+#: What the backend holds, per scope mode.
+_HELD = ("entries", "expired", "entry_hits", "positive", "negative")
+#: The lookup counts of every process (``pipeline.cache.stats()``).
+_LOOKUPS = (
+    "hits",
+    "misses",
+    "hit_rate",
+    "tokens_saved",
+    "cost_saved_usd",
+    "unpriced_hits",
+)
+
+
+def _lookups_line(row: dict[str, Any]) -> str:
+    rate = row.get("hit_rate")
+    cost = row.get("cost_saved_usd")
+    if cost is None:
+        saved = "cost saved unknown"
+    else:
+        saved = f"cost saved ${cost:.4f}"
+        if row.get("unpriced_hits"):
+            saved += f" (+ unknown for {row['unpriced_hits']} hits)"
+    return (
+        f"{row.get('hits', 0)} hits, {row.get('misses', 0)} misses, hit rate "
+        f"{'-' if rate is None else f'{rate:.1%}'}, "
+        f"{row.get('tokens_saved', 0)} tokens saved, {saved}"
+    )
 
 
 def add_entries_arguments(
@@ -272,5 +316,5 @@ def add_entries_arguments(
     sub.add_parser(
         "stats",
         parents=[common, config],
-        help="entries, users, and hits served per scope mode",
+        help="entries, hits, misses, hit rate, tokens and cost saved per scope mode",
     )

@@ -27,6 +27,8 @@ from stagecache.cache._scope import Scope, query_key, resolve_scope
 from stagecache.cache._settings import CacheSettings, KeyParts
 from stagecache.cache._sqlite import SqliteBackend
 from stagecache.cache._state import Record, ScopeState
+from stagecache.cache._tally import LookupTally
+from stagecache.cache._tallystore import counter_store
 from stagecache.errors import CacheError
 from stagecache.pipeline._events import Event, EventBus
 from stagecache.types import Verifier
@@ -87,6 +89,8 @@ class CacheCore:
         self._flights = SingleFlight()
         self._unsubscribe: Callable[[], None] | None = None
         self._opened = False
+        #: Hits and misses of every process sharing the backend (``_tally``).
+        self.tally = LookupTally(counter_store(self._backend))
 
     @property
     def settings(self) -> CacheSettings:

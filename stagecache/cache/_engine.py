@@ -136,6 +136,7 @@ class SemanticCache(BatchedStore, OperatorAccess, HitBookkeeping):
             return
         await self._backend.open()
         self._opened = True
+        await self.tally.load(self._io_timeout)
         self._unsubscribe = self._backend.subscribe(self._changes.append)
         if not self._backend.stores_vectors:
             return
@@ -172,6 +173,7 @@ class SemanticCache(BatchedStore, OperatorAccess, HitBookkeeping):
                 # that no later purge_user could find.
                 keys = list(self._scopes)
                 await anyio.to_thread.run_sync(_delete_all, index_dir, keys)
+            await self.tally.flush(self._io_timeout)
             await self._backend.aclose()
 
     async def __aenter__(self) -> SemanticCache:
@@ -249,6 +251,9 @@ class SemanticCache(BatchedStore, OperatorAccess, HitBookkeeping):
             A :class:`Lookup`; ``lookup.hit`` is the answering candidate or None.
         """
         self._check_up()
+        if self.tally.due():  # counts of earlier lookups, batched (``_tally``)
+            left = anyio.current_effective_deadline() - anyio.current_time()
+            await self.tally.flush(min(self._io_timeout, left / 4))
         if self._changes:
             await self._apply_changes_read()
         v = self._check_vector(vector)

@@ -8,7 +8,7 @@ and misses; and warm the cache in bulk with question/answer pairs
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from contextlib import aclosing
 from typing import Any
 
@@ -18,6 +18,7 @@ from stagecache.cache._backend import Entry
 from stagecache.cache._explain import Explanation
 from stagecache.cache._scope import check_purge
 from stagecache.errors import InputError
+from stagecache.exporters._pricing import ModelPrice
 from stagecache.memory import MemoryStore
 from stagecache.pipeline._entries import HitCounter, check_ids, iter_entries
 from stagecache.pipeline._events import EventBus
@@ -41,6 +42,7 @@ class CacheAPI(PairImport):
         default_model: str,
         default_instructions: str = "",
         guards: Sequence[Stage] = (),
+        prices: Mapping[str, ModelPrice] | None = None,
     ) -> None:
         self.engine = engine
         self._embedder = embedder
@@ -49,7 +51,7 @@ class CacheAPI(PairImport):
         self._model = default_model
         self._instructions = default_instructions
         self.guards = list(guards)
-        self._hits = HitCounter()
+        self._hits = HitCounter(engine.tally, prices)
         events.subscribe(self._hits)
 
     async def purge_user(
@@ -132,16 +134,36 @@ class CacheAPI(PairImport):
         return self._memory.facts(user_id, tenant=tenant)
 
     def stats(self) -> dict[str, Any]:
-        """Counts of the engine and the lookups of this process.
+        """Counts of the engine, and the lookups of every process sharing its
+        backend.
+
+        Hits and misses are counted per (scope mode, model) and added up in the
+        backend (a table of the SQLite file, a hash of the Redis namespace), so
+        they cover every process and survive restarts; this process's latest
+        lookups are included, those of others as of this process's last write
+        (at most a second old while it serves; :meth:`refresh_stats` reads them
+        now). The memory backend counts this process's lookups only.
 
         Returns:
             ``entries``, ``scopes``, ``users`` ((tenant, user) pairs) and the other
             engine counts; ``hits``, ``misses``, ``hit_rate`` (None before any
-            lookup) and ``tokens_saved`` (usage stored with the entries that
-            answered) since the pipeline was built, and the same four per scope
-            mode under ``by_scope_mode``.
+            lookup), ``tokens_saved`` (usage stored with the entries that
+            answered), ``cost_saved_usd`` (those tokens at the model's price;
+            None, "unknown", when no hit had a price and a usage) and
+            ``unpriced_hits`` (hits whose cost is unknown, not in
+            ``cost_saved_usd``); the same under ``by_scope_mode`` and
+            ``by_model``.
         """
-        return {**self.engine.stats(), **self._hits.summary()}
+        return {**self.engine.stats(), **self.engine.tally.summary()}
+
+    async def refresh_stats(self) -> dict[str, Any]:
+        """:meth:`stats` after writing this process's counts and reading every
+        process's from the backend now (one round trip each)."""
+        tally = self.engine.tally
+        timeout = self.engine.settings.timeout_s
+        await tally.flush(timeout)
+        await tally.load(timeout)
+        return self.stats()
 
     async def explain(
         self,

@@ -1,5 +1,5 @@
 """What an operator sees of the cache: its entries, as records and as JSON lines,
-and the hit counts of this process.
+and the counter of its hits and misses.
 
 An entry is exported as one JSON object per line: every field of
 :class:`~stagecache.cache.Entry` (id, scope key and mode, user, tenant, question,
@@ -10,7 +10,7 @@ exactly, without loading the embedding model.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import aclosing
 from typing import Any
 
@@ -18,7 +18,9 @@ import msgspec
 
 from stagecache.cache import SemanticCache
 from stagecache.cache._backend import Entry
+from stagecache.cache._tally import LookupTally
 from stagecache.errors import InputError
+from stagecache.exporters._pricing import ModelPrice, PriceTable, TokenCount
 from stagecache.pipeline._events import CacheHit, CacheMiss, Event
 
 __all__ = ["HitCounter", "decode_entry", "encode_entry", "iter_entries"]
@@ -90,43 +92,41 @@ def check_ids(entry_ids: Iterable[str]) -> list[str]:
 
 
 class HitCounter:
-    """Counts the lookups of this process by scope mode (an event subscriber).
+    """Counts the cache's lookups by scope mode and model (an event subscriber).
 
-    Tokens saved are the usage stored with each entry that answered (carried on
-    the hit event); hits whose entry has no recorded usage add nothing to it.
+    The counts go to the engine's :class:`~stagecache.cache._tally.LookupTally`,
+    which adds them up with those of every process sharing the backend. A hit
+    saved the usage stored with the entry that answered (carried on the hit
+    event) and, where ``prices`` names the model (or ``"*"``), what that usage
+    costs; a hit without either has an unknown cost.
+
+    Args:
+        tally: where the counts go.
+        prices: USD per 1k tokens by model id.
     """
 
-    __slots__ = ("_modes",)
+    __slots__ = ("_prices", "_tally")
 
-    def __init__(self) -> None:
-        self._modes: dict[str, dict[str, int]] = {}
+    def __init__(
+        self, tally: LookupTally, prices: Mapping[str, ModelPrice] | None = None
+    ) -> None:
+        self._tally = tally
+        self._prices = PriceTable(prices)
 
     def __call__(self, event: Event) -> None:
         """Count one cache event (others are ignored)."""
         if isinstance(event, CacheHit):
-            row = self._row(event.scope_mode)
-            row["hits"] += 1
-            tokens = (event.prompt_tokens or 0) + (event.completion_tokens or 0)
-            row["tokens_saved"] += tokens
+            prompt, completion = event.prompt_tokens, event.completion_tokens
+            cost = None
+            priced = self._prices.price(event.model) is not None
+            if priced and prompt is not None and completion is not None:
+                cost = self._prices.cost(event.model, TokenCount(prompt, completion))
+            self._tally.hit(
+                event.scope_mode,
+                event.model,
+                prompt_tokens=prompt,
+                completion_tokens=completion,
+                cost_usd=cost,
+            )
         elif isinstance(event, CacheMiss):
-            self._row(event.scope_mode)["misses"] += 1
-
-    def _row(self, mode: str) -> dict[str, int]:
-        row = self._modes.get(mode)
-        if row is None:
-            row = self._modes[mode] = {"hits": 0, "misses": 0, "tokens_saved": 0}
-        return row
-
-    def summary(self) -> dict[str, Any]:
-        """Totals and ``by_scope_mode``: hits, misses, hit_rate, tokens_saved."""
-        modes = {m: _with_rate(r) for m, r in sorted(self._modes.items())}
-        total = {"hits": 0, "misses": 0, "tokens_saved": 0}
-        for row in self._modes.values():
-            for key in total:
-                total[key] += row[key]
-        return {**_with_rate(total), "by_scope_mode": modes}
-
-
-def _with_rate(row: dict[str, int]) -> dict[str, Any]:
-    lookups = row["hits"] + row["misses"]
-    return {**row, "hit_rate": round(row["hits"] / lookups, 4) if lookups else None}
+            self._tally.miss(event.scope_mode, event.model)
