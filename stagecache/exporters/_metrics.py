@@ -35,9 +35,11 @@ LATENCY_BUCKETS = (
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
     0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 )  # fmt: skip
-SIMILARITY_BUCKETS = (
-    0.5, 0.6, 0.7, 0.8, 0.85, 0.88, 0.9, 0.91, 0.92,
-    0.93, 0.94, 0.95, 0.96, 0.97, 0.98, 0.99, 1.0,
+#: Cosine distance (1 - similarity): fine near 0, where thresholds live
+#: (distance 0.08 is similarity 0.92), and up to 2 (similarity -1).
+DISTANCE_BUCKETS = (
+    0.0, 0.01, 0.02, 0.03, 0.04, 0.05, 0.06, 0.07, 0.08, 0.09, 0.1,
+    0.12, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 1.5, 2.0,
 )  # fmt: skip
 AGE_BUCKETS = (1.0, 10.0, 60.0, 300.0, 900.0, 3600.0, 21600.0, 86400.0)
 
@@ -53,13 +55,17 @@ REASON = "cache.reason"
 EntryCounts = Callable[[], Mapping[str, int]]
 
 
-def _similarity(value: float) -> float:
-    """A similarity as the histogram records it: below 0 as 0.
+def cosine_distance(similarity: float) -> float:
+    """The cosine distance ``1 - similarity`` the histogram records, in [0, 2].
 
-    An SDK histogram drops negative values (with a warning). A cosine below 0
-    lands in the lowest bucket (``le 0.5``) either way; only the sum sees 0.
+    An OpenTelemetry histogram takes no negative value (the SDK drops it with a
+    warning), and a cosine similarity can be negative. Its distance cannot: every
+    similarity in [-1, 1] is recorded as it is, the histogram's sum is exact, and
+    a quantile of the distance gives the mirrored one of the similarity
+    (``1 - p50(distance)`` is the median similarity). A similarity a hair above 1
+    (float rounding of a dot product) records 0.
     """
-    return value if value > 0.0 else 0.0
+    return max(0.0, 1.0 - similarity)
 
 
 class MetricsRecorder:
@@ -118,10 +124,10 @@ class MetricsRecorder:
         self.lookups = m.create_counter(
             "stagecache.cache.lookups", "{lookup}", "Cache lookups by result"
         )
-        self.similarity = m.create_histogram(
-            "stagecache.cache.similarity", "{cosine}",
-            "Best-candidate cosine similarity (below 0 counts as 0)",
-            explicit_bucket_boundaries_advisory=SIMILARITY_BUCKETS,
+        self.distance = m.create_histogram(
+            "stagecache.cache.distance", "{cosine_distance}",
+            "Best-candidate cosine distance (1 - similarity, in [0, 2])",
+            explicit_bucket_boundaries_advisory=DISTANCE_BUCKETS,
         )  # fmt: skip
         self.threshold = m.create_gauge(
             "stagecache.cache.threshold", "{cosine}", "Similarity threshold in force"
@@ -258,8 +264,8 @@ class MetricsRecorder:
     def _on_hit(self, e: ev.CacheHit) -> None:
         mode = e.scope_mode or "none"
         self.lookups.add(1, {"cache.result": "hit", SCOPE_MODE: mode, REASON: "hit"})
-        self.similarity.record(
-            _similarity(e.similarity), {"cache.result": "hit", SCOPE_MODE: mode}
+        self.distance.record(
+            cosine_distance(e.similarity), {"cache.result": "hit", SCOPE_MODE: mode}
         )
         self.threshold.set(e.threshold, {SCOPE_MODE: mode})
         self.entry_age.record(max(e.entry_age_s, 0.0), {SCOPE_MODE: mode})
@@ -294,8 +300,9 @@ class MetricsRecorder:
         self.lookups.add(1, {"cache.result": "miss", SCOPE_MODE: mode, REASON: reason})
         self.threshold.set(e.threshold, {SCOPE_MODE: mode})
         if e.similarity is not None:
-            self.similarity.record(
-                _similarity(e.similarity), {"cache.result": "miss", SCOPE_MODE: mode}
+            self.distance.record(
+                cosine_distance(e.similarity),
+                {"cache.result": "miss", SCOPE_MODE: mode},
             )
 
     def _on_skip(self, e: ev.CacheSkip) -> None:

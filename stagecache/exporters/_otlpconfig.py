@@ -67,6 +67,10 @@ class OtlpConfig(msgspec.Struct, CheckNumbers, frozen=True, forbid_unknown_field
         export_interval_s: how often metrics are exported.
         prices: USD per 1k tokens by model id (``"*"``: any other model), for
             ``stagecache_llm_cost_saved_usd_total``.
+        openinference: spans gain ``openinference.span.kind`` and ``metadata``
+            (Arize Phoenix and other OpenInference viewers show the request,
+            stages and cache lookups for what they are) and the resource
+            ``openinference.project.name`` (the service name: Phoenix's project).
     """
 
     endpoint: str | None = None
@@ -84,6 +88,7 @@ class OtlpConfig(msgspec.Struct, CheckNumbers, frozen=True, forbid_unknown_field
     schedule_delay_s: Seconds = 1.0
     export_interval_s: Seconds = 10.0
     prices: dict[str, ModelPrice] = {}
+    openinference: bool = True
 
     def __post_init__(self) -> None:
         super().__post_init__()  # every number within its bounds

@@ -14,6 +14,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 
+from openinference.semconv.resource import ResourceAttributes
 from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
@@ -24,6 +25,7 @@ from opentelemetry.sdk.trace.export import (
 )
 
 from stagecache.exporters._health import HEALTH, ExportHealth
+from stagecache.exporters._openinference import OpenInferenceSpanExporter
 from stagecache.exporters._otlpconfig import (
     OtlpConfig,
     resolve_endpoint,
@@ -34,6 +36,8 @@ from stagecache.exporters._otlpconfig import (
 from stagecache.exporters._spancost import PricedSpanExporter
 
 __all__ = ["BoundedBatchSpanProcessor", "make_span_exporter", "setup_tracing"]
+
+PROJECT_NAME = ResourceAttributes.PROJECT_NAME
 
 
 def make_span_exporter(config: OtlpConfig) -> SpanExporter:
@@ -174,19 +178,26 @@ def setup_tracing(
         exporter: a span exporter to use instead of OTLP (tests, other backends);
             it still sits behind the bounded, drop-counting batch processor.
             With ``config.prices``, ``chat`` spans gain ``stagecache.cost_usd``
-            and ``cache.hit`` spans ``stagecache.saved.cost_usd``.
+            and ``cache.hit`` spans ``stagecache.saved.cost_usd``; with
+            ``config.openinference`` (the default), spans gain their
+            OpenInference kind and metadata (Arize Phoenix).
 
     Returns:
-        An SDK ``TracerProvider`` with resource ``service.name``. Call its
+        An SDK ``TracerProvider`` with resource ``service.name`` (and, with
+        ``config.openinference``, ``openinference.project.name``). Call its
         ``shutdown()`` at exit to flush the last spans.
 
     Raises:
         ValueError: an ``OTEL_*`` variable names an unsupported protocol.
     """
     config = config or OtlpConfig()
-    resource = Resource.create({"service.name": service_name(config)})
-    provider = TracerProvider(resource=resource)
+    name = service_name(config)
+    attributes = {"service.name": name}
     span_exporter = exporter or make_span_exporter(config)
+    if config.openinference:  # Phoenix files the spans under a project of this name
+        attributes[PROJECT_NAME] = name
+        span_exporter = OpenInferenceSpanExporter(span_exporter)
+    provider = TracerProvider(resource=Resource.create(attributes))
     if config.prices:  # model calls and hits gain their cost in USD
         span_exporter = PricedSpanExporter(span_exporter, config.prices)
     provider.add_span_processor(

@@ -57,7 +57,7 @@ def test_dashboard_has_the_promised_panels_and_a_trace_link() -> None:
     exprs = " ".join(e for _, e in dashboard_queries())
     for metric in (
         "stagecache_requests_total",
-        "stagecache_cache_similarity_bucket",
+        "stagecache_cache_distance_bucket",
         "stagecache_cache_threshold",
         "stagecache_stage_duration_seconds_bucket",
         "stagecache_llm_calls_total",

@@ -197,11 +197,13 @@ async def test_genai_client_metrics_units_scope_version_and_negative_similarity(
     assert all(m.unit for m, _ in got.values()), [
         n for n, (m, _) in got.items() if not m.unit
     ]
-    sim, _ = got["stagecache.cache.similarity"]
-    misses = [p for p in sim.data.data_points if p.attributes["cache.result"] == "miss"]
-    # The negative one is counted (in the lowest bucket), beside the real miss's.
+    dist, _ = got["stagecache.cache.distance"]
+    misses = [
+        p for p in dist.data.data_points if p.attributes["cache.result"] == "miss"
+    ]
+    # The negative one is counted (as distance 1.25), beside the real miss's.
     assert sum(p.count for p in misses) == 1 + (first.cache.similarity is not None)
-    assert sum(p.bucket_counts[0] for p in misses) >= 1
+    assert max(p.max for p in misses) >= 1.25
     assert "non-negative" not in caplog.text
 
 

@@ -55,7 +55,7 @@ async def test_prometheus_endpoint_serves_request_cache_and_savings_metrics(
     assert _value(s, "stagecache_requests_total", stagecache_outcome="miss") == 4
     assert _value(s, "stagecache_requests_total", stagecache_outcome="skip") == 1
     assert _value(s, "stagecache_requests_total", stagecache_outcome="blocked") == 1
-    assert _value(s, "stagecache_cache_similarity_count", cache_result="hit") == 3
+    assert _value(s, "stagecache_cache_distance_count", cache_result="hit") == 3
     assert _value(s, "stagecache_llm_calls_saved_total") == 3
     # Each hit saves the stored call's usage: 100 input + 50 output tokens.
     assert (
@@ -101,7 +101,7 @@ async def test_otlp_metrics_reach_a_grpc_receiver(
         await pipeline.run("hello", caller=Caller(user_id="dan"))
     # aclose() flushed the last numbers.
     names = grpc_receiver.received.wait_for_metrics(
-        {"stagecache.requests", "stagecache.cache.similarity", "stagecache.llm.calls"}
+        {"stagecache.requests", "stagecache.cache.distance", "stagecache.llm.calls"}
     )
     assert "stagecache.stage.duration" in names
 
@@ -202,3 +202,36 @@ async def test_a_taken_port_is_a_config_error_naming_the_setting_or_skipped(
         assert b"stagecache_llm_calls_total" in lenient.scrape()
         await lenient.aclose()
     assert "prometheus endpoint not started" in caplog.text
+
+
+def test_negative_similarities_are_recorded_as_cosine_distance_with_an_honest_sum(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Every cosine in [-1, 1] is recorded as 1 - cos in [0, 2]: nothing clamped."""
+    recorder, reader = _recorder()
+    miss = {"scope": "s", "scope_mode": "shared", "threshold": 0.9, "model": "m"}
+    for cosine in (-0.25, -1.0, 0.5):
+        recorder(ev.CacheMiss(request_id="r", similarity=cosine, **miss))
+    recorder(ev.CacheHit(scope="s", scope_mode="shared", similarity=0.96,
+                         threshold=0.9, entry_id="x", entry_age_s=1,
+                         model="m"))  # fmt: skip
+    points = {
+        p.attributes["cache.result"]: p
+        for p in _points(reader, "stagecache.cache.distance")
+    }
+    misses, hits = points["miss"], points["hit"]
+    assert misses.count == 3
+    # 1.25 + 2.0 + 0.5: the negative cosines are in the sum, not clamped to 0.
+    assert misses.sum == pytest.approx(3.75)
+    assert misses.max == pytest.approx(2.0) and misses.min == pytest.approx(0.5)
+    assert hits.count == 1 and hits.sum == pytest.approx(0.04)
+    bounds = tuple(misses.explicit_bounds)
+    assert bounds[0] == 0.0 and bounds[-1] == 2.0
+    # Both negative cosines land above distance 1, the boundary of cosine 0.
+    over_one = sum(
+        n
+        for n, lower in zip(misses.bucket_counts[1:], bounds, strict=False)
+        if lower >= 1.0
+    )
+    assert over_one == 2
+    assert "non-negative" not in caplog.text
