@@ -80,12 +80,15 @@ class OnnxConfig(_Base, frozen=True, tag="onnx"):
         model: None for the packaged all-MiniLM-L6-v2, or a local model folder.
         quantize: ``"int8"`` or ``"fp32"``.
         threads: onnxruntime intra-op threads (None: its default).
+        spinning: let onnxruntime's idle threads spin between calls (off: an
+            embedding leaves no core busy after it; see OnnxEmbedder).
         cache_dir: where exports live (default ``$STAGECACHE_CACHE_DIR``).
     """
 
     model: str | None = None
     quantize: Literal["fp32", "int8"] = "int8"
     threads: Annotated[int, msgspec.Meta(ge=1, le=1024)] | None = None
+    spinning: bool = False
     cache_dir: str | None = None
 
 
@@ -217,6 +220,7 @@ def make_embedder(cfg: EmbedderConfig, *, events: EventBus | None = None) -> Emb
             max_batch=cfg.max_batch,
             batch_window_ms=cfg.batch_window_ms,
             threads=cfg.threads,
+            spinning=cfg.spinning,
         )
     elif isinstance(cfg, OpenAIConfig):
         api_key = None

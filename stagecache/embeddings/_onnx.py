@@ -11,6 +11,14 @@ Model ids: the fp32 graph computes the same function as the torch model (cosine
 >= 0.9999 per row, checked by the tests), so it shares the torch model's id and its
 cached vectors. The int8 graph is measurably different (mean cosine ~0.99), so its
 id gets the suffix ``#onnx-int8`` and it never mixes with fp32 rows in a cache.
+
+Threads do not spin between calls: by default onnxruntime's intra-op threads keep
+spinning on the CPU after each run, waiting for the next one (about a core for
+about a second here after each embedding). In a server that embeds one query per
+request, that spinning takes the CPU the rest of the request needs: through the
+proxy it doubled the CPU of a streamed miss and delayed its first chunk
+(benchmarks/results/streaming.md). ``spinning=True`` restores onnxruntime's
+default (back-to-back batch jobs may gain a little from it).
 """
 
 from __future__ import annotations
@@ -56,13 +64,18 @@ __all__ = ["OnnxEmbedder"]
 _log = logging.getLogger("stagecache.embeddings")
 Quantize = Literal["fp32", "int8"]
 
+#: The onnxruntime session settings that let its thread pools spin when idle.
+SPINNING_KEYS = ("session.intra_op.allow_spinning", "session.inter_op.allow_spinning")
+
 
 class _Runtime:
     """What a loaded ONNX model needs at run time (no torch anywhere)."""
 
     __slots__ = ("dim", "inputs", "max_seq_length", "pooling", "session", "tokenizer")
 
-    def __init__(self, folder: Path, quantize: Quantize, threads: int | None) -> None:
+    def __init__(
+        self, folder: Path, quantize: Quantize, threads: int | None, spinning: bool
+    ) -> None:
         try:
             import onnxruntime as ort
             from tokenizers import Tokenizer
@@ -85,6 +98,8 @@ class _Runtime:
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
+        for key in SPINNING_KEYS:
+            options.add_session_config_entry(key, "1" if spinning else "0")
         self.session = ort.InferenceSession(
             str(folder / onnx_file(quantize)),
             sess_options=options,
@@ -139,6 +154,8 @@ class OnnxEmbedder:
         max_batch: the most texts per model call.
         batch_window_ms: how long concurrent calls are gathered into one batch.
         threads: onnxruntime intra-op threads (None: onnxruntime's default).
+        spinning: let onnxruntime's idle threads spin between calls (its own
+            default); off here, so an embedding leaves no core busy after it.
         model_id: overrides the id used in cache keys.
     """
 
@@ -150,6 +167,7 @@ class OnnxEmbedder:
         "_runtime",
         "cache_dir",
         "quantize",
+        "spinning",
         "threads",
     )
 
@@ -162,6 +180,7 @@ class OnnxEmbedder:
         max_batch: int = 64,
         batch_window_ms: float = 2.0,
         threads: int | None = None,
+        spinning: bool = False,
         model_id: str | None = None,
     ) -> None:
         if quantize not in ("fp32", "int8"):
@@ -179,6 +198,7 @@ class OnnxEmbedder:
         self.quantize: Quantize = quantize
         self.cache_dir = cache_dir
         self.threads = threads
+        self.spinning = spinning
         base = model_id or model_id_for(model)
         self._model_id = base if quantize == "fp32" or model_id else f"{base}#onnx-int8"
         self._runtime: _Runtime | None = None
@@ -228,13 +248,27 @@ class OnnxEmbedder:
                     assert model_path is not None
                     export_onnx(model_path, folder)
                 try:
-                    self._runtime = _Runtime(folder, self.quantize, self.threads)
+                    self._runtime = _Runtime(
+                        folder, self.quantize, self.threads, self.spinning
+                    )
                 except (OSError, ValueError, KeyError) as exc:
                     raise ModelNotFound(
                         f"cannot load the ONNX export in {folder} ({exc}); delete the "
                         f"folder to export again"
                     ) from exc
             return self._runtime
+
+    def session_options(self) -> dict[str, str]:
+        """The spinning settings of the loaded onnxruntime session, as onnxruntime
+        reports them (``"1"``: its default, spinning; loads the model if needed)."""
+        options = self._load().session.get_session_options()
+        found: dict[str, str] = {}
+        for key in SPINNING_KEYS:
+            try:
+                found[key] = options.get_session_config_entry(key)
+            except RuntimeError:  # never set: onnxruntime's default
+                found[key] = "1"
+        return found
 
     def _encode(self, texts: list[str]) -> Vectors:
         runtime = self._load()
