@@ -168,13 +168,24 @@ class CacheOutcome(msgspec.Struct):
         status: ``hit``, ``miss``, ``skip`` (not cacheable), ``error`` (the cache
             failed and the request went on without it) or ``off`` (no cache stage).
         similarity: cosine of the best candidate (also set on a miss, if any).
-        threshold: the threshold in force.
+        threshold: the cosine floor in force: ``[cache] threshold`` when set
+            (a hard floor), else the verifier's own (its calibrated floor; 0.92
+            for the cosine rules; 0.95 for an uncalibrated embedder).
+        floor: the cosine floor of the rule that decided (the threshold, a
+            band's floor, the high band's cosine), or the floor in force when no
+            rule was reached.
+        score: the verifier's score of the decisive candidate (the learned
+            score, or the cosine for the cosine rules); None when no verifier
+            judged one.
         entry_id: the id of the entry that answered (hit) or was stored (miss).
         entry_age_s: age of the entry that answered.
         reason: why it was a miss, a skip or an error.
-        rule: on a ``rejected_by_verifier`` miss, the verifier's rule that
-            rejected the last candidate it saw (``structural: entity``); the
-            whole story: ``pipeline.cache.explain`` / ``stagecache explain``.
+        rule: the verifier's rule that accepted the hit (``high cosine``,
+            ``trivially equivalent``, ``combined`` for the learned score,
+            ``uncalibrated: ...``) or rejected the last candidate it saw
+            (``structural: entity``, ``below threshold: ...``); None when no
+            verifier judged one. The whole story: ``pipeline.cache.explain`` /
+            ``stagecache explain``.
         stored: whether the answer of this turn was stored.
         metadata: on a hit, the metadata stored with the entry that answered
             (model, token counts, what an adapter kept beside the answer).
@@ -183,6 +194,8 @@ class CacheOutcome(msgspec.Struct):
     status: CacheStatus = "off"
     similarity: float | None = None
     threshold: float | None = None
+    floor: float | None = None
+    score: float | None = None
     entry_id: str | None = None
     entry_age_s: float | None = None
     reason: str | None = None
@@ -209,11 +222,21 @@ class Candidate(msgspec.Struct, frozen=True):
 
 
 class Verdict(msgspec.Struct, frozen=True):
-    """A verifier's decision on one candidate."""
+    """A verifier's decision on one candidate.
+
+    Attributes:
+        accept: whether the candidate answers the query.
+        score: the verifier's score (the learned score, or the cosine for the
+            cosine rules).
+        reason: the rule that decided (``high cosine``, ``structural: entity``,
+            ``uncalibrated: cosine 0.870 < 0.950``).
+        floor: the cosine floor that rule applied (None: the floor in force).
+    """
 
     accept: bool
     score: float = 0.0
     reason: str = ""
+    floor: float | None = None
 
 
 class EarlyExit(msgspec.Struct, frozen=True):

@@ -6,8 +6,7 @@
     model = "gpt-4o-mini"          # model id used in cache keys when run() gets none
 
     [cache]                        # stagecache.cache.CacheSettings
-    scope = "per_user"
-    threshold = 0.92
+    scope = "per_user"             # threshold = 0.95: a hard cosine floor (optional)
 
     [embedder]                     # stagecache.embeddings.EmbedderConfig
     kind = "sentence_transformers"
@@ -131,10 +130,18 @@ def _load_checked(
     return partial.config, build(partial.config, llm=llm, file=file, **options)
 
 
-def _verifier(config: PipelineConfig, file: str | None) -> Any:
+def _verifier(
+    config: PipelineConfig, file: str | None, embedder: Embedder | None
+) -> Any:
+    """The verifier, calibrated for the pipeline's embedder, holding the cache's
+    threshold as a hard floor (when set)."""
     from stagecache.quality import make_verifier
 
-    return make_verifier(verifier_config(config.verifier, file))
+    return make_verifier(
+        verifier_config(config.verifier, file),
+        embedder_id=None if embedder is None else embedder.model_id,
+        threshold=config.cache.threshold,
+    )
 
 
 def _otlp_tracing(config: PipelineConfig, file: str | None) -> TracerProvider | None:
@@ -241,7 +248,7 @@ def _build(
         owned.append(_ProviderCloser(tracer_provider))
     verifier = None
     with found.check("verifier"):
-        verifier = _verifier(config, file)
+        verifier = _verifier(config, file, embedder)
     engine: SemanticCache | None = None
     with found.check("cache"):
         engine = SemanticCache(config.cache, verifier=verifier, events=events)

@@ -62,6 +62,11 @@ def test_explain_lists_each_candidate_with_its_rule(warmed: dict[str, Any]) -> N
     found = json.loads(done.stdout)
     assert found["decision"] == "hit"
     assert found["verifier"] == "LearnedVerifier"
+    # the effective decision: the calibrated floor in force, its embedder, the rule
+    assert found["threshold_set"] is False and found["threshold"] != 0.92
+    assert found["calibration"] == "sentence-transformers/all-MiniLM-L6-v2"
+    assert found["verdict"]["accept"] and found["verdict"]["reason"]
+    assert found["verdict"]["floor"] >= found["threshold"]
     by_question = {e["question"]: e for e in found["entries"]}
     assert set(by_question) == {q for q, _ in PAIRS}
     france = by_question["What is the capital of France?"]
@@ -99,6 +104,29 @@ def test_explain_names_the_key_part_that_differs(warmed: dict[str, Any]) -> None
     assert head.startswith("key_mismatch: best cosine 1.000")
     france = next(r for r in rows if "capital of France" in r)
     assert "key_mismatch" in france and "(model_id differ)" in france
+
+
+def test_explain_holds_and_shows_a_threshold_the_user_set(
+    warmed: dict[str, Any], tmp_path: Path
+) -> None:
+    config = _config(
+        tmp_path / "strict.toml", warmed["db"], "[cache]\nthreshold = 0.99\n"
+    )
+    done = run_cli(
+        "explain",
+        "What is the capital city of France?",
+        "--user",
+        "alice",
+        "--config",
+        str(config),
+    )
+    assert done.returncode == 1, done.stderr  # a miss: the paraphrase is at 0.962
+    head, *rows = done.stdout.splitlines()
+    assert head.startswith("below_threshold: best cosine 0.9"), head
+    assert "threshold 0.990 ([cache] threshold)" in head
+    assert "rule: below threshold: cosine" in head  # the last candidate judged
+    france = next(r for r in rows if "capital of France" in r)
+    assert "below threshold" in france
 
 
 def test_explain_refuses_a_memory_backend(tmp_path: Path) -> None:

@@ -75,10 +75,23 @@ async def explain(args: argparse.Namespace) -> int:
 
 
 def _headline(decision: str, data: dict[str, Any]) -> str:
+    """Decision, best cosine, the floor in force (set or calibrated), the verifier
+    with its calibration, and the rule the lookup ends on."""
     best = data.get("best_similarity")
     near = "none" if best is None else f"{best:.3f}"
     verifier = data.get("verifier") or "none"
-    head = f"{decision}: best cosine {near}, threshold {data['threshold']:.3f}"
+    origin = "[cache] threshold" if data.get("threshold_set") else "verifier floor"
+    head = (
+        f"{decision}: best cosine {near}, threshold {data['threshold']:.3f} ({origin})"
+    )
     if data["floor"] != data["threshold"]:
-        head += f" (candidate floor {data['floor']:.3f})"
-    return f"{head}, verifier {verifier}"
+        head += f", candidate floor {data['floor']:.3f}"
+    head += f", verifier {verifier}"
+    if data.get("calibration"):
+        head += f" (calibration {data['calibration']})"
+    verdict = data.get("verdict")
+    if verdict:
+        floor = verdict.get("floor")
+        at = "" if floor is None else f", floor {floor:.3f}"
+        head += f"; rule: {verdict['reason']} (score {verdict['score']:.3f}{at})"
+    return head

@@ -1,9 +1,11 @@
 """The semantic cache engine: lookup and store over scoped, per-scope indexes.
 
-Hit rule: cosine >= ``threshold`` AND exact equality of :class:`KeyParts`, inside
-the caller's scope only. Candidates failing the parts are skipped; if a verifier is
-set it is asked about the remaining candidates, best first, up to ``top_k``, and the
-first accepted wins. Expired entries never hit.
+Hit rule: cosine >= the candidate floor AND exact equality of :class:`KeyParts`,
+inside the caller's scope only. Candidates failing the parts are skipped; if a
+verifier is set it is asked about the remaining candidates, best first, up to
+``top_k``, and the first accepted wins. A ``[cache] threshold`` the user set is a
+hard floor: a candidate below it never hits, whatever the verifier says (checked
+here too, so a third-party verifier cannot break it). Expired entries never hit.
 
 Concurrency (one event loop): every write holds the engine's write lock; lookups
 do not take it. Stores are group-committed (``_storebatch``): concurrent stores
@@ -39,7 +41,7 @@ from stagecache.cache._index import FlatIndex, HnswIndex
 from stagecache.cache._operator import OperatorAccess
 from stagecache.cache._persist import delete_saved
 from stagecache.cache._scope import Scope, normalise_query
-from stagecache.cache._settings import KeyParts
+from stagecache.cache._settings import DEFAULT_THRESHOLD, KeyParts
 from stagecache.cache._state import ScopeState
 from stagecache.cache._storebatch import INLINE_SEARCH_MAX, BatchedStore
 from stagecache.errors import BackendUnavailable, InputError
@@ -227,14 +229,41 @@ class SemanticCache(BatchedStore, OperatorAccess, HitBookkeeping):
             return await anyio.to_thread.run_sync(index.search, vector, k)
 
     @property
+    def threshold(self) -> float:
+        """The cosine floor in force (what outcomes, spans and metrics report).
+
+        ``settings.threshold`` when set (the verifier may raise it: a learned
+        kind never goes below its calibrated floor), else the verifier's own
+        floor (``effective_floor``), else 0.92.
+        """
+        t = self._settings.threshold
+        effective = getattr(self.verifier, "effective_floor", None)
+        if effective is not None:
+            return float(effective(t))
+        if t is not None:
+            return t
+        floor = getattr(self.verifier, "candidate_threshold", None)
+        return DEFAULT_THRESHOLD if floor is None else float(floor)
+
+    @property
     def candidate_floor(self) -> float:
         """The cosine a candidate needs to be considered at all.
 
         The verifier's ``candidate_threshold`` when it has one (a learned verifier
-        decides below the raw threshold), else ``settings.threshold``.
+        searches lower, for the rank context, and applies its floors itself), else
+        :attr:`threshold`.
         """
         floor = getattr(self.verifier, "candidate_threshold", None)
-        return self._settings.threshold if floor is None else float(floor)
+        return self.threshold if floor is None else float(floor)
+
+    def decision_floor(self, verdict: Verdict | None) -> float:
+        """The cosine floor of the rule behind ``verdict`` (the floor in force
+        when there is none, or when the rule names none)."""
+        floor = verdict.floor if verdict is not None else None
+        if floor is None:
+            return self.threshold
+        hard = self._settings.threshold
+        return floor if hard is None else max(floor, hard)
 
     async def lookup(
         self, scope: Scope, vector: Any, parts: KeyParts, query: str
@@ -341,6 +370,7 @@ class SemanticCache(BatchedStore, OperatorAccess, HitBookkeeping):
         verdict: Verdict | None = None
         chosen: tuple[Candidate, Entry] | None = None
         verifier = self.verifier
+        hard = self._settings.threshold
         ranked = getattr(verifier, "verify_ranked", None)
         if verifier is None:
             chosen = candidates[0] if candidates else None
@@ -355,6 +385,16 @@ class SemanticCache(BatchedStore, OperatorAccess, HitBookkeeping):
                 if verdict.accept:
                     chosen = (cand, entry)
                     break
+        if chosen is not None and hard is not None and chosen[0].similarity < hard:
+            # Best first: every candidate above the threshold was rejected.
+            sim = chosen[0].similarity
+            verdict = Verdict(
+                False,
+                verdict.score if verdict is not None else sim,
+                f"below threshold: cosine {sim:.3f} < {hard:.3f}",
+                hard,
+            )
+            chosen = None
         return candidates, chosen, verdict
 
     async def _decide(
@@ -369,7 +409,7 @@ class SemanticCache(BatchedStore, OperatorAccess, HitBookkeeping):
         candidates, chosen, verdict = await self._judge(scope, passing, query)
         listed = [c for c, _ in candidates]
         if chosen is None:
-            reason = "rejected_by_verifier" if candidates else "no_candidate"
+            reason = self.rejection_reason(listed)
             return Lookup(
                 hit=None,
                 best_similarity=best,
@@ -391,6 +431,17 @@ class SemanticCache(BatchedStore, OperatorAccess, HitBookkeeping):
             verdict=verdict,
             touch_error=await self._touch_backend(entry, now, slid),
         )
+
+    def rejection_reason(self, candidates: Sequence[Candidate]) -> str:
+        """Why a lookup whose candidates were all turned down missed:
+        ``below_threshold`` when every one is under a threshold the user set,
+        else ``rejected_by_verifier`` (``no_candidate`` without candidates)."""
+        if not candidates:
+            return "no_candidate"
+        hard = self._settings.threshold
+        if hard is not None and all(c.similarity < hard for c in candidates):
+            return "below_threshold"
+        return "rejected_by_verifier"
 
     async def _reclaim(self, expired: list[str]) -> None:
         """Delete entries a lookup found expired; a failure only postpones it.

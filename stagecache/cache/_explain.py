@@ -8,7 +8,7 @@ rather than reclaimed. Each listed entry gets one rule:
 - ``hit``: the entry that would answer.
 - ``expired``: past its expiry (a lookup reclaims it).
 - ``below_threshold``: cosine under the candidate floor (the verifier's
-  ``candidate_threshold``, else ``cache.threshold``).
+  ``candidate_threshold``, else the floor in force, ``SemanticCache.threshold``).
 - ``key_mismatch``: another model, instructions or context (``detail`` names the
   parts that differ).
 - ``rejected_by_verifier``: the verifier said no (``detail`` is its reason).
@@ -44,6 +44,7 @@ class ExplainedEntry(msgspec.Struct, kw_only=True):
         detail: the parts that differ, or the verifier's reason.
         score: the verifier's score (None without a verifier or before it).
         accepted: the verifier's decision (None without a verifier or before it).
+        floor: the cosine floor of the verifier's rule (None before it).
     """
 
     entry_id: str
@@ -53,6 +54,7 @@ class ExplainedEntry(msgspec.Struct, kw_only=True):
     detail: str = ""
     score: float | None = None
     accepted: bool | None = None
+    floor: float | None = None
 
 
 class Explanation(msgspec.Struct, kw_only=True):
@@ -64,9 +66,14 @@ class Explanation(msgspec.Struct, kw_only=True):
             ``rejected_by_verifier``).
         entry_id: the entry that would answer (a hit).
         best_similarity: cosine of the nearest live entry.
-        threshold: ``cache.threshold``.
-        floor: the cosine a candidate needs (see ``candidate_floor``).
+        threshold: the cosine floor in force (``[cache] threshold`` when set,
+            else the verifier's calibrated floor; see ``SemanticCache.threshold``).
+        threshold_set: whether ``[cache] threshold`` was set (a hard floor).
+        floor: the cosine a candidate needs to reach the verifier (see
+            ``candidate_floor``; a learned verifier searches lower for context).
         verifier: the verifier's class name, or None.
+        calibration: the embedder the verifier's calibration was fitted for,
+            ``uncalibrated`` or ``none`` (the cosine rules); None: no verifier.
         verdict: the verifier's verdict the lookup ends on (the hit's, or the
             last rejected one's).
         entries: the nearest entries, best first.
@@ -76,8 +83,10 @@ class Explanation(msgspec.Struct, kw_only=True):
     entry_id: str | None = None
     best_similarity: float | None = None
     threshold: float
+    threshold_set: bool = False
     floor: float
     verifier: str | None = None
+    calibration: str | None = None
     verdict: Verdict | None = None
     entries: list[ExplainedEntry] = []
 
@@ -127,9 +136,13 @@ async def explain_lookup(
     verifier = engine.verifier
     out = Explanation(
         decision="no_candidate",
-        threshold=settings.threshold,
+        threshold=engine.threshold,
+        threshold_set=settings.threshold is not None,
         floor=floor,
         verifier=None if verifier is None else type(verifier).__name__,
+        calibration=None
+        if verifier is None
+        else getattr(verifier, "calibration", None),
     )
     state = engine._scopes.get(scope.key)
     if state is None or not len(state):
@@ -168,7 +181,7 @@ async def explain_lookup(
             chosen_id = out.entry_id = chosen[0].entry_id
             out.decision = "hit"
         else:
-            out.decision = "rejected_by_verifier" if candidates else "no_candidate"
+            out.decision = engine.rejection_reason([c for c, _ in candidates])
         if verifier is not None:
             for cand, _ in candidates:
                 verdicts[cand.entry_id] = verifier.verify(query, cand)
@@ -192,6 +205,7 @@ async def explain_lookup(
                 verdict.accept,
                 verdict.reason,
             )
+            item.floor = engine.decision_floor(verdict)
         if rule == "candidate":
             if entry_id == chosen_id:
                 item.rule = "hit"

@@ -19,7 +19,17 @@ from stagecache._regex import compile_config_regex
 from stagecache._validate import Seconds, check_numbers
 from stagecache.errors import ConfigError
 
-__all__ = ["BackendSettings", "CacheSettings", "KeyParts", "TtlPattern"]
+__all__ = [
+    "DEFAULT_THRESHOLD",
+    "BackendSettings",
+    "CacheSettings",
+    "KeyParts",
+    "TtlPattern",
+]
+
+#: The cosine floor of the cosine rules (``none``, ``structural``, no verifier)
+#: when ``[cache] threshold`` is not set.
+DEFAULT_THRESHOLD = 0.92
 
 _SCOPES = ("per_user", "per_session", "shared")
 _BACKENDS = ("memory", "sqlite", "redis")
@@ -114,7 +124,11 @@ class CacheSettings(
     Attributes:
         scope: ``per_user`` (default), ``per_session`` or ``shared``.
         shared_data_acknowledged: must be true for ``shared``.
-        threshold: minimum cosine similarity for a hit, in (0, 1].
+        threshold: a hard cosine floor, in (0, 1]: no hit below it, whatever
+            the verifier (the learned kinds keep their calibrated decision above
+            it). None (the default): the verifier's own floor, calibrated for the
+            embedder (0.92 for the cosine rules and without a verifier). The knob
+            of the default verifier is ``[verifier] max_wrong_hit_rate``.
         default_ttl: seconds an entry lives unless a ``ttl_patterns`` entry matches.
         sliding_ttl: a hit extends the entry's life to now + its TTL (the TTL
             it was stored with), never past ``max_lifetime_s`` after it was
@@ -144,7 +158,7 @@ class CacheSettings(
 
     scope: Literal["per_user", "per_session", "shared"] = "per_user"
     shared_data_acknowledged: bool = False
-    threshold: Annotated[float, msgspec.Meta(gt=0, le=1)] = 0.92
+    threshold: Annotated[float, msgspec.Meta(gt=0, le=1)] | None = None
     default_ttl: Ttl = 3600.0
     sliding_ttl: bool = False
     max_lifetime_s: Ttl = 86_400.0

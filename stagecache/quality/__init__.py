@@ -37,12 +37,21 @@ Example::
 from __future__ import annotations
 
 from stagecache.quality._adaptive import AdaptiveThresholds
-from stagecache.quality._learned import load_weights
+from stagecache.quality._calibration import (
+    DEFAULT_EMBEDDER,
+    calibrated_embedders,
+    load_calibrations,
+    load_weights,
+    weights_for,
+)
 from stagecache.quality._structural import CHECK_NAMES, Checks, analyse, compare
 from stagecache.quality._verifier import (
+    DEFAULT_THRESHOLD,
+    UNCALIBRATED_FLOOR,
     LearnedVerifier,
     PlainVerifier,
     StructuralVerifier,
+    UncalibratedVerifier,
     VerifierConfig,
     VerifierKind,
     make_verifier,
@@ -50,15 +59,22 @@ from stagecache.quality._verifier import (
 
 __all__ = [
     "CHECK_NAMES",
+    "DEFAULT_EMBEDDER",
+    "DEFAULT_THRESHOLD",
+    "UNCALIBRATED_FLOOR",
     "AdaptiveThresholds",
     "Checks",
     "LearnedVerifier",
     "PlainVerifier",
     "StructuralVerifier",
+    "UncalibratedVerifier",
     "VerifierConfig",
     "VerifierKind",
     "analyse",
+    "calibrated_embedders",
     "compare",
+    "load_calibrations",
     "load_weights",
     "make_verifier",
+    "weights_for",
 ]

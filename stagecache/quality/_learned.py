@@ -1,6 +1,7 @@
 """The learned verifier's model: a gradient-boosted tree ensemble run in numpy.
 
-The weights ship as JSON in ``stagecache/quality/data/verifier.json``; they were
+The weights ship as JSON in ``stagecache/quality/data/verifier*.json`` (one file
+per embedder, see :mod:`stagecache.quality._calibration`); the shipped one was
 fitted by ``benchmarks/train_verifier.py`` (scikit-learn at training time only) on
 the QQP validation split replayed as a cache and on the training part of the
 adversarial set. Inference walks every tree at once, one depth level per step, so a
@@ -9,19 +10,14 @@ lookup costs a handful of numpy operations whatever the number of trees.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping
-from functools import cache
-from importlib import resources
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from stagecache.errors import ConfigError
-
-__all__ = ["GBDT", "Weights", "load_weights"]
+__all__ = ["GBDT", "Weights"]
 
 
 class GBDT:
@@ -94,18 +90,29 @@ class GBDT:
 
 
 class Weights:
-    """Everything ``verifier.json`` ships: model, idf table, calibration tables."""
+    """Everything a ``verifier*.json`` ships: model, idf table, calibration tables,
+    and the embedders it was fitted for (``embedders``; ``source`` is the file)."""
 
     __slots__ = (
         "calibration",
         "default_idf",
+        "embedders",
         "feature_floor",
         "features",
         "idf",
         "model",
+        "source",
     )
 
-    def __init__(self, data: Mapping[str, Any]) -> None:
+    def __init__(
+        self,
+        data: Mapping[str, Any],
+        *,
+        embedders: tuple[str, ...] = (),
+        source: str = "",
+    ) -> None:
+        self.embedders = embedders
+        self.source = source
         self.features: tuple[str, ...] = tuple(data["features"])
         self.model = GBDT.from_dict(data["model"])
         self.idf: dict[str, float] = dict(data["idf"])
@@ -138,24 +145,3 @@ class Weights:
             best = max(ok, key=lambda e: (e["right_rate"], e["tau"]))
         chosen_floor = best["floor"] if floor is None else floor
         return chosen_floor, best["high"], best["tau"], best
-
-
-@cache
-def load_weights() -> Weights:
-    """Load the shipped weights (once per process).
-
-    Raises:
-        ConfigError: the weights file is missing or unreadable.
-    """
-    try:
-        text = (
-            resources.files("stagecache.quality")
-            .joinpath("data/verifier.json")
-            .read_text(encoding="utf-8")
-        )
-        return Weights(json.loads(text))
-    except (OSError, ValueError, KeyError) as exc:
-        raise ConfigError(
-            f"cannot load the learned verifier's weights: {exc}",
-            field="verifier.kind",
-        ) from exc

@@ -2,23 +2,41 @@
 
 The engine searches the index down to a cosine floor and offers the candidates it
 found, best first; the verifier picks the one that really answers the query (or
-none). The floor is the verifier's ``candidate_threshold`` when it is not None,
-else the cache's own ``[cache] threshold`` (the single raw cosine knob):
+none). Two numbers govern a hit, and each means what it says:
 
-- ``none``: accept every candidate the engine offers (the plain cosine rule, with
-  the cache threshold as the cosine); ``candidate_threshold = None``.
+- ``[verifier] max_wrong_hit_rate`` (the knob): the share of wrong hits you accept;
+  a calibrated verifier picks its operating point from it.
+- ``[cache] threshold`` (optional): a hard cosine floor. When set, no verifier
+  accepts a candidate below it, ever (exact repeats included); the learned kinds
+  keep their calibrated decision above it. When not set, the floor in force is the
+  verifier's own (:meth:`_Base.effective_floor`): the calibrated floor of a learned
+  kind, ``DEFAULT_THRESHOLD`` (0.92) for ``none`` and ``structural``,
+  ``UNCALIBRATED_FLOOR`` (0.95) for a learned kind without a calibration for the
+  pipeline's embedder. What outcomes, spans and metrics report as the threshold is
+  that floor in force.
+
+The kinds:
+
+- ``none``: accept every candidate the engine offers (the plain cosine rule);
+  ``candidate_threshold = None`` (the engine searches down to the floor in force).
 - ``structural``: the same, with the structural checks (negation, numbers, dates,
-  versions, units, entities, direction, different ask) as a veto;
-  ``candidate_threshold = None``.
+  versions, units, entities, direction, different ask) as a veto.
 - ``learned``: a banded decision with a gradient-boosted pair model in the middle
   band; ``candidate_threshold`` is the model's feature floor (0.6, so the rank
   context matches training) and ``floor`` the calibrated acceptance floor.
 - ``combined`` (default): ``learned`` behind the structural veto.
 
-Every kind honours the hard invariants (:mod:`stagecache.quality._invariants`): an
-exact repeat (normalised text equal) is always accepted, and a trivially
-equivalent rewording at a high cosine is accepted unless a structural check fails.
-The banded decision of the learned kinds, in order:
+Calibration is per embedder (:mod:`stagecache.quality._calibration`): the learned
+kinds use the weights fitted for the pipeline's embedder. Without such weights they
+do not apply another model's floors: they fall back to the rule ``uncalibrated``
+(the structural veto, and cosine >= ``[cache] threshold``, else >=
+``UNCALIBRATED_FLOOR``), with one warning in the log.
+
+Every calibrated kind honours the hard invariants
+(:mod:`stagecache.quality._invariants`): an exact repeat (normalised text equal) is
+always accepted, and a trivially equivalent rewording at a high cosine is accepted
+unless a structural check fails (both above a user-set threshold only). The banded
+decision of the learned kinds, in order:
 
 1. exact repeat: accept;
 2. a structural check fails: reject (``combined``);
@@ -33,15 +51,18 @@ The banded decision of the learned kinds, in order:
    reaches ``long_tau``;
 7. otherwise the learned score must reach ``tau``.
 
-The user sets the acceptable wrong-hit rate (``max_wrong_hit_rate``), not a cosine:
-``(floor, high, tau)`` and the long-text band come from calibration tables
-shipped with the weights, measured out-of-fold on the QQP validation split replayed
-as a cache. Feedback (``record_feedback``) moves per-entry and per-scope boundaries (see
+Every verdict carries the cosine floor of the rule that decided (``Verdict.floor``:
+the threshold, the band's floor, ``high`` for the high band) and the score (the
+learned score, or the cosine for the cosine rules). ``(floor, high, tau)`` and the
+long-text band come from calibration tables shipped with the weights, measured
+out-of-fold on the QQP validation split replayed as a cache. Feedback
+(``record_feedback``) moves per-entry and per-scope boundaries (see
 :mod:`stagecache.quality._adaptive`).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from functools import lru_cache
 from typing import Annotated, Literal
@@ -50,8 +71,15 @@ import msgspec
 
 from stagecache._model import Candidate, Verdict
 from stagecache._validate import Unit, check_numbers
+from stagecache.cache._settings import DEFAULT_THRESHOLD
 from stagecache.errors import ConfigError
 from stagecache.quality._adaptive import AdaptiveThresholds
+from stagecache.quality._calibration import (
+    DEFAULT_EMBEDDER,
+    calibrated_embedders,
+    load_calibrations,
+    weights_for,
+)
 from stagecache.quality._features import (
     RankContext,
     ambiguity_margins,
@@ -63,15 +91,18 @@ from stagecache.quality._invariants import (
     normalise_text,
     trivially_equivalent,
 )
-from stagecache.quality._learned import Weights, load_weights
+from stagecache.quality._learned import Weights
 from stagecache.quality._structural import Parsed, analyse, compare
 
 __all__ = [
+    "DEFAULT_THRESHOLD",
     "LONG_COSINE",
     "LONG_TOKENS",
+    "UNCALIBRATED_FLOOR",
     "LearnedVerifier",
     "PlainVerifier",
     "StructuralVerifier",
+    "UncalibratedVerifier",
     "VerifierConfig",
     "VerifierKind",
     "make_verifier",
@@ -81,6 +112,12 @@ VerifierKind = Literal["none", "structural", "learned", "combined"]
 _KINDS = ("none", "structural", "learned", "combined")
 LONG_TOKENS = 15
 LONG_COSINE = 0.92
+#: The cosine floor of a learned kind that has no calibration for the pipeline's
+#: embedder, when ``[cache] threshold`` is not set: with no measured wrong-hit rate
+#: to stand on, it errs towards misses.
+UNCALIBRATED_FLOOR = 0.95
+
+_log = logging.getLogger("stagecache.quality")
 
 
 class VerifierConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -99,6 +136,9 @@ class VerifierConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         adaptive: learn per-entry and per-scope boundaries from feedback.
         feedback_margin: how far above a known wrong hit's score an entry's
             boundary moves.
+        calibration: learned kinds only: use the calibration fitted for this
+            embedder id instead of the pipeline embedder's own (a local copy of a
+            calibrated model has its folder as id); None: the pipeline's embedder.
     """
 
     kind: VerifierKind = "combined"
@@ -107,6 +147,7 @@ class VerifierConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     score_threshold: Unit | None = None
     adaptive: bool = True
     feedback_margin: Unit = 0.05
+    calibration: str | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in _KINDS:
@@ -140,9 +181,28 @@ def _exact(query: str, candidate: Candidate) -> bool:
 
 
 class _Base:
-    """Shared feedback handling and ``verify_ranked``."""
+    """Shared feedback handling, the hard floor and ``verify_ranked``.
 
-    __slots__ = ("_adaptive", "candidate_threshold", "name", "threshold")
+    Attributes:
+        name: the kind.
+        threshold: the learned-score threshold (0 for the cosine rules).
+        candidate_threshold: the cosine the engine searches down to (None: the
+            floor in force).
+        hard_floor: the user's ``[cache] threshold`` (None: not set).
+        default_floor: the floor in force when ``[cache] threshold`` is not set.
+        calibration: the embedder id of the calibration in use, ``uncalibrated``,
+            or ``none`` (the cosine rules use none).
+    """
+
+    __slots__ = (
+        "_adaptive",
+        "calibration",
+        "candidate_threshold",
+        "default_floor",
+        "hard_floor",
+        "name",
+        "threshold",
+    )
 
     def __init__(
         self,
@@ -150,25 +210,66 @@ class _Base:
         threshold: float,
         candidate_threshold: float | None,
         adaptive: AdaptiveThresholds | None,
+        *,
+        hard_floor: float | None = None,
+        default_floor: float = DEFAULT_THRESHOLD,
+        calibration: str = "none",
     ) -> None:
         self.name = name
         self.threshold = threshold
         self.candidate_threshold = candidate_threshold
         self._adaptive = adaptive
+        self.hard_floor = hard_floor
+        self.default_floor = default_floor
+        self.calibration = calibration
+
+    def effective_floor(self, threshold: float | None) -> float:
+        """The cosine floor in force given the cache's ``threshold`` (None: unset).
+
+        The cosine rules use the threshold in place of their default; see
+        :class:`LearnedVerifier` for the learned kinds.
+        """
+        return self.default_floor if threshold is None else threshold
 
     def _boundary(self, entry_id: str, base: float) -> float:
         if self._adaptive is None:
             return base
         return self._adaptive.threshold(entry_id, base)
 
-    def _accept(self, candidate: Candidate, score: float, reason: str) -> Verdict:
+    def _accept(
+        self, candidate: Candidate, score: float, reason: str, floor: float | None
+    ) -> Verdict:
         if self._adaptive is not None:
             self._adaptive.seen(candidate.entry_id, score)
-        return Verdict(True, score, reason)
+        return Verdict(True, score, reason, self._floor(floor))
+
+    def _floor(self, floor: float | None) -> float | None:
+        """A rule's floor raised to the hard floor (None: the floor in force)."""
+        if self.hard_floor is None:
+            return floor
+        return self.hard_floor if floor is None else max(floor, self.hard_floor)
 
     def verify(self, query: str, candidate: Candidate) -> Verdict:
         """Accept or reject one candidate (no rank context)."""
-        return self._verify(query, candidate, None)
+        return self._checked(query, candidate, None)
+
+    def _checked(
+        self,
+        query: str,
+        candidate: Candidate,
+        context: RankContext | None,
+        margin: float | None = None,
+    ) -> Verdict:
+        """The hard floor first: nothing below it hits, whatever the rules say."""
+        t = self.hard_floor
+        if t is not None and candidate.similarity < t:
+            return Verdict(
+                False,
+                candidate.similarity,
+                f"below threshold: cosine {candidate.similarity:.3f} < {t:.3f}",
+                t,
+            )
+        return self._verify(query, candidate, context, margin)
 
     def _verify(
         self,
@@ -194,7 +295,7 @@ class _Base:
         margins = ambiguity_margins(sims, [_norm(c.query) for c in candidates], floor)
         verdict: Verdict | None = None
         for i, (cand, ctx) in enumerate(zip(candidates, contexts, strict=True)):
-            verdict = self._verify(query, cand, ctx, margins[i])
+            verdict = self._checked(query, cand, ctx, margins[i])
             if verdict.accept:
                 return i, verdict
         return None, verdict
@@ -211,7 +312,7 @@ class _Base:
 
 
 class PlainVerifier(_Base):
-    """The plain cosine rule: accept what the engine offers (cache threshold).
+    """The plain cosine rule: accept what the engine offers (the floor in force).
 
     Feedback still works per entry: after a wrong hit an entry only answers
     candidates more similar than that hit by ``feedback_margin``.
@@ -227,13 +328,13 @@ class PlainVerifier(_Base):
         margin: float | None = None,
     ) -> Verdict:
         if _exact(query, candidate):
-            return self._accept(candidate, candidate.similarity, "exact repeat")
+            return self._accept(candidate, candidate.similarity, "exact repeat", None)
         t = self._boundary(candidate.entry_id, 0.0)
         if candidate.similarity < t:
             return Verdict(
-                False, candidate.similarity, f"feedback: similarity < {t:.3f}"
+                False, candidate.similarity, f"feedback: similarity < {t:.3f}", t
             )
-        return self._accept(candidate, candidate.similarity, "similarity")
+        return self._accept(candidate, candidate.similarity, "similarity", None)
 
 
 class StructuralVerifier(PlainVerifier):
@@ -249,11 +350,43 @@ class StructuralVerifier(PlainVerifier):
         margin: float | None = None,
     ) -> Verdict:
         if _exact(query, candidate):
-            return self._accept(candidate, candidate.similarity, "exact repeat")
+            return self._accept(candidate, candidate.similarity, "exact repeat", None)
         failed = compare(_parse(query), _parse(candidate.query)).first_failure()
         if failed is not None:
-            return Verdict(False, candidate.similarity, f"structural: {failed}")
+            return Verdict(
+                False, candidate.similarity, f"structural: {failed}", self._floor(None)
+            )
         return super()._verify(query, candidate, context, margin)
+
+
+class UncalibratedVerifier(StructuralVerifier):
+    """A learned kind without a calibration for the pipeline's embedder.
+
+    Another model's floors mean nothing for this one's cosines, so the rule is the
+    structural veto and cosine >= the floor in force (``[cache] threshold``, else
+    ``UNCALIBRATED_FLOOR``); its verdicts' reasons start with ``uncalibrated``.
+    """
+
+    __slots__ = ()
+
+    def _verify(
+        self,
+        query: str,
+        candidate: Candidate,
+        context: RankContext | None,
+        margin: float | None = None,
+    ) -> Verdict:
+        verdict = super()._verify(query, candidate, context, margin)
+        if verdict.reason.startswith("structural") or not verdict.accept:
+            return verdict
+        sim, floor = candidate.similarity, self.effective_floor(self.hard_floor)
+        if sim < floor:
+            return Verdict(
+                False, sim, f"uncalibrated: cosine {sim:.3f} < {floor:.3f}", floor
+            )
+        return Verdict(
+            True, sim, f"uncalibrated: cosine {sim:.3f} >= {floor:.3f}", floor
+        )
 
 
 class LearnedVerifier(_Base):
@@ -282,8 +415,23 @@ class LearnedVerifier(_Base):
         long_floor: float = LONG_COSINE,
         long_margin: float = 0.0,
         long_tau: float = 0.0,
+        *,
+        hard_floor: float | None = None,
+        calibration: str = DEFAULT_EMBEDDER,
     ) -> None:
-        super().__init__(name, threshold, candidate_threshold, adaptive)
+        # The lowest cosine any band accepts (exact repeats aside; a trivial
+        # rewording is accepted from TRIVIAL_MIN_COSINE whatever the floor): the
+        # floor in force when no threshold is set.
+        lowest = min(floor, long_floor, TRIVIAL_MIN_COSINE)
+        super().__init__(
+            name,
+            threshold,
+            candidate_threshold,
+            adaptive,
+            hard_floor=hard_floor,
+            default_floor=lowest,
+            calibration=calibration,
+        )
         self.floor = floor
         self.high = high
         self.long_floor = long_floor
@@ -291,6 +439,13 @@ class LearnedVerifier(_Base):
         self.long_tau = long_tau
         self._weights = weights
         self._veto = veto
+
+    def effective_floor(self, threshold: float | None) -> float:
+        """The calibrated floor, raised to ``threshold`` when one is set (the
+        threshold is a floor on top of the budget's decision, never below it)."""
+        if threshold is None:
+            return self.default_floor
+        return max(threshold, self.default_floor)
 
     def score(
         self,
@@ -325,18 +480,18 @@ class LearnedVerifier(_Base):
     ) -> Verdict:
         sim = candidate.similarity
         if _exact(query, candidate):
-            return self._accept(candidate, 1.0, "exact repeat")
+            return self._accept(candidate, 1.0, "exact repeat", None)
         pq, pc = _parse(query), _parse(candidate.query)
         checks = compare(pq, pc)
         failed = checks.first_failure()
         if self._veto and failed is not None:
-            return Verdict(False, 0.0, f"structural: {failed}")
-        floor = self.floor
+            return Verdict(False, 0.0, f"structural: {failed}", self._floor(None))
         equivalent = trivially_equivalent(query, candidate.query)
         trivial = equivalent and sim >= TRIVIAL_MIN_COSINE and failed is None
         long = min(len(pq.tokens), len(pc.tokens)) >= LONG_TOKENS
-        if not trivial and sim < (self.long_floor if long else floor):
-            return Verdict(False, 0.0, "below candidate threshold")
+        band = self.long_floor if long else self.floor
+        if not trivial and sim < band:
+            return Verdict(False, 0.0, "below candidate threshold", self._floor(band))
         score = self.score(query, candidate, context, equivalent)
         t = self._boundary(candidate.entry_id, self.threshold)
         # feedback raised this entry's boundary above the model's score: no band
@@ -344,46 +499,68 @@ class LearnedVerifier(_Base):
         blocked = t > self.threshold and score < t
         if not blocked:
             if trivial:
-                return self._accept(candidate, score, "trivially equivalent")
+                return self._accept(
+                    candidate, score, "trivially equivalent", TRIVIAL_MIN_COSINE
+                )
             if sim >= self.high:
-                return self._accept(candidate, score, "high cosine")
+                return self._accept(candidate, score, "high cosine", self.high)
             if long:
-                if margin is None:  # the only candidate
-                    margin = sim - (self.candidate_threshold or 0.0)
-                if margin < self.long_margin:
-                    return Verdict(
-                        False,
-                        score,
-                        f"long text, ambiguous: {margin:.3f} above the runner-up",
-                    )
-                if score < self.long_tau:
-                    return Verdict(
-                        False, score, f"long text, score {score:.3f} < {self.long_tau}"
-                    )
-                return self._accept(candidate, score, "long text, clear best match")
+                return self._long(candidate, score, margin, band)
         if score >= t:
-            return self._accept(candidate, score, self.name)
-        return Verdict(False, score, f"score {score:.3f} < {t:.3f}")
+            return self._accept(candidate, score, self.name, band)
+        return Verdict(False, score, f"score {score:.3f} < {t:.3f}", self._floor(band))
+
+    def _long(
+        self, candidate: Candidate, score: float, margin: float | None, band: float
+    ) -> Verdict:
+        """Step 6: a long text needs a clear best match and ``long_tau``."""
+        if margin is None:  # the only candidate
+            margin = candidate.similarity - (self.candidate_threshold or 0.0)
+        floor = self._floor(band)
+        if margin < self.long_margin:
+            return Verdict(
+                False,
+                score,
+                f"long text, ambiguous: {margin:.3f} above the runner-up",
+                floor,
+            )
+        if score < self.long_tau:
+            return Verdict(
+                False, score, f"long text, score {score:.3f} < {self.long_tau}", floor
+            )
+        return self._accept(candidate, score, "long text, clear best match", band)
 
 
-Verifiers = PlainVerifier | StructuralVerifier | LearnedVerifier
+Verifiers = PlainVerifier | StructuralVerifier | UncalibratedVerifier | LearnedVerifier
 
 
-def make_verifier(config: VerifierConfig | None = None) -> Verifiers:
-    """Build the verifier a config describes.
+def make_verifier(
+    config: VerifierConfig | None = None,
+    *,
+    embedder_id: str | None = None,
+    threshold: float | None = None,
+) -> Verifiers:
+    """Build the verifier a config describes, for one embedder and threshold.
 
     Args:
         config: the verifier settings; None means the defaults (``combined``,
             ``max_wrong_hit_rate=0.02``).
+        embedder_id: the ``model_id`` of the pipeline's embedder, which picks the
+            calibration of the learned kinds; None: the default embedder
+            (all-MiniLM-L6-v2). ``config.calibration`` overrides it.
+        threshold: the cache's ``[cache] threshold`` when the user set it: a hard
+            cosine floor no kind accepts below (None: not set).
 
     Returns:
         A verifier with ``name``, ``verify(query, candidate)``,
         ``verify_ranked(query, candidates)``, ``candidate_threshold`` (the cosine
-        floor the engine should search down to, or None for the cache
-        threshold), ``threshold`` and ``record_feedback``.
+        floor the engine should search down to, or None for the floor in force),
+        ``effective_floor(threshold)``, ``threshold``, ``calibration`` and
+        ``record_feedback``.
 
     Raises:
-        ConfigError: the weights of a learned kind cannot be loaded.
+        ConfigError: the weights of a learned kind cannot be loaded, or
+            ``config.calibration`` names no calibrated embedder.
     """
     cfg = config if config is not None else VerifierConfig()
     rate = cfg.max_wrong_hit_rate if cfg.max_wrong_hit_rate is not None else 0.01
@@ -391,23 +568,62 @@ def make_verifier(config: VerifierConfig | None = None) -> Verifiers:
         AdaptiveThresholds(rate, margin=cfg.feedback_margin) if cfg.adaptive else None
     )
     if cfg.kind == "none":
-        return PlainVerifier("none", 0.0, None, adaptive)
+        return PlainVerifier("none", 0.0, None, adaptive, hard_floor=threshold)
     if cfg.kind == "structural":
-        return StructuralVerifier("structural", 0.0, None, adaptive)
-    weights = load_weights()
+        return StructuralVerifier(
+            "structural", 0.0, None, adaptive, hard_floor=threshold
+        )
+    embedder = cfg.calibration or embedder_id or DEFAULT_EMBEDDER
+    calibrations = load_calibrations()
+    weights = weights_for(embedder, calibrations)
+    if weights is None:
+        known = ", ".join(calibrated_embedders(calibrations)) or "none"
+        if cfg.calibration is not None:
+            raise ConfigError(
+                f"no calibration is fitted for {cfg.calibration!r}; calibrated "
+                f"embedders: {known}",
+                field="verifier.calibration",
+            )
+        _log.warning(
+            "verifier %s: no calibration for the embedder %r (calibrated: %s); "
+            "rule 'uncalibrated': the structural veto and cosine >= %.3f",
+            cfg.kind,
+            embedder,
+            known,
+            UNCALIBRATED_FLOOR if threshold is None else threshold,
+        )
+        return UncalibratedVerifier(
+            cfg.kind,
+            0.0,
+            None,
+            adaptive,
+            hard_floor=threshold,
+            default_floor=UNCALIBRATED_FLOOR,
+            calibration="uncalibrated",
+        )
+    return _learned(cfg, weights, adaptive, threshold, embedder)
+
+
+def _learned(
+    cfg: VerifierConfig,
+    weights: Weights,
+    adaptive: AdaptiveThresholds | None,
+    threshold: float | None,
+    embedder: str,
+) -> LearnedVerifier:
     if cfg.score_threshold is not None:
         floor = (
             cfg.candidate_threshold
             if cfg.candidate_threshold is not None
             else weights.feature_floor
         )
-        threshold, high = cfg.score_threshold, 2.0
+        tau, high = cfg.score_threshold, 2.0
         long_floor, long_margin, long_tau = LONG_COSINE, 0.0, cfg.score_threshold
         if cfg.candidate_threshold is not None:  # a pinned floor holds for all texts
             long_floor = max(long_floor, floor)
     else:
         assert cfg.max_wrong_hit_rate is not None  # checked by the config
-        floor, high, threshold, row = weights.operating_point(
+        floor, high, tau, row = weights.operating_point(
             cfg.kind, cfg.max_wrong_hit_rate, cfg.candidate_threshold
         )
         long_floor = row.get("long_floor", LONG_COSINE)
@@ -421,7 +637,7 @@ def make_verifier(config: VerifierConfig | None = None) -> Verifiers:
     search = min(floor, weights.feature_floor)
     return LearnedVerifier(
         cfg.kind,
-        threshold,
+        tau,
         search,
         floor,
         high,
@@ -431,4 +647,6 @@ def make_verifier(config: VerifierConfig | None = None) -> Verifiers:
         long_floor=long_floor,
         long_margin=long_margin,
         long_tau=long_tau,
+        hard_floor=threshold,
+        calibration=weights.embedders[0] if weights.embedders else embedder,
     )

@@ -27,9 +27,9 @@ import anyio
 import msgspec
 from opentelemetry.trace import Span, Tracer
 
-from stagecache._model import Turn
+from stagecache._model import CacheOutcome, Turn
 from stagecache._validate import CheckNumbers, Seconds
-from stagecache.cache import KeyParts, Scope, SemanticCache
+from stagecache.cache import KeyParts, Lookup, Scope, SemanticCache
 from stagecache.errors import ConfigError
 from stagecache.exporters._stdlog import get_logger
 from stagecache.pipeline._events import CacheHit, CacheMiss, EventBus
@@ -109,7 +109,7 @@ class CacheCheck:
         started = anyio.current_time()
         ops = self._ops
         settings = ops.cache.settings
-        turn.cache.threshold = settings.threshold
+        turn.cache.threshold = ops.cache.threshold
         # Pessimistic until an outcome is recorded: if the stage is cut off by its
         # timeout (a hung embedder), the turn reports a cache error, not "off".
         _mark_unfinished(turn)
@@ -183,10 +183,10 @@ class CacheCheck:
             found = await ops.cache.lookup(scope, vector, parts, turn.query)
         outcome = turn.cache
         outcome.similarity = found.best_similarity
-        threshold = ops.cache.settings.threshold
+        threshold = ops.cache.threshold
+        _report_decision(outcome, span, threshold, found, ops.cache)
         if found.best_similarity is not None:
             span.set_attribute("cache.similarity", found.best_similarity)
-        span.set_attribute("cache.threshold", threshold)
         reason = found.reason
         max_age = turn.cache_control.s_maxage if turn.cache_control else None
         if (
@@ -197,8 +197,6 @@ class CacheCheck:
             reason = "older_than_s_maxage"
         if found.hit is None or reason == "older_than_s_maxage":
             outcome.status, outcome.reason = "miss", reason
-            if found.verdict is not None and not found.verdict.accept:
-                outcome.rule = found.verdict.reason
             span.update_name("cache.miss")
             span.set_attribute("cache.reason", reason)
             if ops.events.active:
@@ -297,6 +295,28 @@ def _int(value: str | None) -> int | None:
         return int(value) if value is not None else None
     except ValueError:
         return None
+
+
+def _report_decision(
+    outcome: CacheOutcome,
+    span: Span,
+    threshold: float,
+    found: Lookup,
+    cache: SemanticCache,
+) -> None:
+    """The effective decision on the outcome and the span: the floor in force,
+    the floor of the rule that decided, the verifier's score and rule."""
+    verdict = found.verdict
+    outcome.threshold = threshold
+    outcome.floor = cache.decision_floor(verdict)
+    span.set_attribute("cache.threshold", threshold)
+    span.set_attribute("cache.floor", outcome.floor)
+    if verdict is None:
+        outcome.score = outcome.rule = None
+        return
+    outcome.score, outcome.rule = verdict.score, verdict.reason
+    span.set_attribute("cache.score", verdict.score)
+    span.set_attribute("cache.rule", verdict.reason)
 
 
 def _mark_unfinished(turn: Turn) -> None:
