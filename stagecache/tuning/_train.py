@@ -72,6 +72,24 @@ def _base_path(base: Path | None) -> Path:
     return base
 
 
+def _progress_callback(base: type[Any]) -> Any:
+    """A trainer callback that logs the loss through the ``stagecache`` logger."""
+
+    class _Progress(base):  # type: ignore[misc]
+        def on_log(
+            self, args: Any, state: Any, control: Any, logs: Any = None, **kw: Any
+        ) -> None:
+            if logs and "loss" in logs:
+                _log.info(
+                    "training step %d/%d loss %.4f",
+                    state.global_step,
+                    state.max_steps,
+                    float(logs["loss"]),
+                )
+
+    return _Progress()
+
+
 def _seed_everything(seed: int) -> None:
     import random
 
@@ -143,7 +161,7 @@ def train_embedder(
             SentenceTransformerTrainer,
             SentenceTransformerTrainingArguments,
         )
-        from transformers.trainer_callback import PrinterCallback
+        from transformers.trainer_callback import PrinterCallback, TrainerCallback
 
         try:  # sentence-transformers >= 6
             from sentence_transformers.sentence_transformer.losses import (
@@ -202,6 +220,7 @@ def train_embedder(
         # The library never writes to stdout: the trainer's printer of loss
         # dictionaries goes (training progress is logged by transformers' logger).
         trainer.remove_callback(PrinterCallback)
+        trainer.add_callback(_progress_callback(TrainerCallback))
         _log.info(
             "training embedder",
             extra={"pairs": len(rows), "base": str(base_path), "seed": seed},
