@@ -100,6 +100,9 @@ def main() -> None:
     parser.add_argument("--skip-train", action="store_true")
     parser.add_argument("--skip-eval", action="store_true")
     parser.add_argument("--max-steps", type=int, default=None, help="smoke runs only")
+    parser.add_argument(
+        "--qqp-sample", type=int, default=None, help="evaluate N QQP test pairs"
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("stagecache").setLevel(logging.INFO)
@@ -108,7 +111,7 @@ def main() -> None:
     if not args.skip_eval:
         import eval_pair_model
 
-        eval_pair_model.main(args.out)
+        eval_pair_model.main(args.out, qqp_sample=args.qqp_sample)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """Evaluate the pair model against all-MiniLM-L6-v2, both on the ONNX int8 path.
 
-    python benchmarks/eval_pair_model.py [BUILD_DIR]
-        # BUILD_DIR: default benchmarks/.cache/pair_model
+    python benchmarks/eval_pair_model.py [BUILD_DIR [QQP_SAMPLE]]
+        # BUILD_DIR: default benchmarks/.cache/pair_model; QQP_SAMPLE: evaluate a
+        # fixed random sample of that many QQP test pairs (default: all 9,042)
 
 Every evaluation set, none of them seen in training: QQP test (9,042 pairs), the
 GPTCache mock set (999), our adversarial set (all 323 pairs and the held-out
@@ -42,15 +43,18 @@ THRESHOLDS = (0.8, 0.85, 0.9, 0.92, 0.95)
 
 
 def _embed_all(embedder: OnnxEmbedder, texts: list[str], store: Path) -> np.ndarray:
-    """Embed (cached by text hash in ``store``)."""
+    """Embed (cached by text hash in ``store``, saved as it goes)."""
     known: dict[str, np.ndarray] = {}
     if store.exists():
         z = np.load(store)
         known = dict(zip(z["keys"].tolist(), z["vecs"], strict=True))
     keys = [hashlib.sha256(t.encode()).hexdigest()[:24] for t in texts]
-    missing = sorted(
-        {k: t for k, t in zip(keys, texts, strict=True) if k not in known}.items()
-    )
+    todo = {k: t for k, t in zip(keys, texts, strict=True) if k not in known}
+    missing = list(todo.items())  # in the order given: small sets first
+
+    def save() -> None:
+        vecs = np.stack(list(known.values()))
+        np.savez(store, keys=np.array(list(known)), vecs=vecs)
 
     async def go() -> None:
         async with embedder:
@@ -58,10 +62,13 @@ def _embed_all(embedder: OnnxEmbedder, texts: list[str], store: Path) -> np.ndar
                 chunk = missing[lo : lo + 256]
                 vecs = await embedder.embed([t for _, t in chunk])
                 known.update(zip([k for k, _ in chunk], vecs, strict=True))
+                if (lo // 256) % 8 == 7:
+                    save()
+                    print(f"  {lo + len(chunk)}/{len(missing)}", flush=True)
 
     if missing:
         anyio.run(go)
-        np.savez(store, keys=np.array(list(known)), vecs=np.stack(list(known.values())))
+        save()
     return np.stack([known[k] for k in keys]).astype(np.float32)
 
 
@@ -139,7 +146,21 @@ def latency_us(embedder: OnnxEmbedder) -> float:
     return statistics.median(anyio.run(go)) * 1e6
 
 
-def main(build: Path) -> None:
+def _sample(ps: D.PairSet, n: int | None) -> D.PairSet:
+    """A fixed random sample of ``n`` pairs (None: all)."""
+    if n is None or n >= len(ps.first):
+        return ps
+    keep = np.sort(np.random.default_rng(0).choice(len(ps.first), n, replace=False))
+    return D.PairSet(
+        f"{ps.name}_sample{n}",
+        [ps.first[i] for i in keep],
+        [ps.second[i] for i in keep],
+        ps.label[keep],
+        [ps.category[i] for i in keep],
+    )
+
+
+def main(build: Path, qqp_sample: int | None = None) -> None:
     tuned_dir = build / PAIR_MODEL
     cache = D.CACHE / "pair_eval"
     cache.mkdir(parents=True, exist_ok=True)
@@ -150,14 +171,14 @@ def main(build: Path) -> None:
     weights = tuned_dir / "model-int8.onnx"
     digest = hashlib.sha256(weights.read_bytes()).hexdigest()
     sets = [
-        D.load_qqp("test"),
+        _sample(D.load_qqp("test"), qqp_sample),
         D.load_mock(),
         D.load_adversarial(),
         D.load_adversarial("heldout"),
         D.load_long(),
         D.load_contextual(),
     ]
-    texts = sorted({t for ps in sets for t in ps.first + ps.second})
+    texts = list(dict.fromkeys(t for ps in sets[::-1] for t in ps.first + ps.second))
     vecs: dict[str, dict[str, np.ndarray]] = {}
     for name, emb in models.items():
         graph = emb.export_dir() / "model-int8.onnx"
@@ -234,7 +255,8 @@ def write_report(
             f"Training: {info['pairs']} pairs ({info['positives']} positive), one "
             f"epoch, batch 32, lr 2e-5, max_grad_norm 0.5, OnlineContrastiveLoss, seed "
             f"0, 2 torch threads; training took {info['train_s'] / 60:.1f} min, the "
-            f"whole build {info['total_s'] / 60:.1f} min on this machine's 2 shared cores. Pairs "
+            f"whole build {info['total_s'] / 60:.1f} min on this machine's 2 shared "
+            f"cores. Pairs "
             f"sha256 `{info['pairs_sha256'][:16]}`.",
             "",
             "Sources: " + ", ".join(f"{k} {v}" for k, v in counts.items()) + ".",
@@ -278,4 +300,7 @@ def write_report(
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]) if len(sys.argv) > 1 else D.CACHE / "pair_model")
+    main(
+        Path(sys.argv[1]) if len(sys.argv) > 1 else D.CACHE / "pair_model",
+        qqp_sample=int(sys.argv[2]) if len(sys.argv) > 2 else None,
+    )
