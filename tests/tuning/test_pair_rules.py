@@ -1,0 +1,85 @@
+"""The rule-made training pairs of benchmarks/build_pair_model.py (needs WordNet)."""
+
+from __future__ import annotations
+
+import random
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
+sys.path.insert(0, str(BENCH))
+
+import _pair_rules as R  # noqa: E402
+
+
+def rng() -> random.Random:
+    return random.Random(0)
+
+
+@pytest.mark.parametrize(
+    ("rule", "text", "want"),
+    [
+        (R.neg_number, "What is a 15% tip?", "What is a "),
+        (
+            R.neg_negation,
+            "Is it safe to eat raw eggs?",
+            "Is it not safe to eat raw eggs?",
+        ),
+        (R.neg_negation, "Why doesn't my laptop charge?", "Why does my laptop charge?"),
+        (R.neg_roles, "Flights from Paris to Rome", "Flights from Rome to Paris"),
+        (R.neg_unit, "How many km is a marathon?", "How many miles is a marathon?"),
+        (R.neg_date, "Is the office open on Monday?", "Is the office open on "),
+    ],
+)
+def test_negative_rules_change_what_the_text_is_about(
+    rule: R.Rule, text: str, want: str
+) -> None:
+    out = rule(text, rng())
+    assert out is not None and out != text
+    assert out.startswith(want)
+    assert rule("plain words only here", rng()) is None
+
+
+def test_negation_rule_does_not_fire_on_contractions_as_rewordings() -> None:
+    assert R.pos_contraction("Why do I not sleep?", rng()) is None
+    assert R.pos_contraction("It is not raining", rng()) in (
+        "It's not raining",
+        "It isn't raining",
+    )
+
+
+def test_rewording_keeps_entities_numbers_and_negation() -> None:
+    text = "How do I convert 5 km to miles in Python without numpy?"
+    for seed in range(20):
+        out = R.reword(text, random.Random(seed), steps=3)
+        if out is None:
+            continue
+        for kept in ("5", "km", "miles", "Python", "without", "numpy"):
+            assert kept in out, (seed, out)
+
+
+def test_pair_set_is_deterministic_and_never_reads_evaluation_sets(
+    tmp_path: Path,
+) -> None:
+    pytest.importorskip("nltk")
+    if not Path("/usr/share/wordnet/data.noun").is_file():
+        pytest.skip("WordNet: apt-get install -y wordnet-base wordnet-sense-index")
+    import _pair_data as P
+
+    rows = ["question1,question2,is_duplicate"]
+    for i in range(60):
+        rows.append(
+            f"How do I learn Python in {i} days?,How can I learn Python fast?,1"
+        )
+        rows.append(f"Is it safe to travel to India in {i}?,Is Paris safe?,0")
+    (tmp_path / "qqp_pairs_val.csv").write_text("\n".join(rows) + "\n")
+    kw = {"qqp_negatives": 20, "short": 40, "long_qqp": 20, "long_wordnet": 20}
+    one = P.build_pairs(tmp_path, seed=3, **kw)
+    two = P.build_pairs(tmp_path, seed=3, **kw)
+    assert one.pairs == two.pairs
+    assert {p.label for p in one.pairs} == {0, 1}
+    assert any(len(p.text_a.split()) >= 25 for p in one.pairs)  # long texts too
+    # only the val file was there to read: the test/mock/contextual files were not
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["qqp_pairs_val.csv"]
