@@ -50,6 +50,22 @@ def sqlite(tmp_path: Path, extra: str = "") -> Path:
     )
 
 
+def raw_bytes(folder: Path) -> bytes:
+    """Every byte of the SQLite file and its WAL."""
+    return b"".join(p.read_bytes() for p in sorted(folder.glob("cache.db*")))
+
+
+def run_cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """The installed ``stagecache`` script on this checkout's code."""
+    return subprocess.run(
+        [str(SCRIPT), *args],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, PYTHONPATH=str(ROOT), **env),
+        timeout=120,
+    )
+
+
 async def hit_then_feedback(
     pipe: stagecache.Pipeline, caller: stagecache.Caller, *, correct: bool
 ) -> str:
@@ -117,7 +133,7 @@ async def test_purge_erases_the_users_feedback(
         await pipe.cache.clear()
         assert await pipe.cache.feedback_records() == []
     if backend == "sqlite":
-        raw = b"".join(p.read_bytes() for p in tmp_path.glob("cache.db*"))
+        raw = raw_bytes(tmp_path)
         assert HIT.encode() not in raw  # zeroed on delete (secure_delete), WAL too
 
 
@@ -131,7 +147,7 @@ async def test_an_encrypted_cache_seals_its_feedback_log(
         await hit_then_feedback(pipe, ALICE, correct=False)
         records = await pipe.cache.feedback_records()
     assert [(r.hit_query, r.entry_query) for r in records] == [(HIT, ASKED)]
-    raw = b"".join(p.read_bytes() for p in tmp_path.glob("cache.db*"))
+    raw = raw_bytes(tmp_path)
     assert HIT.encode() not in raw and ASKED.encode() not in raw
 
 
@@ -142,21 +158,11 @@ async def test_reencrypt_seals_a_plaintext_feedback_log(
     llm = ScriptedLLM(lambda p: f"answer to {p}")
     async with stagecache.load(path, llm=llm, embedder=embedder) as pipe:
         await hit_then_feedback(pipe, ALICE, correct=False)
-    assert HIT.encode() in (tmp_path / "cache.db").read_bytes() + b"".join(
-        p.read_bytes() for p in tmp_path.glob("cache.db-*")
-    )
+    assert HIT.encode() in raw_bytes(tmp_path)
     sealed = sqlite(tmp_path, "encrypt_values = true\n")
-    env = dict(os.environ, PYTHONPATH=str(ROOT), STAGECACHE_CACHE_KEY=KEY)
-    done = subprocess.run(
-        [str(SCRIPT), "reencrypt", "--config", str(sealed)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-    )
+    done = run_cli("reencrypt", "--config", str(sealed), STAGECACHE_CACHE_KEY=KEY)
     assert done.returncode == 0, done.stderr
-    raw = b"".join(p.read_bytes() for p in tmp_path.glob("cache.db*"))
-    assert HIT.encode() not in raw
+    assert HIT.encode() not in raw_bytes(tmp_path)
     monkeypatch.setenv("STAGECACHE_CACHE_KEY", KEY)
     async with stagecache.load(sealed, llm=llm, embedder=embedder) as pipe:
         records = await pipe.cache.feedback_records()
@@ -173,11 +179,9 @@ async def test_the_cli_feedback_query_flag_logs_the_pair(
     async with stagecache.load(path, llm=llm, embedder=embedder) as pipe:
         stored = await pipe.run(ASKED, caller=ALICE)
     assert stored.cache.entry_id is not None
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    done = subprocess.run(
-        [str(SCRIPT), "feedback", stored.cache.entry_id, "--wrong", "--query", HIT,
-         "--config", str(path)],
-        capture_output=True, text=True, env=env, timeout=120,
+    done = run_cli(
+        "feedback", stored.cache.entry_id, "--wrong", "--query", HIT, "--config",
+        str(path),
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     async with stagecache.load(path, llm=llm, embedder=embedder) as pipe:
