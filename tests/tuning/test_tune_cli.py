@@ -1,0 +1,230 @@
+"""``stagecache tune`` run through the installed console script: bad input exits 2
+with one line, and a small run writes a model, a report and a config that
+``check-config`` accepts and a pipeline answers with."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import anyio
+import pytest
+
+import stagecache
+from stagecache.testing import ScriptedLLM
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = Path(sys.executable).with_name("stagecache")
+
+#: 44 labelled pairs: rewordings (1) and changed facts (0), short and long.
+TOPICS = [
+    ("reset my password", "change my password"),
+    ("cancel my subscription", "pause my subscription"),
+    ("ship to Canada", "ship to Mexico"),
+    ("return an item after 30 days", "return an item after 90 days"),
+    ("delete my account", "create an account"),
+    ("download my invoices", "download my contracts"),
+    ("enable two-factor authentication", "disable two-factor authentication"),
+    ("pay by credit card", "pay by bank transfer"),
+    ("upgrade to the premium plan", "downgrade to the free plan"),
+    ("contact support by phone", "contact support by email"),
+    ("update my billing address", "update my shipping address"),
+]
+
+
+def pairs_rows() -> list[dict[str, object]]:
+    rows: list[dict[str, object]] = []
+    for same, other in TOPICS:
+        rows += [
+            {"text_a": f"How do I {same}?", "text_b": f"How can I {same}?", "label": 1},
+            {"text_a": f"What are the steps to {same}?",
+             "text_b": f"Explain how to {same}, step by step.", "label": 1},
+            {"text_a": f"How do I {same}?", "text_b": f"How do I {other}?", "label": 0},
+            {"text_a": f"Steps to {same} please", "text_b": f"Steps to {other} please",
+             "label": 0},
+        ]  # fmt: skip
+    return rows
+
+
+def run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """The installed ``stagecache`` script on this checkout's code."""
+    env = dict(
+        os.environ,
+        PYTHONPATH=str(ROOT),
+        HF_HUB_OFFLINE="1",
+        TRANSFORMERS_OFFLINE="1",
+        TOKENIZERS_PARALLELISM="false",
+    )
+    return subprocess.run(
+        [str(SCRIPT), *args], capture_output=True, text=True, env=env, timeout=timeout
+    )
+
+
+def write_jsonl(path: Path, rows: list[dict[str, object]]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def one_error(done: subprocess.CompletedProcess[str], *fragments: str) -> None:
+    """Exit 2, one ``stagecache: error:`` line holding every fragment, no trace."""
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("stagecache: error: "), done.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_help_lists_tune_and_every_option() -> None:
+    top = run_cli("--help")
+    assert "tune" in top.stdout
+    done = run_cli("tune", "--help")
+    assert done.returncode == 0
+    for option in (
+        "--pairs", "--config", "--user", "--tenant", "--out", "--holdout",
+        "--max-wrong-hit-rate", "--epochs", "--max-steps", "--batch-size",
+        "--learning-rate", "--seed", "--json",
+    ):  # fmt: skip
+        assert option in done.stdout
+
+
+def _files(tmp: Path) -> dict[str, str]:
+    """One file per kind of bad input (and a good one)."""
+    rows = pairs_rows()
+    bad_json = tmp / "bad.jsonl"
+    bad_json.write_text('{"text_a": "a", "text_b": "b", "label": 1}\n{"text_a": \n')
+    empty = tmp / "empty.csv"
+    empty.write_text("text_a,text_b,label\nHow do I pay?,,1\n")
+    taken = tmp / "taken"
+    taken.mkdir()
+    (taken / "file").write_text("x")
+    memory = tmp / "memory.toml"
+    memory.write_text('[cache.backend]\nkind = "memory"\n')
+    label = [*rows[:3], {"text_a": "a", "text_b": "b", "label": "yes please"}]
+    return {
+        "GOOD": str(write_jsonl(tmp / "good.jsonl", rows)),
+        "MISSING": str(tmp / "nope.jsonl"),
+        "BADJSON": str(bad_json),
+        "BADLABEL": str(write_jsonl(tmp / "label.jsonl", label)),
+        "EMPTY": str(empty),
+        "FEW": str(write_jsonl(tmp / "few.jsonl", rows[:6])),
+        "ONES": str(
+            write_jsonl(tmp / "ones.jsonl", [r for r in rows if r["label"] == 1])
+        ),
+        "TAKEN": str(taken),
+        "MEMORY": str(memory),
+    }
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--pairs", "MISSING"], "nope.jsonl: no such file"),
+        (["--pairs", "BADJSON"], "bad.jsonl:2: not valid JSON"),
+        (["--pairs", "BADLABEL"], "label.jsonl:4: label: 'yes please' is not a label"),
+        (["--pairs", "EMPTY"], "empty.csv:2: text_b: empty text"),
+        (["--pairs", "FEW"], "6 pairs, too few for a held-out split"),
+        (["--pairs", "ONES"], "every pair has the same label; add pairs with label 0"),
+        ([], "no pairs: pass --pairs FILE"),
+        (["--pairs", "GOOD", "--user", "u"], "--user/--tenant filter the feedback"),
+        (["--pairs", "GOOD", "--holdout", "1.5"], "--holdout: 1.5 is not between 0"),
+        (["--pairs", "GOOD", "--max-wrong-hit-rate", "0"], "--max-wrong-hit-rate: 0.0"),
+        (["--pairs", "GOOD", "--out", "TAKEN"], "exists and is not an empty directory"),
+        (["--config", "MEMORY"], "memory backend keeps nothing between processes"),
+    ],
+    ids=[
+        "missing-file", "bad-json", "bad-label", "empty-text", "too-few",
+        "one-class", "no-pairs", "user-without-config", "holdout", "budget",
+        "out-taken", "memory-backend",
+    ],
+)  # fmt: skip
+def test_every_input_error_is_one_line_and_exit_2(
+    tmp_path: Path, args: list[str], message: str
+) -> None:
+    files = _files(tmp_path)
+    out = tmp_path / "out"
+    argv = [files.get(a, a) for a in args]
+    if "--out" not in argv:
+        argv += ["--out", str(out)]
+    one_error(run_cli("tune", *argv), message)
+    assert not out.exists()  # nothing written on bad input
+
+
+async def _store_and_feedback(config: Path) -> list[str]:
+    """Two hits in the cache of ``config``, one marked wrong and one right."""
+    pipe = stagecache.load(config, llm=ScriptedLLM(lambda p: f"answer to {p}"))
+    ids = []
+    async with pipe:
+        caller = stagecache.Caller(user_id="alice")
+        for asked, hit, correct in (
+            ("How do I close my account?", "How do I close my bank account?", False),
+            ("Where is my parcel?", "Where's my parcel?", True),
+        ):
+            await pipe.run(asked, caller=caller)
+            result = await pipe.run(hit, caller=caller)
+            assert result.cache.status == "hit", result.cache
+            assert result.cache.entry_id is not None
+            await pipe.cache.feedback(result.cache.entry_id, correct=correct, query=hit)
+            ids.append(result.cache.entry_id)
+    return ids
+
+
+def test_tune_writes_a_model_report_and_config_the_pipeline_runs(
+    tmp_path: Path,
+) -> None:
+    pairs = write_jsonl(tmp_path / "pairs.jsonl", pairs_rows())
+    cache = tmp_path / "cache.toml"
+    cache.write_text(
+        "[cache]\nthreshold = 0.8\n"
+        f'[cache.backend]\nkind = "sqlite"\npath = "{tmp_path / "cache.db"}"\n'
+        '[verifier]\nkind = "none"\n'
+    )
+    anyio.run(_store_and_feedback, cache)
+    out = tmp_path / "tuned"
+    done = run_cli(
+        "tune", "--pairs", str(pairs), "--config", str(cache), "--out", str(out),
+        "--max-steps", "3", "--batch-size", "8", "--seed", "3", "--json",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    assert summary["pairs"]["from_feedback"] == 2
+    assert summary["pairs"]["from_files"] == len(pairs_rows())
+    assert (
+        summary["pairs"]["train"] + summary["pairs"]["held_out"]
+        == len(pairs_rows()) + 2
+    )
+    report = json.loads((out / "report.json").read_text())
+    for model in ("base", "tuned"):
+        assert 0.0 <= report[model]["auc"] <= 1.0
+        assert report[model]["at_floor"]["wrong_hit_rate"] <= 0.02
+    assert "ROC AUC" in (out / "report.md").read_text()
+    config = out / "stagecache.toml"
+    text = config.read_text()
+    assert f"threshold = {report['tuned']['floor']}" in text
+    assert 'kind = "structural"' in text
+    checked = run_cli("check-config", str(config))
+    assert checked.returncode == 0, checked.stderr
+    floor = report["tuned"]["floor"]
+    anyio.run(_answers_with_the_tuned_model, config, out / "model", floor)
+
+
+async def _answers_with_the_tuned_model(
+    config: Path, model: Path, threshold: float
+) -> None:
+    llm = ScriptedLLM(lambda p: f"answer to {p}")
+    async with stagecache.load(config, llm=llm) as pipe:
+        caller = stagecache.Caller(user_id="bob")
+        first = await pipe.run("How do I reset my password?", caller=caller)
+        again = await pipe.run("How do I reset my password?", caller=caller)
+    assert first.cache.stored and again.cache.status == "hit"
+    assert llm.calls == 1
+    assert again.cache.threshold == threshold  # the held-out floor is in force
+    from stagecache.embeddings import OnnxEmbedder
+
+    tuned = OnnxEmbedder(model).model_id
+    assert tuned != OnnxEmbedder(None).model_id
+    ids = {getattr(c, "model_id", None) for c in pipe.components}
+    assert tuned in ids, ids  # the pipeline embeds with the tuned model
