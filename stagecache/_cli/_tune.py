@@ -212,15 +212,22 @@ async def tune(args: argparse.Namespace) -> int:
     model_dir = model_dir.resolve()
     held = split.held_out
     rate = args.max_wrong_hit_rate
-    scores = []
+    scores, found = [], []
     for model in (None, model_dir):
         embedder = OnnxEmbedder(model, quantize="int8")
         try:
-            found = await cosines(embedder, held)
+            found.append(await cosines(embedder, held))
         finally:
             await embedder.aclose()
-        scores.append(model_scores(embedder.model_id, found, held, rate))
+        scores.append(model_scores(embedder.model_id, found[-1], held, rate))
     base_scores, tuned_scores = scores
+    moved = round(float(abs(found[1] - found[0]).mean()), 4)
+    if moved == 0.0:
+        warn(
+            "training left the held-out cosines as they were: the loss learns from "
+            "hard pairs only (a label-1 pair less similar than a label-0 one), and "
+            "your pairs had none the base model got wrong; add harder pairs"
+        )
     positives = sum(p.label for p in held)
     data: dict[str, Any] = {
         "pairs": {
@@ -244,6 +251,7 @@ async def tune(args: argparse.Namespace) -> int:
             "max_grad_norm": 0.5,
         },
         "model_dir": str(model_dir),
+        "mean_cosine_change": moved,
         "base": msgspec.to_builtins(base_scores),
         "tuned": msgspec.to_builtins(tuned_scores),
         "config": {
@@ -264,6 +272,7 @@ async def tune(args: argparse.Namespace) -> int:
         "pairs": data["pairs"],
         "base_auc": base_scores.auc,
         "tuned_auc": tuned_scores.auc,
+        "mean_cosine_change": moved,
         "threshold": tuned_scores.floor,
     }
     emit(

@@ -70,6 +70,10 @@ def report_markdown(data: dict[str, Any], base: ModelScores, tuned: ModelScores)
         f"| tuned {tuned.model_id} | {tuned.auc:.3f} | {tuned.floor:.4f} | "
         f"{_cell(tuned.at_floor)} |",
         "",
+        f"Training moved the held-out cosines by {data['mean_cosine_change']:.4f} "
+        "on average (0: the model did not change; the loss learns from hard pairs "
+        "only, a label-1 pair less similar than a label-0 one).",
+        "",
         "## Per cosine threshold",
         "",
         "| threshold | base: hits / precision / recall / wrong | "

@@ -19,33 +19,49 @@ from stagecache.testing import ScriptedLLM
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = Path(sys.executable).with_name("stagecache")
 
-#: 44 labelled pairs: rewordings (1) and changed facts (0), short and long.
+#: 44 labelled pairs the base model gets wrong about half the time (ROC AUC
+#: ~0.5): rewordings with few words in common (1), one changed word (0).
 TOPICS = [
-    ("reset my password", "change my password"),
-    ("cancel my subscription", "pause my subscription"),
-    ("ship to Canada", "ship to Mexico"),
-    ("return an item after 30 days", "return an item after 90 days"),
-    ("delete my account", "create an account"),
-    ("download my invoices", "download my contracts"),
-    ("enable two-factor authentication", "disable two-factor authentication"),
-    ("pay by credit card", "pay by bank transfer"),
-    ("upgrade to the premium plan", "downgrade to the free plan"),
-    ("contact support by phone", "contact support by email"),
-    ("update my billing address", "update my shipping address"),
-]
+    ("How do I reset my password?", "I forgot my login, how do I get back in?",
+     "How do I reset my PIN?"),
+    ("How do I cancel my subscription?", "I want to stop paying every month",
+     "How do I pause my subscription?"),
+    ("Do you ship to Canada?", "Can I get an order delivered in Toronto?",
+     "Do you ship to Mexico?"),
+    ("Can I return an item after 30 days?",
+     "Is a return possible a month after buying?",
+     "Can I return an item after 90 days?"),
+    ("How do I delete my account?", "Please remove all my data and close my profile",
+     "How do I create an account?"),
+    ("Where can I download my invoices?", "I need copies of my bills as PDF",
+     "Where can I download my contracts?"),
+    ("How do I turn on two-factor authentication?",
+     "I want a code sent to my phone when I log in",
+     "How do I turn off two-factor authentication?"),
+    ("Can I pay by credit card?", "Do you take Visa or Mastercard?",
+     "Can I pay by bank transfer?"),
+    ("How do I upgrade to the premium plan?",
+     "I'd like more features, what do I buy?",
+     "How do I downgrade to the free plan?"),
+    ("What is your support phone number?",
+     "Which number do I call to reach an agent?",
+     "What is your support email address?"),
+    ("How do I change my billing address?",
+     "My card's address moved, where do I update it?",
+     "How do I change my shipping address?"),
+]  # fmt: skip
 
 
 def pairs_rows() -> list[dict[str, object]]:
     rows: list[dict[str, object]] = []
-    for same, other in TOPICS:
+    for asked, same, other in TOPICS:
+        reworded = asked.lower().rstrip("?") + " please"
         rows += [
-            {"text_a": f"How do I {same}?", "text_b": f"How can I {same}?", "label": 1},
-            {"text_a": f"What are the steps to {same}?",
-             "text_b": f"Explain how to {same}, step by step.", "label": 1},
-            {"text_a": f"How do I {same}?", "text_b": f"How do I {other}?", "label": 0},
-            {"text_a": f"Steps to {same} please", "text_b": f"Steps to {other} please",
-             "label": 0},
-        ]  # fmt: skip
+            {"text_a": asked, "text_b": same, "label": 1},
+            {"text_a": reworded, "text_b": same.upper(), "label": 1},
+            {"text_a": asked, "text_b": other, "label": 0},
+            {"text_a": same, "text_b": other, "label": 0},
+        ]
     return rows
 
 
@@ -186,7 +202,8 @@ def test_tune_writes_a_model_report_and_config_the_pipeline_runs(
     out = tmp_path / "tuned"
     done = run_cli(
         "tune", "--pairs", str(pairs), "--config", str(cache), "--out", str(out),
-        "--max-steps", "3", "--batch-size", "8", "--seed", "3", "--json",
+        "--max-steps", "3", "--batch-size", "16", "--learning-rate", "1e-4",
+        "--seed", "3", "--json",
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout)
@@ -196,6 +213,7 @@ def test_tune_writes_a_model_report_and_config_the_pipeline_runs(
         summary["pairs"]["train"] + summary["pairs"]["held_out"]
         == len(pairs_rows()) + 2
     )
+    assert summary["mean_cosine_change"] > 0  # the tuned model is another model
     report = json.loads((out / "report.json").read_text())
     for model in ("base", "tuned"):
         assert 0.0 <= report[model]["auc"] <= 1.0
