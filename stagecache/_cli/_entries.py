@@ -275,7 +275,7 @@ def add_entries_arguments(
         "--query",
         default=None,
         help="the query that got the hit: kept with the verdict in the feedback "
-        "log (sqlite backend), which `stagecache tune` trains on",
+        "log, which `stagecache tune` trains on",
     )
     sub.add_parser(
         "stats",

@@ -67,7 +67,7 @@ def add_tune_arguments(sub: Any, common: argparse.ArgumentParser) -> None:
     tune_cmd.add_argument(
         "--config",
         default=None,
-        help="a pipeline TOML file with a sqlite backend: its feedback log "
+        help="a pipeline TOML file with a sqlite or redis backend: its feedback log "
         "(feedback given with the query that got the hit) becomes pairs, wrong "
         "hits label 0 and right hits label 1",
     )

@@ -13,7 +13,7 @@ id and the verdict) so the backend's row codec checksums or seals it like an
 entry: an encrypted cache keeps its feedback encrypted. It carries the entry's
 user and tenant, so ``purge_user`` erases it with the user's entries; ``clear``
 erases the log. Backends that keep a log have ``add_feedback`` and
-``feedback_records`` (memory and SQLite; not Redis yet).
+``feedback_records`` (memory, SQLite, Redis: ``_redis_feedback``).
 """
 
 from __future__ import annotations

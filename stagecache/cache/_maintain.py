@@ -273,7 +273,7 @@ class Maintenance(ColdScopes):
         Negative feedbacks that outnumber positive ones by
         ``negative_feedback_limit`` remove the entry (a ``CacheEvicted`` with
         reason ``feedback``). With ``query`` (the query that got the hit) and a
-        backend that keeps a feedback log (memory, SQLite), the pair and the
+        backend that keeps a feedback log (memory, SQLite, Redis), the pair and the
         verdict are appended to it for ``stagecache tune`` (``_feedbacklog``).
         """
         async with self._write_lock:

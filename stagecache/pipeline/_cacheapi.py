@@ -108,8 +108,8 @@ class CacheAPI(PairImport):
         Args:
             entry_id: the entry that answered (``result.cache.entry_id``).
             correct: whether its answer was right for the query.
-            query: the query that got the hit. With it, the memory and SQLite
-                backends keep the pair in their feedback log, which
+            query: the query that got the hit. With it, the backend (memory,
+                SQLite, Redis) keeps the pair in its feedback log, which
                 ``stagecache tune`` trains on (a wrong hit: a negative pair).
 
         Raises:
@@ -134,13 +134,14 @@ class CacheAPI(PairImport):
         (of ``user_id`` and/or ``tenant`` when given), oldest first.
 
         Raises:
-            CacheError: the backend keeps no feedback log (Redis, for now).
+            CacheError: the backend keeps no feedback log (a custom backend
+                without ``add_feedback`` and ``feedback_records``).
         """
         backend = self.engine.backend
         if not isinstance(backend, FeedbackLog):
             raise CacheError(
                 f"the {backend.name} backend keeps no feedback log; feedback pairs "
-                "are kept by the memory and sqlite backends"
+                "are kept by the memory, sqlite and redis backends"
             )
         return await backend.feedback_records(user_id, tenant)
 

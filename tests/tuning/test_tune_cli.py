@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
@@ -50,6 +51,22 @@ TOPICS = [
      "My card's address moved, where do I update it?",
      "How do I change my shipping address?"),
 ]  # fmt: skip
+
+
+#: The default chain with a generous cache-stage limit: the test machine is shared
+#: and loaded, and a timed-out lookup would be a miss, not the behaviour under test.
+CHAIN = "".join(
+    f'[[stages]]\nkind = "{kind}"\n{extra}'
+    for kind, extra in (
+        ("input_guard", ""),
+        ("memory_search", ""),
+        ("cache_check", "timeout_s = 120\n"),
+        ("llm", ""),
+        ("output_guard", ""),
+        ("store", ""),
+        ("write_invalidate", ""),
+    )
+)
 
 
 def pairs_rows() -> list[dict[str, object]]:
@@ -169,9 +186,10 @@ def test_every_input_error_is_one_line_and_exit_2(
     assert not out.exists()  # nothing written on bad input
 
 
-async def _store_and_feedback(config: Path) -> list[str]:
+async def _store_and_feedback(config: Path, embedder: Any) -> list[str]:
     """Two hits in the cache of ``config``, one marked wrong and one right."""
-    pipe = stagecache.load(config, llm=ScriptedLLM(lambda p: f"answer to {p}"))
+    llm = ScriptedLLM(lambda p: f"answer to {p}")
+    pipe = stagecache.load(config, llm=llm, embedder=embedder)
     ids = []
     async with pipe:
         caller = stagecache.Caller(user_id="alice")
@@ -189,16 +207,16 @@ async def _store_and_feedback(config: Path) -> list[str]:
 
 
 def test_tune_writes_a_model_report_and_config_the_pipeline_runs(
-    tmp_path: Path,
+    tmp_path: Path, embedder: Any
 ) -> None:
     pairs = write_jsonl(tmp_path / "pairs.jsonl", pairs_rows())
     cache = tmp_path / "cache.toml"
     cache.write_text(
-        "[cache]\nthreshold = 0.8\n"
+        "[cache]\nthreshold = 0.8\ntimeout_s = 60\n"
         f'[cache.backend]\nkind = "sqlite"\npath = "{tmp_path / "cache.db"}"\n'
-        '[verifier]\nkind = "none"\n'
+        '[verifier]\nkind = "none"\n' + CHAIN
     )
-    anyio.run(_store_and_feedback, cache)
+    anyio.run(_store_and_feedback, cache, embedder)
     out = tmp_path / "tuned"
     done = run_cli(
         "tune", "--pairs", str(pairs), "--config", str(cache), "--out", str(out),
@@ -226,7 +244,9 @@ def test_tune_writes_a_model_report_and_config_the_pipeline_runs(
     checked = run_cli("check-config", str(config))
     assert checked.returncode == 0, checked.stderr
     floor = report["tuned"]["floor"]
-    anyio.run(_answers_with_the_tuned_model, config, out / "model", floor)
+    loaded = tmp_path / "loaded.toml"  # the written sections, a patient cache stage
+    loaded.write_text(text + CHAIN)
+    anyio.run(_answers_with_the_tuned_model, loaded, out / "model", floor)
 
 
 async def _answers_with_the_tuned_model(

@@ -6,15 +6,18 @@ from __future__ import annotations
 
 import base64
 import os
+import socket
 import subprocess
 import sys
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 import stagecache
-from stagecache.errors import CacheError, InputError
+from stagecache.errors import InputError
 from stagecache.testing import ScriptedLLM
 
 pytestmark = pytest.mark.anyio
@@ -23,7 +26,23 @@ ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = Path(sys.executable).with_name("stagecache")
 ALICE = stagecache.Caller(user_id="alice")
 BOB = stagecache.Caller(user_id="bob", tenant="acme")
+REDIS_URL = "redis://127.0.0.1:6379/0"
 KEY = base64.b64encode(bytes(range(32))).decode()
+
+#: The default chain with a generous cache-stage limit: the test machine is shared
+#: and loaded, and a timed-out lookup would be a miss, not the behaviour under test.
+CHAIN = "".join(
+    f'[[stages]]\nkind = "{kind}"\n{extra}'
+    for kind, extra in (
+        ("input_guard", ""),
+        ("memory_search", ""),
+        ("cache_check", "timeout_s = 120\n"),
+        ("llm", ""),
+        ("output_guard", ""),
+        ("store", ""),
+        ("write_invalidate", ""),
+    )
+)
 
 ASKED = "How do I reset my password?"
 HIT = "How can I reset my password?"
@@ -37,9 +56,9 @@ def anyio_backend() -> str:
 def config(tmp_path: Path, backend: str, extra: str = "") -> Path:
     path = tmp_path / "pipeline.toml"
     path.write_text(
-        "[cache]\nthreshold = 0.8\n"
+        "[cache]\nthreshold = 0.8\ntimeout_s = 60\n"
         f"[cache.backend]\n{backend}{extra}"
-        '[verifier]\nkind = "none"\n'
+        '[verifier]\nkind = "none"\n' + CHAIN
     )
     return path
 
@@ -191,20 +210,79 @@ async def test_the_cli_feedback_query_flag_logs_the_pair(
     ]
 
 
-async def test_redis_says_it_keeps_no_feedback_log(embedder: Any) -> None:
-    from stagecache.cache import BackendSettings, CacheSettings
-    from stagecache.config import build
+@pytest.fixture
+def redis_ns() -> Iterator[str]:
+    """A fresh namespace on the shared Redis, removed afterwards."""
+    import redis
 
-    pipe = build(
-        llm=ScriptedLLM(lambda p: "x"),
-        embedder=embedder,
-        cache=CacheSettings(
-            backend=BackendSettings(
-                kind="redis",
-                redis_url="redis://127.0.0.1:6379/0",
-                redis_namespace="sctest-tune-nolog",
-            )
-        ),
+    try:
+        socket.create_connection(("127.0.0.1", 6379), timeout=0.3).close()
+    except OSError:
+        pytest.skip("no Redis on 127.0.0.1:6379")
+    ns = f"sctest-tune-{uuid.uuid4().hex[:10]}"
+    yield ns
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        keys = list(client.scan_iter(match=f"{ns}:*"))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()
+
+
+def redis_values(ns: str) -> bytes:
+    """Every key and value of the namespace's feedback log, raw."""
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        out = b""
+        for key in client.scan_iter(match=f"{ns}:fb*"):
+            kind = client.type(key)
+            if kind == b"hash":
+                out += b"".join(k + v for k, v in client.hgetall(key).items())
+            out += key
+        return out
+    finally:
+        client.close()
+
+
+def redis_config(tmp_path: Path, ns: str, extra: str = "") -> Path:
+    return config(
+        tmp_path,
+        f'kind = "redis"\nredis_url = "{REDIS_URL}"\nredis_namespace = "{ns}"\n',
+        extra,
     )
-    with pytest.raises(CacheError, match="redis backend keeps no feedback log"):
-        await pipe.cache.feedback_records()
+
+
+async def test_redis_keeps_purges_and_seals_the_log(
+    embedder: Any, tmp_path: Path, redis_ns: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = redis_config(tmp_path, redis_ns)
+    llm = ScriptedLLM(lambda p: f"answer to {p}")
+    async with stagecache.load(path, llm=llm, embedder=embedder) as pipe:
+        await hit_then_feedback(pipe, ALICE, correct=True)
+        await hit_then_feedback(pipe, BOB, correct=False)
+    async with stagecache.load(path, llm=llm, embedder=embedder) as pipe:
+        got = await pipe.cache.feedback_records()
+        assert sorted((r.user_id, r.tenant, r.hit_query, r.correct) for r in got) == [
+            ("alice", None, HIT, True),
+            ("bob", "acme", HIT, False),
+        ]
+        assert HIT.encode() in redis_values(redis_ns)  # plain: readable
+        await pipe.cache.purge_user("bob", all_tenants=True)
+        assert [r.user_id for r in await pipe.cache.feedback_records()] == ["alice"]
+    monkeypatch.setenv("STAGECACHE_CACHE_KEY", KEY)
+    sealed = redis_config(tmp_path, redis_ns, "encrypt_values = true\n")
+    done = run_cli("reencrypt", "--config", str(sealed), STAGECACHE_CACHE_KEY=KEY)
+    assert done.returncode == 0, done.stderr
+    assert HIT.encode() not in redis_values(redis_ns)
+    async with stagecache.load(sealed, llm=llm, embedder=embedder) as pipe:
+        got = await pipe.cache.feedback_records()
+        assert [(r.hit_query, r.entry_query) for r in got] == [(HIT, ASKED)]
+        await hit_then_feedback(pipe, BOB, correct=False)  # written sealed
+        assert len(await pipe.cache.feedback_records()) == 2
+        assert HIT.encode() not in redis_values(redis_ns)
+        await pipe.cache.clear()
+        assert await pipe.cache.feedback_records() == []
+    assert redis_values(redis_ns) == b""
