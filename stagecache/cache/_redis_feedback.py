@@ -48,28 +48,25 @@ async def add(backend: RedisBackend, client: Redis, record: FeedbackRecord) -> N
     row = to_row_entry(record)
     fields = encode_entry(row, backend.codec)
     async with client.pipeline(transaction=True) as pipe:
-        pipe.hset(backend.key("fb:" + row.entry_id), mapping=_mapping(fields))
+        pipe.hset(backend.key("fb:" + row.entry_id), items=list(fields))
         pipe.zadd(backend.key("fbi"), {row.entry_id: row.created_at})
         pipe.sadd(backend.key("fbu:" + _owner(row.user_id, row.tenant)), row.entry_id)
         await pipe.execute()
-
-
-def _mapping(fields: list[bytes | str]) -> dict[str, Any]:
-    return {str(fields[i]): fields[i + 1] for i in range(0, len(fields), 2)}
 
 
 async def _rows(
     backend: RedisBackend, client: Redis
 ) -> list[tuple[str, dict[bytes, bytes]]]:
     """(id, fields) of every record, oldest first."""
-    ids = [_text(i) for i in await client.zrange(backend.key("fbi"), 0, -1)]
+    found: list[Any] = await client.zrange(backend.key("fbi"), 0, -1)
+    ids = [_text(i) for i in found]
     if not ids:
         return []
     async with client.pipeline(transaction=False) as pipe:
         for record_id in ids:
             pipe.hgetall(backend.key("fb:" + record_id))
-        found = await pipe.execute()
-    return [(i, f) for i, f in zip(ids, found, strict=True) if f]
+        rows = await pipe.execute()
+    return [(i, f) for i, f in zip(ids, rows, strict=True) if f]
 
 
 async def records(
@@ -155,7 +152,7 @@ async def rewrite(backend: RedisBackend, client: Redis) -> tuple[int, int]:
         new = value_fields(backend.codec.encode(row))
         async with client.pipeline(transaction=True) as pipe:
             pipe.hdel(key, "q", "a", "m", "v", "k", "z", "Z")
-            pipe.hset(key, mapping=_mapping(new))
+            pipe.hset(key, items=list(new))
             await pipe.execute()
         rewritten += 1
     return rewritten, dropped
