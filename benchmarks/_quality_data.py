@@ -103,6 +103,40 @@ def load_adversarial(split: str | None = None) -> PairSet:
 
 
 _model = None
+_onnx = None
+
+
+def use_embedder(model: str | None) -> str:
+    """Embed with ``model`` (an ONNX int8 folder or packaged id) instead of MiniLM.
+
+    The cache keys carry the model id, so vectors of different models never mix.
+    Returns the model id.
+    """
+    global MODEL, _onnx
+    if model is None:
+        return MODEL
+    from stagecache.embeddings import OnnxEmbedder
+
+    _onnx = OnnxEmbedder(model, quantize="int8", batch_window_ms=0)
+    MODEL = _onnx.model_id
+    return MODEL
+
+
+def _encode(texts: list[str]) -> np.ndarray:
+    if _onnx is not None:
+        import anyio
+
+        async def go() -> np.ndarray:
+            assert _onnx is not None
+            out = [
+                await _onnx.embed(texts[i : i + 256]) for i in range(0, len(texts), 256)
+            ]
+            return np.vstack(out)
+
+        return anyio.run(go)
+    return _get_model().encode(
+        texts, batch_size=64, normalize_embeddings=True, convert_to_numpy=True
+    )
 
 
 def _get_model():  # type: ignore[no-untyped-def]
@@ -135,16 +169,10 @@ def embed(texts: list[str], store: str = "emb") -> np.ndarray:
         {k: t for k, t in zip(keys, texts, strict=True) if k not in known}.items()
     )
     if missing:
-        model = _get_model()
         batch = 2048
         for i in range(0, len(missing), batch):
             chunk = missing[i : i + batch]
-            vecs = model.encode(
-                [t for _, t in chunk],
-                batch_size=64,
-                normalize_embeddings=True,
-                convert_to_numpy=True,
-            ).astype(np.float32)
+            vecs = _encode([t for _, t in chunk]).astype(np.float32)
             known.update(zip([k for k, _ in chunk], vecs, strict=True))
             np.savez(
                 path,

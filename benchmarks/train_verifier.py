@@ -33,6 +33,11 @@ most right hits on the long-statement replay whose wrong-hit rate there stays wi
 the point's val wrong-hit rate.
 
 Writes ``stagecache/quality/data/verifier.json``.
+
+    python benchmarks/train_verifier.py --embedder stagecache-pair-v1 --out FILE
+        # calibrate for another embedder (an ONNX int8 folder or packaged id): the
+        # features and the replay use its cosines, and FILE records its id in the
+        # ``embedder`` field (the shipped verifier.json is never overwritten)
 """
 
 from __future__ import annotations
@@ -289,8 +294,14 @@ def pick(table: list[dict[str, float]], budget: float) -> dict[str, float]:
     return max(ok, key=lambda e: e["right_rate"]) if ok else table[0]
 
 
-def main(report: bool = False, with_long: bool = False) -> None:
+def main(
+    report: bool = False,
+    with_long: bool = False,
+    embedder: str | None = None,
+    out: Path = OUT,
+) -> None:
     t0 = time.time()
+    embedder_id = D.use_embedder(embedder)
     val = D.load_qqp("val")
     adv = D.load_adversarial("train")
     idf, default_idf = build_idf(val.first + val.second)
@@ -354,6 +365,7 @@ def main(report: bool = False, with_long: bool = False) -> None:
         "trained_on": "qqp_pairs_val.csv (Quora Question Pairs, via MeanCache) + "
         "benchmarks/data/adversarial.jsonl train split",
         "embedding_model": D.MODEL,
+        "embedder": embedder_id,
         "features": list(FEATURE_NAMES),
         "feature_floor": FEATURE_FLOOR,
         "model": export(model),
@@ -361,15 +373,15 @@ def main(report: bool = False, with_long: bool = False) -> None:
         "default_idf": default_idf,
         "calibration": calibration,
     }
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(json.dumps(payload, separators=(",", ":"), sort_keys=True))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(payload, separators=(",", ":"), sort_keys=True))
     from stagecache.quality._learned import GBDT
 
     g = GBDT.from_dict(payload["model"])  # type: ignore[arg-type]
     ref = model.predict_proba(x[:200])[:, 1]
     mine = np.array([g.predict(row) for row in x[:200]])
     assert np.allclose(ref, mine, atol=1e-6), np.abs(ref - mine).max()
-    print(f"wrote {OUT} ({OUT.stat().st_size / 1e6:.2f} MB) in {time.time() - t0:.0f}s")
+    print(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB) in {time.time() - t0:.0f}s")
     budgets = (0.005, 0.01, 0.02, 0.03, 0.04, 0.05)
     for kind, table in calibration.items():
         for b in budgets:
@@ -406,5 +418,26 @@ def main(report: bool = False, with_long: bool = False) -> None:
                 )
 
 
+def _option(name: str) -> str | None:
+    if name not in sys.argv:
+        return None
+    i = sys.argv.index(name)
+    if i + 1 >= len(sys.argv):
+        raise SystemExit(f"{name} needs a value")
+    return sys.argv[i + 1]
+
+
 if __name__ == "__main__":
-    main(report="--report" in sys.argv, with_long="--with-long" in sys.argv)
+    embedder = _option("--embedder")
+    out = _option("--out")
+    if embedder is not None and out is None:
+        raise SystemExit(
+            "--embedder needs --out FILE: the shipped verifier.json is calibrated for "
+            "all-MiniLM-L6-v2 and is not overwritten"
+        )
+    main(
+        report="--report" in sys.argv,
+        with_long="--with-long" in sys.argv,
+        embedder=embedder,
+        out=Path(out) if out else OUT,
+    )

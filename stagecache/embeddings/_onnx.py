@@ -81,11 +81,17 @@ class _Runtime:
             pad_id=int(meta["pad_id"]), pad_token=str(meta["pad_token"])
         )
         self.tokenizer = tokenizer
+        graph = folder / onnx_file(quantize)
+        if not graph.is_file():
+            raise ModelNotFound(
+                f"{folder} has no {graph.name}; this export offers "
+                f"{sorted(p.name for p in folder.glob('*.onnx'))}: pick that quantize"
+            )
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
         self.session = ort.InferenceSession(
-            str(folder / onnx_file(quantize)),
+            str(graph),
             sess_options=options,
             providers=["CPUExecutionProvider"],
         )
@@ -129,8 +135,11 @@ class OnnxEmbedder:
     """Embeds with an ONNX export of a sentence-transformers model, without torch.
 
     Args:
-        model: None for the packaged default (``all-MiniLM-L6-v2``) or a local
-            sentence-transformers folder.
+        model: None for the packaged default (``all-MiniLM-L6-v2``),
+            ``"stagecache-pair-v1"`` (MiniLM fine-tuned for cache equivalence, int8
+            only, when this install ships its weights), a local
+            sentence-transformers folder, or a folder that already holds an export
+            (``stagecache.tuning.train_embedder`` writes one).
         quantize: ``"int8"`` (dynamic per-channel quantisation: ~2x faster than
             fp32, mean cosine ~0.99 to torch) or ``"fp32"`` (same vectors as torch).
         cache_dir: the stagecache cache directory holding the export (default
@@ -202,6 +211,10 @@ class OnnxEmbedder:
                 f"OnnxEmbedder needs a local model folder, got {resolved.name!r}; pass "
                 f"the folder saved by SentenceTransformer.save(), or model=None"
             )
+        if (resolved.path / META_FILE).is_file():
+            # Already an ONNX export (a packaged model, or the folder written by
+            # stagecache.tuning.train_embedder): loaded in place, never re-exported.
+            return resolved.path
         slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", resolved.path.name)[:60]
         digest = fingerprint(resolved.path)
         root = cache_root(self.cache_dir) / "onnx"

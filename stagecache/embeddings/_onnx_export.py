@@ -45,6 +45,10 @@ def onnx_file(quantize: str) -> str:
 def _pooling_mode(model_path: Path) -> str:
     for folder in sorted(model_path.glob("*_Pooling")):
         config = json.loads((folder / "config.json").read_text("utf-8"))
+        # sentence-transformers >= 6 saves one "pooling_mode" string; earlier
+        # versions a flag per mode.
+        if config.get("pooling_mode") in ("mean", "cls", "max"):
+            return str(config["pooling_mode"])
         for mode in ("mean_tokens", "cls_token", "max_tokens"):
             if config.get(f"pooling_mode_{mode}"):
                 return mode.split("_")[0]

@@ -125,6 +125,14 @@ class SentenceTransformerEmbedder:
             if self._model is not None:
                 return self._model
             resolved = self._resolve()
+            if resolved.path is not None and not any(
+                (resolved.path / name).is_file()
+                for name in ("modules.json", "config.json")
+            ):
+                raise ModelNotFound(
+                    f"{resolved.name} is an ONNX export without torch weights; load "
+                    f'it with OnnxEmbedder ([embedder] kind = "onnx")'
+                )
             try:
                 from sentence_transformers import SentenceTransformer
             except ImportError as exc:
