@@ -206,6 +206,9 @@ async def _store_and_feedback(config: Path, embedder: Any) -> list[str]:
     return ids
 
 
+# A training run, two ONNX exports and three model loads: about a minute on an idle
+# machine, several on a shared and loaded one; the limit leaves room for the latter.
+@pytest.mark.timeout(900)
 def test_tune_writes_a_model_report_and_config_the_pipeline_runs(
     tmp_path: Path, embedder: Any
 ) -> None:
@@ -221,7 +224,7 @@ def test_tune_writes_a_model_report_and_config_the_pipeline_runs(
     done = run_cli(
         "tune", "--pairs", str(pairs), "--config", str(cache), "--out", str(out),
         "--max-steps", "3", "--batch-size", "16", "--learning-rate", "1e-4",
-        "--seed", "3", "--json",
+        "--seed", "3", "--json", timeout=800,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout)
