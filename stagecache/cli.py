@@ -16,9 +16,12 @@
                                                     a tenant)
     stagecache serve --upstream URL [--port N] ...  OpenAI-compatible proxy
     stagecache reencrypt --config FILE              rewrite the cache in its mode
+    stagecache tune --pairs FILE [--config FILE] --out DIR
+                                                    fine-tune the embedder on your
+                                                    pairs and the cache's feedback
 
 Every command that prints results takes ``--json``. Only ``demo``, ``import``,
-``explain`` and ``serve`` load the embedding model.
+``explain``, ``serve`` and ``tune`` load the embedding model.
 
 Exit codes: 0 success, 1 a failure while running (or nothing found), 2 bad usage
 or a bad config.
@@ -39,6 +42,7 @@ from stagecache._cli._demo import DEMO_SCRIPT, demo
 from stagecache._cli._entries import add_entries_arguments, entries, feedback, stats
 from stagecache._cli._explain import add_explain_arguments, explain
 from stagecache._cli._output import error
+from stagecache._cli._tune import add_tune_arguments, tune
 from stagecache.errors import StagecacheError
 from stagecache.integrations._proxy_config import add_serve_arguments
 
@@ -46,9 +50,10 @@ __all__ = ["DEMO_SCRIPT", "main"]
 
 _DESCRIPTION = (
     "stagecache: a semantic cache for LLM agents. Run a demo, check a pipeline "
-    "file, warm, inspect and correct a cache, or serve an OpenAI-compatible "
-    "caching proxy. Exit codes: 0 success, 1 a failure while running (or "
-    "nothing found), 2 bad usage or a bad config."
+    "file, warm, inspect and correct a cache, fine-tune the embedder on your "
+    "own pairs, or serve an OpenAI-compatible caching proxy. Exit codes: 0 "
+    "success, 1 a failure while running (or nothing found), 2 bad usage or a "
+    "bad config."
 )
 
 
@@ -124,6 +129,7 @@ def _parser() -> argparse.ArgumentParser:
         help="rewrite the cache's entries in the configured encryption mode "
         "(encrypt a plaintext cache, rotate keys, or decrypt)",
     )
+    add_tune_arguments(sub, common)
     serve = sub.add_parser(
         "serve",
         help="the OpenAI-compatible caching proxy",
@@ -156,6 +162,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "explain": explain,
             "purge": purge,
             "reencrypt": reencrypt,
+            "tune": tune,
         }[args.command]
         return int(anyio.run(runner, args))
     except StagecacheError as exc:

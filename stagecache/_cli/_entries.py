@@ -161,7 +161,9 @@ async def entries(args: argparse.Namespace) -> int:
 async def feedback(args: argparse.Namespace) -> int:
     """Run ``stagecache feedback ENTRY_ID --correct|--wrong``."""
     async with open_cache(args.config) as api:
-        found = await api.feedback(args.entry_id, correct=args.correct)
+        found = await api.feedback(
+            args.entry_id, correct=args.correct, query=args.query
+        )
     emit(
         {"entry_id": args.entry_id, "recorded": found},
         f"{args.entry_id}: {'recorded' if found else 'no such entry'}",
@@ -312,6 +314,12 @@ def add_entries_arguments(
         dest="correct",
         action="store_false",
         help="the answer was wrong (makes the entry harder to hit, then removes it)",
+    )
+    fb.add_argument(
+        "--query",
+        default=None,
+        help="the query that got the hit: kept with the verdict in the feedback "
+        "log, which `stagecache tune` trains on",
     )
     sub.add_parser(
         "stats",

@@ -16,6 +16,7 @@ import anyio
 
 from stagecache.cache._backend import Entry
 from stagecache.cache._cold import ColdScopes
+from stagecache.cache._feedbacklog import FeedbackLog, FeedbackRecord
 from stagecache.cache._index import FlatIndex, HnswIndex, ScopeIndex
 from stagecache.cache._persist import (
     delete_saved,
@@ -264,12 +265,16 @@ class Maintenance(ColdScopes):
             self._publish(CacheEvicted(reason="clear", count=count))
         return count
 
-    async def feedback(self, entry_id: str, correct: bool) -> bool:
+    async def feedback(
+        self, entry_id: str, correct: bool, *, query: str | None = None
+    ) -> bool:
         """Record a user's verdict on an entry; returns whether the entry exists.
 
         Negative feedbacks that outnumber positive ones by
         ``negative_feedback_limit`` remove the entry (a ``CacheEvicted`` with
-        reason ``feedback``).
+        reason ``feedback``). With ``query`` (the query that got the hit) and a
+        backend that keeps a feedback log (memory, SQLite, Redis), the pair and the
+        verdict are appended to it for ``stagecache tune`` (``_feedbacklog``).
         """
         async with self._write_lock:
             record = self._records.get(entry_id)
@@ -281,6 +286,19 @@ class Maintenance(ColdScopes):
             positive = entry.positive + (1 if correct else 0)
             negative = entry.negative + (0 if correct else 1)
             self._publish(Feedback(entry_id=entry_id, correct=correct))
+            if query is not None and isinstance(self._backend, FeedbackLog):
+                with anyio.CancelScope(shield=True):
+                    await self._backend.add_feedback(
+                        FeedbackRecord(
+                            entry_id=entry_id,
+                            hit_query=query,
+                            entry_query=entry.query,
+                            correct=correct,
+                            user_id=entry.user_id,
+                            tenant=entry.tenant,
+                            at=self._now(),
+                        )
+                    )
             if negative - positive >= self._settings.negative_feedback_limit:
                 await self._remove([entry_id], "feedback")
                 return True

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable, Sequence
 
 from stagecache.cache._backend import Change, Entry
+from stagecache.cache._feedbacklog import FeedbackRecord, matches
 from stagecache.cache._scope import OWNER_SEPARATOR, owner_key
 
 __all__ = ["MemoryBackend"]
@@ -21,7 +22,7 @@ class MemoryBackend:
     An owner is a user inside its tenant (``owner_key``).
     """
 
-    __slots__ = ("_by_scope", "_by_user", "_entries")
+    __slots__ = ("_by_scope", "_by_user", "_entries", "_feedback")
     name = "memory"
     stores_vectors = False
 
@@ -29,6 +30,7 @@ class MemoryBackend:
         self._entries: dict[str, Entry] = {}
         self._by_scope: dict[str, set[str]] = {}
         self._by_user: dict[str, set[str]] = {}
+        self._feedback: list[FeedbackRecord] = []
 
     async def open(self) -> None:
         """Nothing to open."""
@@ -100,6 +102,11 @@ class MemoryBackend:
         else:
             owners = [owner_key(tenant, user_id) or user_id]
         ids = [i for o in owners for i in self._by_user.get(o, ())]
+        self._feedback = [
+            r
+            for r in self._feedback
+            if r.user_id != user_id or not (all_tenants or r.tenant == tenant)
+        ]
         return await self.delete(ids)
 
     async def clear(self) -> int:
@@ -108,7 +115,18 @@ class MemoryBackend:
         self._entries.clear()
         self._by_scope.clear()
         self._by_user.clear()
+        self._feedback.clear()
         return count
+
+    async def add_feedback(self, record: FeedbackRecord) -> None:
+        """Append one record to the feedback log."""
+        self._feedback.append(record)
+
+    async def feedback_records(
+        self, user_id: str | None = None, tenant: str | None = None
+    ) -> list[FeedbackRecord]:
+        """The feedback log (of ``user_id`` of ``tenant`` when given), oldest first."""
+        return [r for r in self._feedback if matches(r, user_id, tenant)]
 
     async def count(self) -> int:
         """Number of entries."""

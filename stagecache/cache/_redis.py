@@ -37,7 +37,9 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from stagecache.cache import _redis_feedback as _feedback
 from stagecache.cache._backend import Change, Entry
+from stagecache.cache._feedbacklog import FeedbackRecord
 from stagecache.cache._redis_codec import decode_entry, encode_entry
 from stagecache.cache._redis_config import client_options, safe_url, url_problem
 from stagecache.cache._rowcodec import CorruptRow, ForeignKey, RowCodec
@@ -603,6 +605,10 @@ class RedisBackend:
             total += int(
                 await self._do("purge", self._script("DELETE_USER", [owner], client))
             )
+        await self._do(  # the feedback log on the user's entries goes too
+            "purge",
+            _feedback.purge(self, client, user_id, tenant, all_tenants=all_tenants),
+        )
         # Then the change stream is scrubbed of ``op scope`` records (older
         # workers published the scope key, and so the user id, in clear). Only
         # records published since the last purge are read (``P scrubbed`` marks
@@ -621,9 +627,25 @@ class RedisBackend:
         return total
 
     async def clear(self) -> int:
-        """Delete every entry of the namespace."""
+        """Delete every entry of the namespace (and the feedback log)."""
         client = self._connected()
+        await self._do("clear", _feedback.clear(self, client))
         return int(await self._do("clear", self._script("CLEAR", [], client)))
+
+    async def add_feedback(self, record: FeedbackRecord) -> None:
+        """Append one record to the feedback log (sealed like an entry)."""
+        client = self._connected()
+        await self._do("feedback", _feedback.add(self, client, record))
+
+    async def feedback_records(
+        self, user_id: str | None = None, tenant: str | None = None
+    ) -> list[FeedbackRecord]:
+        """The feedback log (of ``user_id`` of ``tenant`` when given), oldest
+        first; altered rows and rows sealed under another key are skipped."""
+        client = self._connected()
+        return await self._do(
+            "feedback", _feedback.records(self, client, user_id, tenant)
+        )
 
     async def count(self) -> int:
         """Number of entries stored (natively expired ones count until swept)."""

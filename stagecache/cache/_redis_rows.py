@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from stagecache.cache._crypto import PLAIN, REENCRYPT
 from stagecache.cache._redis_codec import decode_any, is_sealed, value_fields
+from stagecache.cache._redis_feedback import rewrite as rewrite_feedback
 from stagecache.cache._rowcodec import CorruptRow, ForeignKey
 from stagecache.errors import ConfigError
 
@@ -152,6 +153,8 @@ async def rewrite_all(
             rewritten += int(done)
     for start in range(0, len(dropped), _CHUNK):
         await backend.delete(dropped[start : start + _CHUNK])
+    done, gone = await rewrite_feedback(backend, client)  # the log is sealed too
+    rewritten += done
     key = backend.key("mode")
     if upgrade:
         await client.set(key, codec.mode, nx=True)
@@ -159,7 +162,7 @@ async def rewrite_all(
         codec.check(_text(recorded), _where(backend))
     else:
         await client.set(key, codec.mode)
-    return Rewritten(rewritten, len(dropped), codec.mode)
+    return Rewritten(rewritten, len(dropped) + gone, codec.mode)
 
 
 def _text(value: bytes | str) -> str:

@@ -25,6 +25,7 @@ import anyio
 from stagecache._erase import secure_delete, truncate_wal
 from stagecache.cache import _sqlite_rows as _rows
 from stagecache.cache._backend import Change, Entry
+from stagecache.cache._feedbacklog import FeedbackRecord, from_row_entry, to_row_entry
 from stagecache.cache._rowcodec import CorruptRow, ForeignKey, RowCodec
 from stagecache.errors import BackendUnavailable, CacheError, ConfigError
 
@@ -308,7 +309,13 @@ class SqliteBackend:
         args: tuple[str | None, ...] = (user_id,)
         if not all_tenants:  # IS: NULL matches the user without a tenant
             sql, args = sql + " AND tenant IS ?", (user_id, tenant)
-        removed = await self._run("delete", lambda c: c.execute(sql, args).rowcount)
+        log = sql.replace("FROM entries", "FROM feedback")
+
+        def erase(c: sqlite3.Connection) -> int:
+            c.execute(log, args)  # the user's feedback log goes with the entries
+            return int(c.execute(sql, args).rowcount)
+
+        removed = await self._run("delete", erase)
         # The rows are overwritten on delete (``secure_delete``), then the WAL,
         # which still holds the pages as they were before, is checkpointed and
         # truncated: once this returns, no byte of the rows is left in the
@@ -332,10 +339,48 @@ class SqliteBackend:
         await anyio.to_thread.run_sync(call)
 
     async def clear(self) -> int:
-        """Delete everything."""
-        return await self._run(
-            "clear", lambda c: c.execute("DELETE FROM entries").rowcount
-        )
+        """Delete everything (the feedback log too)."""
+
+        def erase(c: sqlite3.Connection) -> int:
+            c.execute("DELETE FROM feedback")
+            return int(c.execute("DELETE FROM entries").rowcount)
+
+        return await self._run("clear", erase)
+
+    async def add_feedback(self, record: FeedbackRecord) -> None:
+        """Append one record to the feedback log (sealed like an entry)."""
+        row = _rows.to_row(to_row_entry(record), self._codec)
+        sql = _rows.FEEDBACK_INSERT
+        await self._run("feedback", lambda c: c.execute(sql, row))
+
+    async def feedback_records(
+        self, user_id: str | None = None, tenant: str | None = None
+    ) -> list[FeedbackRecord]:
+        """The feedback log (of ``user_id`` of ``tenant`` when given), oldest
+        first; rows that fail their check or need another key are skipped
+        (logged)."""
+        sql = f"SELECT {_rows.COLUMNS} FROM feedback WHERE 1"
+        args: list[str] = []
+        if user_id is not None:
+            sql, args = sql + " AND user_id = ?", [*args, user_id]
+        if tenant is not None:
+            sql, args = sql + " AND tenant = ?", [*args, tenant]
+        sql += " ORDER BY created_at, rowid"
+        rows = await self._run("feedback", lambda c: c.execute(sql, args).fetchall())
+        records, skipped = [], 0
+        for row in rows:
+            try:
+                records.append(from_row_entry(_rows.from_row(row, self._codec)))
+            except (CorruptRow, ForeignKey):
+                skipped += 1
+        if skipped:
+            _log.warning(
+                "cache: %s: %d feedback records skipped (altered, or sealed under "
+                "another key)",
+                self.path,
+                skipped,
+            )
+        return records
 
     async def count(self) -> int:
         """Number of entries."""

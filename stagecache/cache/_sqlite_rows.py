@@ -32,6 +32,7 @@ from stagecache.cache._settings import KeyParts
 
 __all__ = [
     "COLUMNS",
+    "FEEDBACK_INSERT",
     "INSERT",
     "SCHEMA",
     "Rewritten",
@@ -65,6 +66,29 @@ CREATE TABLE IF NOT EXISTS entries (
 );
 CREATE INDEX IF NOT EXISTS entries_scope ON entries (scope_key);
 CREATE INDEX IF NOT EXISTS entries_user ON entries (user_id);
+CREATE TABLE IF NOT EXISTS feedback (
+    entry_id TEXT PRIMARY KEY,
+    scope_key TEXT NOT NULL,
+    scope_mode TEXT NOT NULL,
+    user_id TEXT,
+    query TEXT NOT NULL,
+    answer TEXT NOT NULL,
+    model_id TEXT NOT NULL,
+    instruction_hash TEXT NOT NULL,
+    context_fingerprint TEXT NOT NULL,
+    vector BLOB NOT NULL,
+    metadata TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    expires_at REAL NOT NULL,
+    last_used REAL NOT NULL,
+    hits INTEGER NOT NULL DEFAULT 0,
+    positive INTEGER NOT NULL DEFAULT 0,
+    negative INTEGER NOT NULL DEFAULT 0,
+    sealed BLOB,
+    checksum BLOB,
+    tenant TEXT
+);
+CREATE INDEX IF NOT EXISTS feedback_user ON feedback (user_id);
 CREATE TABLE IF NOT EXISTS stagecache_meta (
     name TEXT PRIMARY KEY,
     value TEXT NOT NULL
@@ -86,8 +110,10 @@ COLUMNS = (
     "expires_at, last_used, hits, positive, negative, sealed, checksum, tenant"
 )
 INSERT = f"INSERT OR REPLACE INTO entries ({COLUMNS}) VALUES ({', '.join('?' * 20)})"
+#: The feedback log (``_feedbacklog``): entry-shaped rows, sealed the same way.
+FEEDBACK_INSERT = INSERT.replace("INTO entries", "INTO feedback")
 _UPDATE = (
-    "UPDATE entries SET query = ?, answer = ?, metadata = ?, vector = ?, "
+    "UPDATE {table} SET query = ?, answer = ?, metadata = ?, vector = ?, "
     "sealed = ?, checksum = ? WHERE entry_id = ?"
 )
 _MODE = "encryption"
@@ -193,36 +219,48 @@ def rewrite_all(conn: sqlite3.Connection, codec: RowCodec) -> Rewritten:
     conn.execute("PRAGMA secure_delete=ON")
     rewritten = dropped = 0
     with conn:
-        last = -1
-        while True:
-            rows = conn.execute(
-                f"SELECT rowid, {COLUMNS} FROM entries WHERE rowid > ? "
-                "ORDER BY rowid LIMIT 500",
-                (last,),
-            ).fetchall()
-            if not rows:
-                break
-            last = rows[-1][0]
-            for row in rows:
-                try:
-                    shell, stored = _split(row[1:])
-                    entry = codec.decode_any(shell, stored, None)
-                except (CorruptRow, ForeignKey):
-                    conn.execute("DELETE FROM entries WHERE rowid = ?", (row[0],))
-                    dropped += 1
-                    continue
-                s = codec.encode(entry)
-                conn.execute(
-                    _UPDATE,
-                    (s.query, s.answer, s.metadata, s.vector, s.sealed, s.checksum,
-                     entry.entry_id),
-                )  # fmt: skip
-                rewritten += 1
+        for table in ("entries", "feedback"):  # the feedback log is sealed too
+            done, gone = _rewrite_table(conn, codec, table)
+            rewritten, dropped = rewritten + done, dropped + gone
         _set_mode(conn, codec.mode, replace=True)
     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     conn.execute("VACUUM")
     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     return Rewritten(rewritten, dropped, codec.mode)
+
+
+def _rewrite_table(
+    conn: sqlite3.Connection, codec: RowCodec, table: str
+) -> tuple[int, int]:
+    """Rewrite the rows of ``table`` (in the caller's transaction); returns
+    (rewritten, dropped)."""
+    rewritten = dropped = 0
+    last = -1
+    while True:
+        rows = conn.execute(
+            f"SELECT rowid, {COLUMNS} FROM {table} WHERE rowid > ? "
+            "ORDER BY rowid LIMIT 500",
+            (last,),
+        ).fetchall()
+        if not rows:
+            break
+        last = rows[-1][0]
+        for row in rows:
+            try:
+                shell, stored = _split(row[1:])
+                entry = codec.decode_any(shell, stored, None)
+            except (CorruptRow, ForeignKey):
+                conn.execute(f"DELETE FROM {table} WHERE rowid = ?", (row[0],))
+                dropped += 1
+                continue
+            s = codec.encode(entry)
+            conn.execute(
+                _UPDATE.format(table=table),
+                (s.query, s.answer, s.metadata, s.vector, s.sealed, s.checksum,
+                 entry.entry_id),
+            )  # fmt: skip
+            rewritten += 1
+    return rewritten, dropped
 
 
 def _mode(conn: sqlite3.Connection) -> str | None:

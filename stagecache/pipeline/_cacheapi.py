@@ -16,8 +16,9 @@ from stagecache._model import Caller, Message, Turn
 from stagecache.cache import SemanticCache
 from stagecache.cache._backend import Entry
 from stagecache.cache._explain import Explanation
+from stagecache.cache._feedbacklog import FeedbackLog, FeedbackRecord
 from stagecache.cache._scope import check_purge
-from stagecache.errors import InputError
+from stagecache.errors import CacheError, InputError
 from stagecache.exporters._pricing import ModelPrice
 from stagecache.memory import MemoryStore
 from stagecache.pipeline._entries import HitCounter, check_ids, iter_entries
@@ -98,18 +99,53 @@ class CacheAPI(PairImport):
         """Remove every entry of every scope; returns how many."""
         return await self.engine.clear()
 
-    async def feedback(self, entry_id: str, correct: bool) -> bool:
+    async def feedback(
+        self, entry_id: str, correct: bool, *, query: str | None = None
+    ) -> bool:
         """Tell the cache whether the answer of ``entry_id`` was right.
 
         Negative feedback makes the entry harder to hit (and removes it past the
         configured limit). Returns whether the entry exists.
+
+        Args:
+            entry_id: the entry that answered (``result.cache.entry_id``).
+            correct: whether its answer was right for the query.
+            query: the query that got the hit. With it, the backend (memory,
+                SQLite, Redis) keeps the pair in its feedback log, which
+                ``stagecache tune`` trains on (a wrong hit: a negative pair).
+
+        Raises:
+            InputError: ``query`` is not a non-blank string.
         """
-        found = await self.engine.feedback(entry_id, correct)
+        if query is not None and (not isinstance(query, str) or not query.strip()):
+            raise InputError(
+                f"query: {query!r} is not a query; pass the text that got the hit "
+                "(or leave it out)"
+            )
+        found = await self.engine.feedback(entry_id, correct, query=query)
         verifier = self.engine.verifier
         record = getattr(verifier, "record_feedback", None)
         if record is not None:
             record(entry_id, correct)
         return found  # the engine publishes the Feedback event
+
+    async def feedback_records(
+        self, user_id: str | None = None, *, tenant: str | None = None
+    ) -> list[FeedbackRecord]:
+        """The feedback log: every verdict given with the query that got the hit
+        (of ``user_id`` and/or ``tenant`` when given), oldest first.
+
+        Raises:
+            CacheError: the backend keeps no feedback log (a custom backend
+                without ``add_feedback`` and ``feedback_records``).
+        """
+        backend = self.engine.backend
+        if not isinstance(backend, FeedbackLog):
+            raise CacheError(
+                f"the {backend.name} backend keeps no feedback log; feedback pairs "
+                "are kept by the memory, sqlite and redis backends"
+            )
+        return await backend.feedback_records(user_id, tenant)
 
     async def remember(
         self, user_id: str, facts: str | Sequence[str], *, tenant: str | None = None
