@@ -143,8 +143,8 @@ async def _wait_until(check: Any, what: str) -> None:
             try:
                 if await check():
                     return
-            except (httpx.HTTPError, KeyError, IndexError):
-                pass  # Prometheus still starting
+            except (httpx.HTTPError, KeyError, IndexError, ValueError):
+                pass  # Prometheus still starting (a 503 in plain text, not JSON)
             await anyio.sleep(0.3)
     raise AssertionError(f"timed out waiting for {what}")  # pragma: no cover
 
