@@ -282,7 +282,14 @@ def write_report(
     lines += [
         "",
         f"Latency (one short query, one thread, p50): base {lat['base']:.0f} µs, tuned "
-        f"{lat['tuned']:.0f} µs (same architecture and graph size).",
+        f"{lat['tuned']:.0f} µs (same architecture and graph size; measured on 2 "
+        "shared cores loaded by other jobs: compare the two, not their size).",
+        "",
+        "Pairs view: the cosine of each labelled pair as a classifier (mock and "
+        "contextual have one label only: no AUC). Replay: warm with every first text, "
+        "query with every second, top-1 hit when the cosine reaches the threshold "
+        "(right = the row's own entry on a should-hit row). A `_sampleN` set is a "
+        "fixed random sample (seed 0) of N pairs.",
         "",
         "## Replay at fixed cosine thresholds (right / wrong)",
         "",
