@@ -57,7 +57,7 @@ def test_rewording_keeps_entities_numbers_and_negation() -> None:
         if out is None:
             continue
         for kept in ("5", "km", "miles", "Python", "without", "numpy"):
-            assert kept in out, (seed, out)
+            assert kept.lower() in out.lower(), (seed, out)
 
 
 def test_pair_set_is_deterministic_and_never_reads_evaluation_sets(
