@@ -32,7 +32,9 @@ point's long-text band (floor, margin, score threshold) is then the one with the
 most right hits on the long-statement replay whose wrong-hit rate there stays within
 the point's val wrong-hit rate.
 
-Writes ``stagecache/quality/data/verifier.json``.
+Writes ``stagecache/quality/data/verifier.json``, whose ``embedder`` field names the
+pipeline embedder id it is calibrated for; a calibration for another embedder goes
+in its own ``verifier-<name>.json`` (see ``stagecache/quality/_calibration.py``).
 """
 
 from __future__ import annotations
@@ -354,6 +356,9 @@ def main(report: bool = False, with_long: bool = False) -> None:
         "trained_on": "qqp_pairs_val.csv (Quora Question Pairs, via MeanCache) + "
         "benchmarks/data/adversarial.jsonl train split",
         "embedding_model": D.MODEL,
+        # the pipeline embedder's model_id this calibration holds for (see
+        # stagecache/quality/_calibration.py)
+        "embedder": f"sentence-transformers/{D.MODEL}",
         "features": list(FEATURE_NAMES),
         "feature_floor": FEATURE_FLOOR,
         "model": export(model),
