@@ -32,12 +32,13 @@ point's long-text band (floor, margin, score threshold) is then the one with the
 most right hits on the long-statement replay whose wrong-hit rate there stays within
 the point's val wrong-hit rate.
 
-Writes ``stagecache/quality/data/verifier.json``.
+Writes ``stagecache/quality/data/verifier.json``, whose ``embedder`` field names the
+pipeline embedder id it is calibrated for; a calibration for another embedder goes
+in its own ``verifier-<name>.json`` (see ``stagecache/quality/_calibration.py``).
 
-    python benchmarks/train_verifier.py --embedder stagecache-pair-v1 --out FILE
-        # calibrate for another embedder (an ONNX int8 folder or packaged id): the
-        # features and the replay use its cosines, and FILE records its id in the
-        # ``embedder`` field (the shipped verifier.json is never overwritten)
+    python benchmarks/train_verifier.py --embedder FOLDER --out FILE
+        # calibrate for another embedder (an ONNX int8 folder): the features and
+        # the replay use its cosines, and FILE records its id in ``embedder``
 """
 
 from __future__ import annotations
@@ -365,7 +366,9 @@ def main(
         "trained_on": "qqp_pairs_val.csv (Quora Question Pairs, via MeanCache) + "
         "benchmarks/data/adversarial.jsonl train split",
         "embedding_model": D.MODEL,
-        "embedder": embedder_id,
+        # the pipeline embedder's model_id this calibration holds for (see
+        # stagecache/quality/_calibration.py)
+        "embedder": embedder_id if embedder else f"sentence-transformers/{D.MODEL}",
         "features": list(FEATURE_NAMES),
         "feature_floor": FEATURE_FLOOR,
         "model": export(model),

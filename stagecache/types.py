@@ -90,7 +90,14 @@ class LLMClient(Protocol):
 
 @runtime_checkable
 class Verifier(Protocol):
-    """Accepts or rejects a candidate found by the vector search."""
+    """Accepts or rejects a candidate found by the vector search.
+
+    Optional attributes the engine reads when present: ``candidate_threshold``
+    (the cosine to search down to), ``effective_floor(threshold)`` (the cosine
+    floor in force, reported as ``Result.cache.threshold``) and
+    ``verify_ranked(query, candidates)``. Whatever a verifier says, no candidate
+    below a ``[cache] threshold`` the user set hits.
+    """
 
     name: str
 

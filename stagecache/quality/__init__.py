@@ -10,12 +10,18 @@ JSON weights (numpy inference), an operating point chosen from a user-set
 Contract with the cache engine:
 
 - ``verifier.candidate_threshold: float | None``: the cosine floor the engine
-  searches down to. When it is None (kinds ``none`` and ``structural``) the engine
-  uses the cache's ``[cache] threshold`` (default 0.92): that is the single raw
-  cosine knob, and these kinds accept every candidate offered (``structural``
-  applying its veto). The learned kinds set it to the model's feature floor
-  (0.6) so that they see the same rank context as in training; their calibrated
-  acceptance floor (``verifier.floor``, 0.6 to 0.9) is applied inside.
+  searches down to. When it is None (kinds ``none`` and ``structural``, and a
+  learned kind without a calibration for the embedder) the engine uses the floor
+  in force, ``verifier.effective_floor([cache] threshold)``: the threshold when
+  set, else 0.92 (0.95 uncalibrated); these kinds accept every candidate offered
+  (the structural veto aside). The calibrated learned kinds set it to the model's
+  feature floor (0.6) so that they see the same rank context as in training;
+  their calibrated floors (``verifier.floor``, 0.6 to 0.9) are applied inside.
+- ``verifier.hard_floor``: the user's ``[cache] threshold`` (``make_verifier(...,
+  threshold=)``): no kind accepts below it; the engine checks it again for any
+  verifier. ``verifier.calibration``: the embedder id of the calibration in use,
+  ``uncalibrated`` or ``none``.
+- ``Verdict.floor``: the cosine floor of the rule that decided.
 - ``verifier.verify(query, candidate) -> Verdict``: one candidate, no rank context.
 - ``verifier.verify_ranked(query, candidates) -> (index | None, Verdict | None)``:
   every candidate at or above the floor, best first; returns the index of the
@@ -28,7 +34,11 @@ Example::
 
     from stagecache.quality import VerifierConfig, make_verifier
 
-    verifier = make_verifier(VerifierConfig(max_wrong_hit_rate=0.02))
+    verifier = make_verifier(
+        VerifierConfig(max_wrong_hit_rate=0.02),
+        embedder_id=embedder.model_id,  # picks the calibration
+        threshold=None,                 # or a hard cosine floor
+    )
     verifier.candidate_threshold      # search the index down to this cosine
     index, verdict = verifier.verify_ranked(query, candidates)
     verifier.record_feedback(candidates[index].entry_id, correct=False)
