@@ -14,9 +14,10 @@ torch threads).
 Writes under ``--out`` (default ``benchmarks/.cache/pair_model``):
     pairs.jsonl           the training pairs
     full/                 the fine-tuned sentence-transformers model and its ONNX export
-    stagecache-pair-v1/   what ships: model-int8.onnx, tokenizer.json,
-                          stagecache_onnx.json (copy model-int8.onnx into
-                          stagecache/embeddings/data/stagecache-pair-v1/ to ship it)
+    stagecache-pair-v1/   the ONNX int8 model alone: model-int8.onnx, tokenizer.json,
+                          stagecache_onnx.json; OnnxEmbedder(this folder) loads it
+                          (not shipped in the package: it does not beat the base
+                          model on every set, see benchmarks/results/pair_model.md)
 and the report ``benchmarks/results/pair_model.md``.
 """
 
@@ -40,7 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _pair_data
 import _quality_data as D
 
-from stagecache.embeddings._paths import PAIR_MODEL
+PAIR_MODEL = "stagecache-pair-v1"  # the build folder's name (not shipped: see pair_model.md)
 from stagecache.tuning import train_embedder, write_pairs
 
 SEED = 0

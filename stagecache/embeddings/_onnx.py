@@ -151,11 +151,9 @@ class OnnxEmbedder:
     """Embeds with an ONNX export of a sentence-transformers model, without torch.
 
     Args:
-        model: None for the packaged default (``all-MiniLM-L6-v2``),
-            ``"stagecache-pair-v1"`` (MiniLM fine-tuned for cache equivalence, int8
-            only, when this install ships its weights), a local
+        model: None for the packaged default (``all-MiniLM-L6-v2``), a local
             sentence-transformers folder, or a folder that already holds an export
-            (``stagecache.tuning.train_embedder`` writes one).
+            (``stagecache.tuning.train_embedder`` and ``stagecache tune`` write one).
         quantize: ``"int8"`` (dynamic per-channel quantisation: ~2x faster than
             fp32, mean cosine ~0.99 to torch) or ``"fp32"`` (same vectors as torch).
         cache_dir: the stagecache cache directory holding the export (default
@@ -240,7 +238,7 @@ class OnnxEmbedder:
                 f"the folder saved by SentenceTransformer.save(), or model=None"
             )
         if (resolved.path / META_FILE).is_file():
-            # Already an ONNX export (a packaged model, or the folder written by
+            # Already an ONNX export (the folder written by
             # stagecache.tuning.train_embedder): loaded in place, never re-exported.
             return resolved.path
         slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", resolved.path.name)[:60]

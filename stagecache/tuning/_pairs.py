@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -69,40 +68,16 @@ def write_pairs(pairs: Iterable[TrainingPair], path: Path) -> int:
     return n
 
 
-def read_pairs(path: Path) -> list[TrainingPair]:
-    """Read pairs from JSON lines (as :func:`write_pairs` writes) or a CSV file.
-
-    CSV files need the columns ``text_a,text_b,label`` (or QQP's
-    ``question1,question2,is_duplicate``).
+def read_pairs(path: str | Path) -> list[TrainingPair]:
+    """Read pairs from JSON lines (as :func:`write_pairs` writes) or a CSV file
+    with the header ``text_a,text_b,label``: the reader of ``stagecache tune``
+    (:func:`stagecache.tuning._data.read_pairs`), checked for training.
 
     Raises:
-        InputError: a malformed line or a missing column (naming the line).
+        InputError: a missing or unreadable file, a malformed line (naming it).
     """
-    if path.suffix.lower() == ".csv":
-        with path.open(newline="", encoding="utf-8") as fh:
-            rows = list(csv.DictReader(fh))
-        out: list[TrainingPair] = []
-        for i, row in enumerate(rows, start=2):
-            a = row.get("text_a", row.get("question1"))
-            b = row.get("text_b", row.get("question2"))
-            label = row.get("label", row.get("is_duplicate"))
-            if a is None or b is None or label is None:
-                raise InputError(f"{path}:{i}: needs the columns text_a,text_b,label")
-            try:
-                out.append(TrainingPair(a, b, int(label)))
-            except ValueError as exc:
-                raise InputError(f"{path}:{i}: label {label!r} is not 0 or 1") from exc
-        return check_pairs(out)
-    decoder = msgspec.json.Decoder(TrainingPair)
-    out = []
-    for i, line in enumerate(path.read_bytes().splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            out.append(decoder.decode(line))
-        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-            raise InputError(
-                f"{path}:{i}: {exc}; each line is "
-                f'{{"text_a": "...", "text_b": "...", "label": 0 or 1}}'
-            ) from exc
-    return check_pairs(out)
+    from stagecache.tuning._data import read_pairs as read_labelled
+
+    return check_pairs(
+        [TrainingPair(p.text_a, p.text_b, p.label) for p in read_labelled(path)]
+    )

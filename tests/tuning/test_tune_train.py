@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import shutil
 from pathlib import Path
 
 import anyio
@@ -123,40 +122,3 @@ def test_pairs_round_trip_through_jsonl_and_read_from_csv(tmp_path: Path) -> Non
     (tmp_path / "bad.jsonl").write_text('{"text_a": "a", "text_b": "b"}\n')
     with pytest.raises(InputError, match=r"bad\.jsonl:1"):
         read_pairs(tmp_path / "bad.jsonl")
-
-
-@pytest.fixture
-def packaged(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
-    """The packaged pair model's folder, pointed at an empty temporary one."""
-    from stagecache.embeddings import _paths
-
-    folder = tmp_path / "stagecache-pair-v1"
-    folder.mkdir()
-    monkeypatch.setitem(_paths._PACKAGED, _paths.PAIR_MODEL, folder)
-    return folder
-
-
-def test_packaged_pair_model_without_weights_names_the_build_step(
-    packaged: Path, tmp_path: Path
-) -> None:
-    with pytest.raises(ModelNotFound, match=r"build_pair_model\.py.*model-int8\.onnx"):
-        _embed(OnnxEmbedder("stagecache-pair-v1", cache_dir=tmp_path), ["hi"])
-
-
-def test_packaged_pair_model_loads_from_its_package_folder(
-    packaged: Path, trained: Path, tmp_path: Path
-) -> None:
-    for name in ("model-int8.onnx", "tokenizer.json", "stagecache_onnx.json"):
-        shutil.copy(trained / name, packaged / name)
-    embedder = OnnxEmbedder("stagecache-pair-v1", cache_dir=tmp_path)
-    assert embedder.model_id == "stagecache-pair-v1#onnx-int8"
-    texts = ["How do I reset my password?", "Is it safe to eat raw eggs?"]
-    same = _embed(OnnxEmbedder(trained, cache_dir=tmp_path), texts)
-    np.testing.assert_array_equal(_embed(embedder, texts), same)
-    with pytest.raises(ModelNotFound, match=r"no model\.onnx.*model-int8\.onnx"):
-        _embed(
-            OnnxEmbedder("stagecache-pair-v1", quantize="fp32", cache_dir=tmp_path),
-            texts,
-        )
-    with pytest.raises(ModelNotFound, match="OnnxEmbedder"):
-        _ = SentenceTransformerEmbedder("stagecache-pair-v1").dim
