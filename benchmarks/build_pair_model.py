@@ -41,8 +41,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _pair_data
 import _quality_data as D
 
-PAIR_MODEL = "stagecache-pair-v1"  # the build folder's name (not shipped: see pair_model.md)
 from stagecache.tuning import train_embedder, write_pairs
+
+# The build folder's name (not shipped: see benchmarks/results/pair_model.md).
+PAIR_MODEL = "stagecache-pair-v1"
 
 SEED = 0
 SHIPPED = ("model-int8.onnx", "tokenizer.json", "stagecache_onnx.json")

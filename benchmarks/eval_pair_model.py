@@ -36,7 +36,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _quality_data as D
 
 from stagecache.embeddings import OnnxEmbedder
-PAIR_MODEL = "stagecache-pair-v1"  # the build folder's name (not shipped: see pair_model.md)
+
+# The build folder's name (not shipped: see benchmarks/results/pair_model.md).
+PAIR_MODEL = "stagecache-pair-v1"
 
 REPORT = D.ROOT / "benchmarks" / "results" / "pair_model.md"
 THRESHOLDS = (0.8, 0.85, 0.9, 0.92, 0.95)
