@@ -439,7 +439,7 @@ def test_every_command_that_prints_results_takes_json() -> None:
         if name not in exempt
         and not any("--json" in a.option_strings for a in parser._actions)
     ]
-    assert len(every) == 14 and lacking == []  # 14: explain
+    assert len(every) == 15 and lacking == []  # 15: tune
 
 
 def test_check_config_accepts_a_file_that_leaves_the_client_to_the_code(

@@ -69,7 +69,7 @@ async def test_spans_gain_their_openinference_kind_and_cache_metadata(
     assert metadata("stagecache.request", miss.trace_id)["cache.status"] == "miss"
     saved = metadata("cache.hit", hit.trace_id)
     assert saved["cache.similarity"] == pytest.approx(hit.cache.similarity)
-    assert saved["cache.threshold"] == pytest.approx(0.92)
+    assert saved["cache.threshold"] == pytest.approx(hit.cache.threshold)
     assert saved["stagecache.saved.input_tokens"] == miss.usage.prompt_tokens
     # Priced before annotated: the saved cost is in the metadata too.
     cost = (miss.usage.prompt_tokens * 1.0 + miss.usage.completion_tokens * 2.0) / 1e3
