@@ -8,6 +8,7 @@ from pathlib import Path
 import msgspec
 
 from stagecache.errors import InputError
+from stagecache.tuning._data import read_pairs as read_labelled
 
 __all__ = ["TrainingPair", "check_pairs", "read_pairs", "write_pairs"]
 
@@ -76,8 +77,6 @@ def read_pairs(path: str | Path) -> list[TrainingPair]:
     Raises:
         InputError: a missing or unreadable file, a malformed line (naming it).
     """
-    from stagecache.tuning._data import read_pairs as read_labelled
-
     return check_pairs(
         [TrainingPair(p.text_a, p.text_b, p.label) for p in read_labelled(path)]
     )
