@@ -70,7 +70,9 @@ def _probe_proxy(argv: list[str], out: str) -> int:
     run_stage = _runner.Runner._run_stage
 
     async def probed_stage(self: Any, stage: Any, turn: Any) -> Any:
+        mark(f"{stage.name}>")
         result = await run_stage(self, stage, turn)
+        mark(f"{stage.name}<")
         if stage.name == "llm" and "_t0" in rec:
             _append(out, {k: v for k, v in rec.items() if k[0] != "_"})
             rec.clear()
@@ -121,14 +123,16 @@ async def _client(
     return firsts
 
 
-def _table(firsts: dict[str, list[float]], folder: Path) -> list[str]:
+def _table(
+    firsts: dict[str, list[float]], folder: Path, variants: list[str]
+) -> list[str]:
     direct = statistics.median(firsts["direct"])
     rows = [
         "| proxy | first-chunk gap | embedding wall | embedding CPU "
         "| send -> first upstream chunk | CPU to first chunk |",
         "|---|---|---|---|---|---|",
     ]
-    for name in VARIANTS:
+    for name in variants:
         lines = (folder / f"{name}.jsonl").read_text().splitlines()
         recs = [json.loads(line) for line in lines[1:]]  # [0]: the warm-up
         recs = [r for r in recs if all(m in r for m in MARKS)]
@@ -149,6 +153,20 @@ def _table(firsts: dict[str, list[float]], folder: Path) -> list[str]:
             + " |"
         )
     rows.append(f"\ndirect first chunk: {direct:.1f} ms (median)")
+    for name in variants:  # every point of the path: stage starts (>) and ends (<)
+        lines = (folder / f"{name}.jsonl").read_text().splitlines()
+        recs = [json.loads(line) for line in lines[1:]]
+        points = {key for r in recs for key in r}
+        order = sorted(
+            points, key=lambda k: statistics.median(r[k][0] for r in recs if k in r)
+        )
+        rows += ["", f"{name}: ms since the request reached the handler", ""]
+        rows += ["| point | wall | CPU |", "|---|---|---|"]
+        for key in order:
+            values = [r[key] for r in recs if key in r]
+            wall = statistics.median(v[0] for v in values)
+            cpu = statistics.median(v[1] for v in values)
+            rows.append(f"| {key} | {wall:.2f} | {cpu:.2f} |")
     return rows
 
 
@@ -157,6 +175,9 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=20)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--probe-out", default="")
+    parser.add_argument(
+        "--variants", default=",".join(VARIANTS), help="a comma-separated subset"
+    )
     args, rest = parser.parse_known_args()
     if args.probe_out:  # the proxy role: the rest are serve arguments
         return _probe_proxy(rest, args.probe_out)
@@ -180,7 +201,12 @@ def main() -> int:
         ]
         upstream = f"http://127.0.0.1:{up_port}/v1"
         bases = {"direct": upstream}
-        for name, extra in VARIANTS.items():
+        chosen = args.variants.split(",")
+        unknown = set(chosen) - set(VARIANTS)
+        if unknown:
+            parser.error(f"unknown variants {sorted(unknown)}; known: {list(VARIANTS)}")
+        for name in chosen:
+            extra = VARIANTS[name]
             config = folder / f"{name}.toml"
             config.write_text(
                 CONFIG.replace('quantize = "int8"\n', f'quantize = "int8"\n{extra}')
@@ -208,7 +234,7 @@ def main() -> int:
                 proc.terminate()
                 proc.wait(timeout=30)
         print(f"load average before the table: {os.getloadavg()[0]:.1f}")
-        print("\n".join(_table(firsts, folder)))
+        print("\n".join(_table(firsts, folder, chosen)))
     return 0
 
 
