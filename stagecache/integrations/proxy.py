@@ -10,7 +10,7 @@ Endpoints: ``POST /v1/chat/completions`` (JSON and SSE streaming), ``POST
 /v1/models`` and every other ``/v1/...`` endpoint (passed through uncached:
 :mod:`._proxy_passthrough`), ``GET /healthz``, ``GET /metrics`` (Prometheus text),
 and the admin endpoints ``POST /admin/purge {user_id}``, ``POST /admin/invalidate
-{user_id, session_id?}``, ``POST /admin/feedback {entry_id, correct}``
+{user_id, session_id?}``, ``POST /admin/feedback {entry_id, correct, query?}``
 (``Authorization: Bearer <admin key>``).
 
 Identity (:mod:`._proxy_identity`, docs/security.md): with ``--api-keys`` every
@@ -553,8 +553,16 @@ class _Proxy:
             return body
         entry, correct = body.get("entry_id"), body.get("correct")
         if not isinstance(entry, str) or not isinstance(correct, bool):
-            return _error(400, "expected {entry_id: str, correct: bool}")
-        found = await self.pipeline.cache.feedback(entry, correct)
+            return _error(400, "expected {entry_id: str, correct: bool, query?: str}")
+        query = body.get("query")
+        if query is not None and not isinstance(query, str):
+            return _error(
+                400, "query: the text that got the hit, a string", param="query"
+            )
+        try:  # with the query, the verdict joins the feedback log `tune` reads
+            found = await self.pipeline.cache.feedback(entry, correct, query=query)
+        except InputError as exc:
+            return _error(400, str(exc), param="query")
         return JSONResponse({"found": found}, status_code=200 if found else 404)
 
 
