@@ -29,6 +29,8 @@ from typing import Any
 
 import httpx
 
+from stagecache.config import DEFAULT_STAGES
+
 HERE = Path(__file__).resolve().parent
 CONFIG = """
 [embedder]
@@ -44,15 +46,7 @@ kind = "structural"
 NO_EMAIL = "".join(
     f'[[stages]]\nkind = "{kind}"\n'
     + ('disable = ["pii.email"]\n' if kind == "output_guard" else "")
-    for kind in (
-        "input_guard",
-        "memory_search",
-        "cache_check",
-        "llm",
-        "output_guard",
-        "store",
-        "write_invalidate",
-    )
+    for kind in DEFAULT_STAGES
 )
 KEY = "sk-bench"
 INTERVAL_S = 0.05
