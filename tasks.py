@@ -5,7 +5,7 @@
     python3 tasks.py test     create .venv if needed, install, ruff + mypy + pytest
 
 Both are idempotent: the install step runs again only when pyproject.toml changed.
-Extra arguments after `test` go to pytest.
+Extra arguments after `test` go to pytest (it runs on every core: pytest-xdist).
 """
 
 from __future__ import annotations
@@ -111,6 +111,15 @@ def demo(args: list[str]) -> None:
     _run(BIN / "stagecache", "demo", *args, env=_env())
 
 
+def _workers() -> list[str]:
+    """pytest-xdist options: one worker per core (at most 4), a test file per worker
+    at a time, so module fixtures (servers, loaded models) are built once per file.
+    ``python3 tasks.py test -n 0`` runs in one process."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
+    workers = min(cores, 4)
+    return ["-n", str(workers), "--dist", "loadfile"] if workers > 1 else []
+
+
 def test(args: list[str]) -> None:
     install()
     env = _env()
@@ -119,7 +128,16 @@ def test(args: list[str]) -> None:
     started = time.monotonic()
     _run(BIN / "ruff", "check", "stagecache", "tests", "benchmarks", env=env)
     _run(BIN / "mypy", "--strict", "stagecache", env=env)
-    _run(BIN / "python", "-m", "pytest", "-p", "no:cacheprovider", *args, env=env)
+    _run(
+        BIN / "python",
+        "-m",
+        "pytest",
+        "-p",
+        "no:cacheprovider",
+        *_workers(),
+        *args,
+        env=env,
+    )
     print(f"tasks.py test: all checks passed in {time.monotonic() - started:.0f} s")
 
 

@@ -121,6 +121,7 @@ def shared_config(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Pa
         client.close()
 
 
+@pytest.mark.slow  # two console-script processes, each loading the model
 def test_stats_counts_the_lookups_of_every_process(shared_config: Path) -> None:
     # Two processes, one after the other: 3 hits and 4 misses between them, one
     # hit on a model without a price.

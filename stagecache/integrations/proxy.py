@@ -43,7 +43,6 @@ Needs ``pip install 'stagecache[serve]'``.
 from __future__ import annotations
 
 import argparse
-import hmac
 import json
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -80,6 +79,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse  # noq
 from starlette.routing import Route  # noqa: E402
 
 from stagecache.exporters._propagation import TraceContextMiddleware  # noqa: E402
+from stagecache.integrations._proxy_admin import AdminEndpoints  # noqa: E402
 from stagecache.integrations._proxy_embeddings import EmbeddingCaches  # noqa: E402
 from stagecache.integrations._proxy_errors import (  # noqa: E402
     BodyError,
@@ -493,78 +493,6 @@ class _Proxy:
             generate_latest(self.metrics.registry), media_type=CONTENT_TYPE_LATEST
         )
 
-    # -- admin --------------------------------------------------------------------
-
-    async def _admin_body(self, request: Request) -> dict[str, Any] | JSONResponse:
-        if self.settings.admin_key is None:
-            return _error(
-                403, "admin endpoints are disabled (no admin key)", code="forbidden"
-            )
-        key = bearer(request.headers)
-        if key is None:
-            return _error(401, "admin key required", code="missing_api_key")
-        if not hmac.compare_digest(key.encode(), self.settings.admin_key.encode()):
-            return _error(403, "wrong admin key", code="forbidden")
-        return await self.read_json(request)
-
-    async def purge(self, request: Request) -> Response:
-        body = await self._admin_body(request)
-        if isinstance(body, JSONResponse):
-            return body
-        user = body.get("user_id")
-        if not isinstance(user, str) or not user:
-            return _error(400, "user_id: a non-empty string", param="user_id")
-        tenant = body.get("tenant")
-        if tenant is not None and not isinstance(tenant, str):
-            return _error(400, "tenant: a string", param="tenant")
-        try:
-            # No tenant named: the id in every tenant. In the default mode a tenant
-            # is a keyed hash of a credential, which an operator cannot name.
-            removed = await self.pipeline.cache.purge_user(
-                user, tenant=tenant, all_tenants=tenant is None
-            )
-        except InputError as exc:
-            return _error(400, str(exc))
-        removed += self.embedding_caches.purge(user, tenant)  # the user's vectors
-        return JSONResponse({"removed": removed})
-
-    async def invalidate(self, request: Request) -> Response:
-        body = await self._admin_body(request)
-        if isinstance(body, JSONResponse):
-            return body
-        user, session = body.get("user_id"), body.get("session_id")
-        if not isinstance(user, str) or not user:
-            return _error(400, "user_id: a non-empty string", param="user_id")
-        if session is not None and not isinstance(session, str):
-            return _error(400, "session_id: a string", param="session_id")
-        tenant = body.get("tenant")
-        if tenant is not None and not isinstance(tenant, str):
-            return _error(400, "tenant: a string", param="tenant")
-        try:
-            caller = Caller(user_id=user, session_id=session, tenant=tenant)
-            removed = await self.pipeline.cache.invalidate(caller)
-        except InputError as exc:
-            return _error(400, str(exc), param="user_id")
-        return JSONResponse({"removed": removed})
-
-    async def feedback(self, request: Request) -> Response:
-        body = await self._admin_body(request)
-        if isinstance(body, JSONResponse):
-            return body
-        entry, correct = body.get("entry_id"), body.get("correct")
-        if not isinstance(entry, str) or not isinstance(correct, bool):
-            return _error(400, "expected {entry_id: str, correct: bool, query?: str}")
-        query = body.get("query")
-        if query is not None and not isinstance(query, str):
-            return _error(
-                400, "query: the text that got the hit, a string", param="query"
-            )
-        try:  # with the query, the verdict joins the feedback log `tune` reads
-            found = await self.pipeline.cache.feedback(entry, correct, query=query)
-        except InputError as exc:
-            return _error(400, str(exc), param="query")
-        return JSONResponse({"found": found}, status_code=200 if found else 404)
-
 
 def _param_of(exc: InputError) -> str | None:
     """The request field an InputError names (``params.temperature: ...``)."""
@@ -623,6 +551,9 @@ def create_app(
         else:
             pipeline = Pipeline.default(llm=forward, **pipeline_options)
     proxy = _Proxy(settings, pipeline, forward)
+    admin = AdminEndpoints(
+        settings, pipeline, proxy.embedding_caches, read_json=proxy.read_json
+    )
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -639,9 +570,9 @@ def create_app(
             Route("/v1/embeddings", proxy.embeddings, methods=["POST"]),
             Route("/healthz", proxy.healthz, methods=["GET"]),
             Route("/metrics", proxy.prometheus, methods=["GET"]),
-            Route("/admin/purge", proxy.purge, methods=["POST"]),
-            Route("/admin/invalidate", proxy.invalidate, methods=["POST"]),
-            Route("/admin/feedback", proxy.feedback, methods=["POST"]),
+            Route("/admin/purge", admin.purge, methods=["POST"]),
+            Route("/admin/invalidate", admin.invalidate, methods=["POST"]),
+            Route("/admin/feedback", admin.feedback, methods=["POST"]),
             Route(
                 "/v1/{path:path}",
                 proxy.other,

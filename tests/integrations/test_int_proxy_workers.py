@@ -82,6 +82,7 @@ def _redis_keys(namespace: str) -> list[bytes]:
         client.close()
 
 
+@pytest.mark.slow  # a parent and two worker processes, each loading the model
 def test_two_workers_over_redis_answer_each_others_entries(
     upstream: str, tmp_path: Path
 ) -> None:

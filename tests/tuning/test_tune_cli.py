@@ -208,6 +208,7 @@ async def _store_and_feedback(config: Path, embedder: Any) -> list[str]:
 
 # A training run, two ONNX exports and three model loads: about a minute on an idle
 # machine, several on a shared and loaded one; the limit leaves room for the latter.
+@pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_tune_writes_a_model_report_and_config_the_pipeline_runs(
     tmp_path: Path, embedder: Any
