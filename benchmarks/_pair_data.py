@@ -84,6 +84,25 @@ def _short_pairs(
     return out
 
 
+def _followups(
+    questions: list[str], rng: random.Random, n: int, counts: Counter[str]
+) -> list[TrainingPair]:
+    """Negatives: a question and a follow-up of it that names no topic (its own
+    random stream, so the other sources stay the same whatever ``n`` is)."""
+    out: list[TrainingPair] = []
+    pool = list(questions)
+    rng.shuffle(pool)
+    for q in pool:
+        if len(out) >= n:
+            break
+        followup = R.neg_followup(q, rng)
+        if followup:
+            counts["short_neg_followup"] += 1
+            a, b = (q, followup) if rng.random() < 0.5 else (followup, q)
+            out.append(TrainingPair(a, b, 0))
+    return out
+
+
 def _join(parts: list[str]) -> str:
     fixed = []
     for p in parts:
@@ -197,6 +216,7 @@ def build_pairs(
     short: int = 3500,
     long_qqp: int = 2300,
     long_wordnet: int = 1200,
+    followups: int = 0,
 ) -> Built:
     """All training pairs, shuffled; ``counts`` says how many each source gave."""
     rng = random.Random(seed)
@@ -214,6 +234,7 @@ def build_pairs(
     pairs += _short_pairs(questions, rng, short, counts)
     pairs += _long_qqp(rows, rng, long_qqp, counts)
     pairs += _long_wordnet(rng, long_wordnet, counts)
+    pairs += _followups(questions, random.Random(seed + 1), followups, counts)
     pairs = [
         p
         for p in pairs

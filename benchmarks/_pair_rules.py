@@ -267,6 +267,66 @@ NEGATIVE_RULES: dict[str, Rule] = {
 }
 
 
+_DETERMINERS = frozenset(
+    [
+        "the",
+        "a",
+        "an",
+        "my",
+        "your",
+        "his",
+        "her",
+        "our",
+        "their",
+        "its",
+        "this",
+        "that",
+        "these",
+        "those",
+        "some",
+    ]
+)
+_CLAUSE_HEADS = frozenset(
+    ["of", "for", "about", "on", "with", "in", "to", "from", "at", "by"]
+)
+
+
+def neg_followup(text: str, rng: random.Random) -> str | None:
+    """A follow-up that leans on a conversation: the question's topic (its trailing
+    noun phrase) replaced by a pronoun ("... learn Python?" -> "... learn it?"), or
+    dropped with the clause that carried it ("... for beginners?" -> "...?").
+    Asked alone it names no topic, so it must not hit the full question."""
+    core = text.strip().rstrip(" ?.!")
+    end = text.strip()[len(core) :].strip() or "?"
+    words = core.split()
+    if not 4 <= len(words) <= 30:
+        return None
+    wn = wordnet()
+    j = len(words)
+    while j > 0:
+        word = words[j - 1].strip(",;:'\"")
+        low = word.lower()
+        if not word.isalpha() or low in STOP or low in _DETERMINERS:
+            break
+        modifier = j < len(words) and bool(wn.synsets(low, pos="a"))
+        if not word[:1].isupper() and not wn.synsets(low, pos="n") and not modifier:
+            break
+        j -= 1
+    k = j - 1 if j > 0 and words[j - 1].lower() in _DETERMINERS else j
+    if j == len(words) or k < 2:
+        return None
+    if words[k - 1].lower() in _CLAUSE_HEADS and rng.random() < 0.5:
+        out = " ".join(words[: k - 1])
+    else:
+        last = words[-1].lower()
+        plural = last.endswith("s") and not last.endswith("ss")
+        pronoun = "them" if plural else rng.choice(("it", "it", "that", "this one"))
+        out = " ".join([*words[:k], pronoun])
+    if len(out.split()) < 3 or out.lower() == core.lower():
+        return None
+    return out + end
+
+
 # --- positive rules ------------------------------------------------------------
 
 

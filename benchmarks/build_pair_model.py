@@ -58,9 +58,11 @@ def sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def build(out: Path, max_steps: int | None) -> dict[str, object]:
+def build(
+    out: Path, max_steps: int | None, *, learning_rate: float, followups: int
+) -> dict[str, object]:
     t0 = time.perf_counter()
-    built = _pair_data.build_pairs(D.DATA, seed=SEED)
+    built = _pair_data.build_pairs(D.DATA, seed=SEED, followups=followups)
     out.mkdir(parents=True, exist_ok=True)
     write_pairs(built.pairs, out / "pairs.jsonl")
     print(
@@ -69,7 +71,12 @@ def build(out: Path, max_steps: int | None) -> dict[str, object]:
     )
     t1 = time.perf_counter()
     train_embedder(
-        built.pairs, out_dir=out / "full", seed=SEED, threads=2, max_steps=max_steps
+        built.pairs,
+        out_dir=out / "full",
+        seed=SEED,
+        threads=2,
+        max_steps=max_steps,
+        learning_rate=learning_rate,
     )
     train_s = time.perf_counter() - t1
     ship = out / PAIR_MODEL
@@ -86,6 +93,7 @@ def build(out: Path, max_steps: int | None) -> dict[str, object]:
         "positives": sum(p.label for p in built.pairs),
         "counts": dict(sorted(built.counts.items())),
         "pairs_sha256": sha256(out / "pairs.jsonl"),
+        "learning_rate": learning_rate,
         "train_s": round(train_s, 1),
         "total_s": round(time.perf_counter() - t0, 1),
         "weights": str(ship / "model-int8.onnx"),
@@ -106,15 +114,28 @@ def main() -> None:
     parser.add_argument(
         "--qqp-sample", type=int, default=None, help="evaluate N QQP test pairs"
     )
+    parser.add_argument("--learning-rate", type=float, default=2e-5)
+    parser.add_argument(
+        "--followups",
+        type=int,
+        default=0,
+        help="follow-up negatives (a question vs the same with its topic dropped)",
+    )
+    parser.add_argument("--report", type=Path, default=None, help="the report file")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("stagecache").setLevel(logging.INFO)
     if not args.skip_train:
-        build(args.out, args.max_steps)
+        build(
+            args.out,
+            args.max_steps,
+            learning_rate=args.learning_rate,
+            followups=args.followups,
+        )
     if not args.skip_eval:
         import eval_pair_model
 
-        eval_pair_model.main(args.out, qqp_sample=args.qqp_sample)
+        eval_pair_model.main(args.out, qqp_sample=args.qqp_sample, report=args.report)
 
 
 if __name__ == "__main__":

@@ -162,7 +162,9 @@ def _sample(ps: D.PairSet, n: int | None) -> D.PairSet:
     )
 
 
-def main(build: Path, qqp_sample: int | None = None) -> None:
+def main(
+    build: Path, qqp_sample: int | None = None, report: Path | None = None
+) -> None:
     tuned_dir = build / PAIR_MODEL
     cache = D.CACHE / "pair_eval"
     cache.mkdir(parents=True, exist_ok=True)
@@ -220,7 +222,7 @@ def main(build: Path, qqp_sample: int | None = None) -> None:
         )
         for name, m in models.items()
     }
-    write_report(build, results, lat, weights, digest)
+    write_report(build, results, lat, weights, digest, report or REPORT)
 
 
 def verdict(results: dict[str, dict[str, dict[str, object]]]) -> list[str]:
@@ -270,6 +272,7 @@ def write_report(
     lat: dict[str, float],
     weights: Path,
     digest: str,
+    report: Path = REPORT,
 ) -> None:
     info_path = build / "build.json"
     info = json.loads(info_path.read_text()) if info_path.exists() else {}
@@ -292,7 +295,8 @@ def write_report(
         counts = info.get("counts", {})
         lines += [
             f"Training: {info['pairs']} pairs ({info['positives']} positive), one "
-            f"epoch, batch 32, lr 2e-5, max_grad_norm 0.5, OnlineContrastiveLoss, seed "
+            f"epoch, batch 32, lr {info.get('learning_rate', 2e-5):g}, "
+            "max_grad_norm 0.5, OnlineContrastiveLoss, seed "
             f"0, 2 torch threads; training took {info['train_s'] / 60:.1f} min, the "
             f"whole build {info['total_s'] / 60:.1f} min on this machine's 2 shared "
             f"cores. Pairs "
@@ -341,9 +345,9 @@ def write_report(
             cells = [f"{_pct(r)} / {_pct(w)}" for r, w in at.values()]  # type: ignore[attr-defined]
             lines.append(f"| {set_name} | {name} | " + " | ".join(cells) + " |")
     lines += ["", "## Verdict", "", *verdict(results)]
-    REPORT.write_text("\n".join(lines) + "\n")
+    report.write_text("\n".join(lines) + "\n")
     (build / "eval.json").write_text(json.dumps(results, indent=1, default=str))
-    print(REPORT.read_text())
+    print(report.read_text())
 
 
 if __name__ == "__main__":

@@ -139,7 +139,11 @@ async def test_cancelled_waiter_does_not_break_the_others() -> None:
 
     scopes: dict[int, list[anyio.CancelScope]] = {i: [] for i in range(6)}
     async with anyio.create_task_group() as tg:
-        for i in range(6):
+        # Task 0 must be the leader: trio runs newly started tasks in no fixed
+        # order, so the others start only once it has opened the batch.
+        tg.start_soon(call, 0, scopes[0])
+        await anyio.wait_all_tasks_blocked()  # it waits in its open batch
+        for i in range(1, 6):
             tg.start_soon(call, i, scopes[i])
         # all six joined and the model call began (it waits on gate)
         assert await anyio.to_thread.run_sync(fn.started.wait, 10)
