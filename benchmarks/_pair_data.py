@@ -85,19 +85,33 @@ def _short_pairs(
 
 
 def _followups(
-    questions: list[str], rng: random.Random, n: int, counts: Counter[str]
+    questions: list[str],
+    near: list[tuple[str, str]],
+    rng: random.Random,
+    n: int,
+    counts: Counter[str],
 ) -> list[TrainingPair]:
-    """Negatives: a question and a follow-up of it that names no topic (its own
-    random stream, so the other sources stay the same whatever ``n`` is)."""
+    """Negatives shaped like the follow-ups of a conversation, which name no topic:
+    a question vs itself with the topic dropped or a pronoun in its place
+    (``followup``), and a question vs a QQP near-miss of it (same topic, another
+    aspect) with its topic dropped (``followup_other``: "How do I learn Python?" /
+    "How long does it take to learn it?"). Their own random stream, so the other
+    sources stay the same whatever ``n`` is."""
     out: list[TrainingPair] = []
     pool = list(questions)
     rng.shuffle(pool)
     for q in pool:
         if len(out) >= n:
             break
-        followup = R.neg_followup(q, rng)
+        if near and rng.random() < 0.5:
+            q, other = near[rng.randrange(len(near))]
+            followup = R.neg_followup(other, rng)
+            source = "short_neg_followup_other"
+        else:
+            followup = R.neg_followup(q, rng)
+            source = "short_neg_followup"
         if followup:
-            counts["short_neg_followup"] += 1
+            counts[source] += 1
             a, b = (q, followup) if rng.random() < 0.5 else (followup, q)
             out.append(TrainingPair(a, b, 0))
     return out
@@ -234,7 +248,8 @@ def build_pairs(
     pairs += _short_pairs(questions, rng, short, counts)
     pairs += _long_qqp(rows, rng, long_qqp, counts)
     pairs += _long_wordnet(rng, long_wordnet, counts)
-    pairs += _followups(questions, random.Random(seed + 1), followups, counts)
+    near = [(a, b) for a, b, y in rows if y == 0]
+    pairs += _followups(questions, near, random.Random(seed + 1), followups, counts)
     pairs = [
         p
         for p in pairs

@@ -90,3 +90,58 @@ def test_pair_set_is_deterministic_and_never_reads_evaluation_sets(
     assert any(len(p.text_a.split()) >= 25 for p in one.pairs)  # long texts too
     # only the val file was there to read: the test/mock/contextual files were not
     assert sorted(x.name for x in tmp_path.iterdir()) == ["qqp_pairs_val.csv"]
+
+
+@pytest.mark.parametrize(
+    ("text", "forms"),
+    [
+        (
+            "What is the best way to learn Python?",
+            {
+                "What is the best way to learn it?",
+                "What is the best way to learn that?",
+                "What is the best way to learn this one?",
+            },
+        ),
+        (
+            "How can I learn to relax?",
+            None,  # no trailing noun phrase to drop: no follow-up
+        ),
+        (
+            "What is the best coaching institute for CAT preparation?",
+            {
+                "What is the best coaching institute?",
+                "What is the best coaching institute for it?",
+                "What is the best coaching institute for that?",
+                "What is the best coaching institute for this one?",
+            },
+        ),
+    ],
+)
+def test_a_followup_names_no_topic(text: str, forms: set[str] | None) -> None:
+    need_wordnet()
+    outs = {R.neg_followup(text, random.Random(seed)) for seed in range(12)}
+    if forms is None:
+        assert outs == {None}
+    else:
+        assert outs <= forms and outs, outs
+
+
+def test_followup_negatives_do_not_change_the_other_sources(tmp_path: Path) -> None:
+    need_wordnet()
+    import _pair_data as P
+
+    rows = ["question1,question2,is_duplicate"]
+    for i in range(60):
+        rows.append(f"How do I learn Python in {i} days?,How can I learn Python?,1")
+        rows.append(f"Is it safe to travel to India in {i}?,Is Paris safe?,0")
+    (tmp_path / "qqp_pairs_val.csv").write_text("\n".join(rows) + "\n")
+    kw = {"qqp_negatives": 20, "short": 40, "long_qqp": 20, "long_wordnet": 20}
+    without = P.build_pairs(tmp_path, seed=3, **kw)
+    with_them = P.build_pairs(tmp_path, seed=3, followups=30, **kw)
+    added = {p for p in with_them.pairs} - {p for p in without.pairs}
+    assert set(without.pairs) <= set(with_them.pairs)
+    assert added and all(p.label == 0 for p in added)
+    assert with_them.counts["short_neg_followup"] + with_them.counts[
+        "short_neg_followup_other"
+    ] == len(added)
