@@ -89,18 +89,32 @@ def _redis_up() -> None:
             time.sleep(0.1)
 
 
-def _prometheus() -> None:
-    """In CI (as root), install Debian's prometheus for the dashboard query tests."""
-    if Path("/usr/bin/prometheus").exists() or os.environ.get("CI") != "true":
+#: Debian packages some tests need: prometheus (the dashboard queries) and WordNet
+#: (the rule-made training pairs of benchmarks/build_pair_model.py).
+CI_PACKAGES = {
+    "/usr/bin/prometheus": ["prometheus"],
+    "/usr/share/wordnet/data.noun": ["wordnet-base", "wordnet-sense-index"],
+}
+
+
+def _ci_packages() -> None:
+    """In CI (as root), install the Debian packages that the tests need."""
+    missing = [
+        name
+        for path, names in CI_PACKAGES.items()
+        if not Path(path).exists()
+        for name in names
+    ]
+    if not missing or os.environ.get("CI") != "true":
         return
     if os.geteuid() != 0 or not Path("/usr/bin/apt-get").exists():
-        print("prometheus not installed: the dashboard query test will be skipped")
+        print(f"{' '.join(missing)} not installed: the tests that need them skip")
         return
     quiet = {"stdout": subprocess.DEVNULL, "check": False}
     subprocess.run(["apt-get", "update", "-qq"], **quiet)  # type: ignore[call-overload]
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
     subprocess.run(
-        ["apt-get", "install", "-y", "-qq", "--no-install-recommends", "prometheus"],
+        ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing],
         env=env,
         **quiet,  # type: ignore[arg-type]
     )
@@ -124,7 +138,7 @@ def test(args: list[str]) -> None:
     install()
     env = _env()
     _redis_up()
-    _prometheus()
+    _ci_packages()
     started = time.monotonic()
     _run(BIN / "ruff", "check", "stagecache", "tests", "benchmarks", env=env)
     _run(BIN / "mypy", "--strict", "stagecache", env=env)
