@@ -9,7 +9,11 @@ wordnet-base wordnet-sense-index``). Deterministic: the training pairs come from
 ``qqp_pairs_val.csv`` (``$STAGECACHE_DATA``, default ``../shared/data``) and
 WordNet with a fixed seed (``benchmarks/_pair_data.py``), and training runs one
 epoch of all-MiniLM-L6-v2 with ``stagecache.tuning.train_embedder`` (seed 0, two
-torch threads).
+torch threads, learning rate 1e-5). ``--followups N`` (default 2000) sets how many
+follow-up negatives join the pairs (a question vs a follow-up that names no topic),
+``--learning-rate`` the peak rate, ``--report FILE`` where the report goes: the
+variants measured are in benchmarks/results/pair_model.md. About 17 minutes on two
+idle cores.
 
 Writes under ``--out`` (default ``benchmarks/.cache/pair_model``):
     pairs.jsonl           the training pairs
@@ -114,11 +118,11 @@ def main() -> None:
     parser.add_argument(
         "--qqp-sample", type=int, default=None, help="evaluate N QQP test pairs"
     )
-    parser.add_argument("--learning-rate", type=float, default=2e-5)
+    parser.add_argument("--learning-rate", type=float, default=1e-5)
     parser.add_argument(
         "--followups",
         type=int,
-        default=0,
+        default=2000,
         help="follow-up negatives (a question vs the same with its topic dropped)",
     )
     parser.add_argument("--report", type=Path, default=None, help="the report file")
