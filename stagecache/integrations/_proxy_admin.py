@@ -72,16 +72,25 @@ class AdminEndpoints:
             return _error(403, "wrong admin key", code="forbidden")
         return await self.read_json(request)
 
-    async def purge(self, request: Request) -> Response:
+    async def _user_body(
+        self, request: Request
+    ) -> tuple[dict[str, Any], str, str | None] | JSONResponse:
+        """The admin body with its ``user_id`` and optional ``tenant`` checked."""
         body = await self._admin_body(request)
         if isinstance(body, JSONResponse):
             return body
-        user = body.get("user_id")
+        user, tenant = body.get("user_id"), body.get("tenant")
         if not isinstance(user, str) or not user:
             return _error(400, "user_id: a non-empty string", param="user_id")
-        tenant = body.get("tenant")
         if tenant is not None and not isinstance(tenant, str):
             return _error(400, "tenant: a string", param="tenant")
+        return body, user, tenant
+
+    async def purge(self, request: Request) -> Response:
+        asked = await self._user_body(request)
+        if isinstance(asked, JSONResponse):
+            return asked
+        _, user, tenant = asked
         try:
             # No tenant named: the id in every tenant. In the default mode a tenant
             # is a keyed hash of a credential, which an operator cannot name.
@@ -94,17 +103,13 @@ class AdminEndpoints:
         return JSONResponse({"removed": removed})
 
     async def invalidate(self, request: Request) -> Response:
-        body = await self._admin_body(request)
-        if isinstance(body, JSONResponse):
-            return body
-        user, session = body.get("user_id"), body.get("session_id")
-        if not isinstance(user, str) or not user:
-            return _error(400, "user_id: a non-empty string", param="user_id")
+        asked = await self._user_body(request)
+        if isinstance(asked, JSONResponse):
+            return asked
+        body, user, tenant = asked
+        session = body.get("session_id")
         if session is not None and not isinstance(session, str):
             return _error(400, "session_id: a string", param="session_id")
-        tenant = body.get("tenant")
-        if tenant is not None and not isinstance(tenant, str):
-            return _error(400, "tenant: a string", param="tenant")
         try:
             caller = Caller(user_id=user, session_id=session, tenant=tenant)
             removed = await self.pipeline.cache.invalidate(caller)
