@@ -2,12 +2,14 @@
 
     HF_HUB_OFFLINE=1 python benchmarks/streaming_ttft.py [--requests 40] [--out FILE]
 
-Three processes on loopback: a fake OpenAI-compatible upstream that streams (a
-role chunk at once, then one content chunk every 50 ms), the ``stagecache``
-proxy (ONNX int8 embedder, structural verifier, memory backend, default chain
-with its output guard) and this client. Every request asks a new question (a
-miss); direct and proxied requests alternate. Per request it records the time to
-the first SSE chunk, to the first chunk with text, and to the last chunk.
+Four processes on loopback: a fake OpenAI-compatible upstream that streams (a
+role chunk at once, then one content chunk every 50 ms), two ``stagecache``
+proxies (ONNX int8 embedder, structural verifier, memory backend, default chain
+with its output guard; the second with the guard's e-mail detector off, the one
+detector that holds back a plain first word) and this client. Every request asks a
+new question (a miss); direct and proxied requests alternate. Per request it
+records the time to the first SSE chunk, to the first chunk with text, and to the
+last chunk.
 """
 
 from __future__ import annotations
