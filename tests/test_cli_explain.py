@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.test_cli_operator import NO_MODEL, run_cli
+from tests.cli_support import NO_MODEL, run_cli
 
 PAIRS = [
     ("What is the capital of France?", "Paris."),

@@ -3,47 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = Path(sys.executable).with_name("stagecache")
-
-#: The embedder of a config for commands that must not load it: a model folder
-#: that does not exist, so loading it would fail the command.
-NO_MODEL = '[embedder]\nkind = "sentence_transformers"\nmodel = "/nonexistent/model"\n'
-
-
-def run_cli(
-    *args: str,
-    cwd: Path = ROOT,
-    env: dict[str, str] | None = None,
-    timeout: float = 240,
-) -> subprocess.CompletedProcess[str]:
-    """Run the installed ``stagecache`` script on this checkout's code."""
-    base = dict(
-        os.environ,
-        PYTHONPATH=str(ROOT),
-        HF_HUB_OFFLINE="1",
-        TRANSFORMERS_OFFLINE="1",
-        HF_HUB_DISABLE_PROGRESS_BARS="1",
-    )
-    base.update(env or {})
-    return subprocess.run(
-        [str(SCRIPT), *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd=cwd,
-        env=base,
-    )
-
+from tests.cli_support import NO_MODEL, run_cli
 
 # -- check-config: the validation load() runs, every error, full paths ----------------
 

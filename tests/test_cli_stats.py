@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_cli_operator import ROOT, run_cli
+from tests.cli_support import ROOT, default_chain, run_cli
 
 Q1 = "What is the warranty period of the blender?"
 Q2 = "How do I reset my password?"
@@ -48,20 +48,7 @@ asyncio.run(main())
 """
 
 
-#: The default chain, with room for a loaded machine: a lookup that outlasts its
-#: stage timeout (a first embedding on busy cores) would be a miss.
-STAGES = "".join(
-    f'[[stages]]\nkind = "{kind}"\n{extra}'
-    for kind, extra in (
-        ("input_guard", ""),
-        ("memory_search", "timeout_s = 60\n"),
-        ("cache_check", "timeout_s = 60\n"),
-        ("llm", ""),
-        ("output_guard", ""),
-        ("store", ""),
-        ("write_invalidate", ""),
-    )
-)
+STAGES = default_chain(memory_search=60, cache_check=60)
 
 
 def _config(path: Path, backend: str) -> Path:

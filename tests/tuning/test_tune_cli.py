@@ -5,9 +5,7 @@ with one line, and a small run writes a model, a report and a config that
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +14,7 @@ import pytest
 
 import stagecache
 from stagecache.testing import ScriptedLLM
-
-ROOT = Path(__file__).resolve().parents[2]
-SCRIPT = Path(sys.executable).with_name("stagecache")
+from tests.cli_support import default_chain, run_cli
 
 #: 44 labelled pairs the base model gets wrong about half the time (ROC AUC
 #: ~0.5): rewordings with few words in common (1), one changed word (0).
@@ -53,20 +49,7 @@ TOPICS = [
 ]  # fmt: skip
 
 
-#: The default chain with a generous cache-stage limit: the test machine is shared
-#: and loaded, and a timed-out lookup would be a miss, not the behaviour under test.
-CHAIN = "".join(
-    f'[[stages]]\nkind = "{kind}"\n{extra}'
-    for kind, extra in (
-        ("input_guard", ""),
-        ("memory_search", ""),
-        ("cache_check", "timeout_s = 120\n"),
-        ("llm", ""),
-        ("output_guard", ""),
-        ("store", ""),
-        ("write_invalidate", ""),
-    )
-)
+CHAIN = default_chain(cache_check=120)
 
 
 def pairs_rows() -> list[dict[str, object]]:
@@ -80,20 +63,6 @@ def pairs_rows() -> list[dict[str, object]]:
             {"text_a": same, "text_b": other, "label": 0},
         ]
     return rows
-
-
-def run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    """The installed ``stagecache`` script on this checkout's code."""
-    env = dict(
-        os.environ,
-        PYTHONPATH=str(ROOT),
-        HF_HUB_OFFLINE="1",
-        TRANSFORMERS_OFFLINE="1",
-        TOKENIZERS_PARALLELISM="false",
-    )
-    return subprocess.run(
-        [str(SCRIPT), *args], capture_output=True, text=True, env=env, timeout=timeout
-    )
 
 
 def write_jsonl(path: Path, rows: list[dict[str, object]]) -> Path:

@@ -5,10 +5,7 @@ the entry's removal, is erased by a purge, and is sealed like the entries."""
 from __future__ import annotations
 
 import base64
-import os
 import socket
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,30 +16,16 @@ import pytest
 import stagecache
 from stagecache.errors import InputError
 from stagecache.testing import ScriptedLLM
+from tests.cli_support import default_chain, run_cli
 
 pytestmark = pytest.mark.anyio
 
-ROOT = Path(__file__).resolve().parents[2]
-SCRIPT = Path(sys.executable).with_name("stagecache")
 ALICE = stagecache.Caller(user_id="alice")
 BOB = stagecache.Caller(user_id="bob", tenant="acme")
 REDIS_URL = "redis://127.0.0.1:6379/0"
 KEY = base64.b64encode(bytes(range(32))).decode()
 
-#: The default chain with a generous cache-stage limit: the test machine is shared
-#: and loaded, and a timed-out lookup would be a miss, not the behaviour under test.
-CHAIN = "".join(
-    f'[[stages]]\nkind = "{kind}"\n{extra}'
-    for kind, extra in (
-        ("input_guard", ""),
-        ("memory_search", ""),
-        ("cache_check", "timeout_s = 120\n"),
-        ("llm", ""),
-        ("output_guard", ""),
-        ("store", ""),
-        ("write_invalidate", ""),
-    )
-)
+CHAIN = default_chain(cache_check=120)
 
 ASKED = "How do I reset my password?"
 HIT = "How can I reset my password?"
@@ -72,17 +55,6 @@ def sqlite(tmp_path: Path, extra: str = "") -> Path:
 def raw_bytes(folder: Path) -> bytes:
     """Every byte of the SQLite file and its WAL."""
     return b"".join(p.read_bytes() for p in sorted(folder.glob("cache.db*")))
-
-
-def run_cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    """The installed ``stagecache`` script on this checkout's code."""
-    return subprocess.run(
-        [str(SCRIPT), *args],
-        capture_output=True,
-        text=True,
-        env=dict(os.environ, PYTHONPATH=str(ROOT), **env),
-        timeout=120,
-    )
 
 
 async def hit_then_feedback(
@@ -179,7 +151,9 @@ async def test_reencrypt_seals_a_plaintext_feedback_log(
         await hit_then_feedback(pipe, ALICE, correct=False)
     assert HIT.encode() in raw_bytes(tmp_path)
     sealed = sqlite(tmp_path, "encrypt_values = true\n")
-    done = run_cli("reencrypt", "--config", str(sealed), STAGECACHE_CACHE_KEY=KEY)
+    done = run_cli(
+        "reencrypt", "--config", str(sealed), env={"STAGECACHE_CACHE_KEY": KEY}
+    )
     assert done.returncode == 0, done.stderr
     assert HIT.encode() not in raw_bytes(tmp_path)
     monkeypatch.setenv("STAGECACHE_CACHE_KEY", KEY)
@@ -274,7 +248,9 @@ async def test_redis_keeps_purges_and_seals_the_log(
         assert [r.user_id for r in await pipe.cache.feedback_records()] == ["alice"]
     monkeypatch.setenv("STAGECACHE_CACHE_KEY", KEY)
     sealed = redis_config(tmp_path, redis_ns, "encrypt_values = true\n")
-    done = run_cli("reencrypt", "--config", str(sealed), STAGECACHE_CACHE_KEY=KEY)
+    done = run_cli(
+        "reencrypt", "--config", str(sealed), env={"STAGECACHE_CACHE_KEY": KEY}
+    )
     assert done.returncode == 0, done.stderr
     assert HIT.encode() not in redis_values(redis_ns)
     async with stagecache.load(sealed, llm=llm, embedder=embedder) as pipe:
