@@ -20,10 +20,11 @@ Composition (defaults, ~15k pairs, about half positive):
 from __future__ import annotations
 
 import csv
+import hashlib
 import random
 import re
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import _pair_rules as R
@@ -35,6 +36,8 @@ from stagecache.tuning import TrainingPair
 class Built:
     pairs: list[TrainingPair]
     counts: Counter[str]
+    # QQP val rows kept out of every source (``holdout``): calibration data
+    heldout: list[tuple[str, str, int]] = field(default_factory=list)
 
 
 def _qqp_val(data: Path) -> list[tuple[str, str, int]]:
@@ -231,11 +234,22 @@ def build_pairs(
     long_qqp: int = 2300,
     long_wordnet: int = 1200,
     followups: int = 0,
+    holdout: float = 0.0,
 ) -> Built:
-    """All training pairs, shuffled; ``counts`` says how many each source gave."""
+    """All training pairs, shuffled; ``counts`` says how many each source gave.
+
+    ``holdout``: the share of QQP val rows (chosen by a hash of the row, so the
+    same rows for any seed) kept out of every source, questions included, and
+    returned as ``heldout`` for calibration. 0 leaves the pairs as they were.
+    """
     rng = random.Random(seed)
     counts: Counter[str] = Counter()
     rows = _qqp_val(data)
+    held: list[tuple[str, str, int]] = []
+    if holdout > 0:
+        held = [r for r in rows if _held(r, holdout)]
+        seen = {q for a, b, _ in held for q in (a, b)}
+        rows = [r for r in rows if not _held(r, holdout) and not {r[0], r[1]} & seen]
     pos = [TrainingPair(a, b, 1) for a, b, y in rows if y == 1]
     neg = [TrainingPair(a, b, 0) for a, b, y in rows if y == 0]
     neg = rng.sample(neg, min(qqp_negatives, len(neg)))
@@ -258,7 +272,12 @@ def build_pairs(
         and (p.label == 1 or p.text_a != p.text_b)
     ]
     rng.shuffle(pairs)
-    return Built(pairs, counts)
+    return Built(pairs, counts, held)
+
+
+def _held(row: tuple[str, str, int], share: float) -> bool:
+    digest = hashlib.sha256(f"{row[0]}\n{row[1]}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") < share * 2**32
 
 
 if __name__ == "__main__":

@@ -32,6 +32,7 @@ import hashlib
 import json
 import logging
 import os
+import random
 import shutil
 import sys
 import time
@@ -45,7 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _pair_data
 import _quality_data as D
 
-from stagecache.tuning import train_embedder, write_pairs
+from stagecache.tuning import TrainingPair, train_embedder, write_pairs
 
 # The build folder's name (not shipped: see benchmarks/results/pair_model.md).
 PAIR_MODEL = "stagecache-pair-v1"
@@ -62,8 +63,20 @@ def sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def anchor_texts(pairs: list[TrainingPair], n: int) -> list[str]:
+    """``n`` distinct texts of the training pairs (seeded): held near the base."""
+    texts = sorted({t for p in pairs for t in (p.text_a, p.text_b)})
+    return random.Random(SEED + 2).sample(texts, min(n, len(texts)))
+
+
 def build(
-    out: Path, max_steps: int | None, *, learning_rate: float, followups: int
+    out: Path,
+    max_steps: int | None,
+    *,
+    learning_rate: float,
+    followups: int,
+    anchors: int = 0,
+    anchor_weight: float = 1.0,
 ) -> dict[str, object]:
     t0 = time.perf_counter()
     built = _pair_data.build_pairs(D.DATA, seed=SEED, followups=followups)
@@ -81,6 +94,8 @@ def build(
         threads=2,
         max_steps=max_steps,
         learning_rate=learning_rate,
+        anchors=anchor_texts(built.pairs, anchors),
+        anchor_weight=anchor_weight,
     )
     train_s = time.perf_counter() - t1
     ship = out / PAIR_MODEL
@@ -98,6 +113,8 @@ def build(
         "counts": dict(sorted(built.counts.items())),
         "pairs_sha256": sha256(out / "pairs.jsonl"),
         "learning_rate": learning_rate,
+        "anchors": anchors,
+        "anchor_weight": anchor_weight,
         "train_s": round(train_s, 1),
         "total_s": round(time.perf_counter() - t0, 1),
         "weights": str(ship / "model-int8.onnx"),
@@ -125,6 +142,13 @@ def main() -> None:
         default=2000,
         help="follow-up negatives (a question vs the same with its topic dropped)",
     )
+    parser.add_argument(
+        "--anchors",
+        type=int,
+        default=0,
+        help="texts of the pairs held near the base model's embeddings (distillation)",
+    )
+    parser.add_argument("--anchor-weight", type=float, default=1.0)
     parser.add_argument("--report", type=Path, default=None, help="the report file")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -135,6 +159,8 @@ def main() -> None:
             args.max_steps,
             learning_rate=args.learning_rate,
             followups=args.followups,
+            anchors=args.anchors,
+            anchor_weight=args.anchor_weight,
         )
     if not args.skip_eval:
         import eval_pair_model

@@ -26,7 +26,7 @@ from typing import Any
 
 from stagecache.embeddings._onnx_export import META_FILE, export_onnx
 from stagecache.embeddings._paths import resolve_model
-from stagecache.errors import ConfigError, ModelNotFound
+from stagecache.errors import ConfigError, InputError, ModelNotFound
 from stagecache.tuning._pairs import TrainingPair, check_pairs
 
 __all__ = ["TUNE_EXTRA", "train_embedder"]
@@ -101,6 +101,31 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def _anchor_data(model: Any, texts: list[str]) -> Any:
+    """The anchor texts with the base model's embeddings as regression targets."""
+    from datasets import Dataset
+
+    targets = model.encode(
+        texts, batch_size=64, convert_to_numpy=True, show_progress_bar=False
+    )
+    return Dataset.from_dict({"text": texts, "label": [list(v) for v in targets]})
+
+
+def _anchor_loss(model: Any, weight: float, dim: int) -> Any:
+    """MSE to the base embeddings, scaled so that for unit vectors it reads
+    ``weight * 2 * (1 - cos)``: comparable to the contrastive loss."""
+    try:  # sentence-transformers >= 6
+        from sentence_transformers.sentence_transformer.losses import MSELoss
+    except ImportError:  # 3.x - 5.x
+        from sentence_transformers.losses import MSELoss  # type: ignore[no-redef]
+
+    class _Scaled(MSELoss):
+        def forward(self, features: Any, labels: Any) -> Any:
+            return super().forward(features, labels) * (weight * dim)
+
+    return _Scaled(model)
+
+
 def train_embedder(
     pairs: Sequence[TrainingPair],
     *,
@@ -114,6 +139,8 @@ def train_embedder(
     max_steps: int | None = None,
     warmup_ratio: float = 0.1,
     threads: int = 2,
+    anchors: Sequence[str] = (),
+    anchor_weight: float = 1.0,
 ) -> Path:
     """Fine-tune an embedder on ``pairs`` and export it for :class:`OnnxEmbedder`.
 
@@ -132,6 +159,12 @@ def train_embedder(
         max_steps: stop after this many steps (None: ``epochs`` full passes).
         warmup_ratio: share of steps with a rising learning rate.
         threads: torch intra-op threads during training (fixed for determinism).
+        anchors: texts whose embeddings are held near the base model's
+            (distillation from the base): their batches, mixed with the pairs'
+            in proportion, add ``anchor_weight * 2 * (1 - cos(tuned, base))``
+            to the loss, so the model moves on what the pairs teach and keeps
+            the base's geometry elsewhere. Empty: no anchoring.
+        anchor_weight: the weight of the anchor loss (> 0).
 
     Returns:
         ``out_dir``: a sentence-transformers model folder holding its ONNX export
@@ -152,6 +185,15 @@ def train_embedder(
         threads,
         warmup_ratio,
     )
+    if anchor_weight <= 0:
+        raise ConfigError("anchor_weight must be a number > 0", field="anchor_weight")
+    for i, text in enumerate(anchors):
+        if not isinstance(text, str):
+            raise InputError(
+                f"anchors[{i}]: {type(text).__name__} is not a string; pass the "
+                f"anchor texts as a list of strings"
+            )
+    keep = sorted({t for t in anchors if t.strip()})
     base_path = _base_path(base)
     try:
         import torch
@@ -192,7 +234,8 @@ def train_embedder(
                 "label": [int(p.label) for p in rows],
             }
         )
-        total_steps = max_steps or epochs * -(-len(rows) // batch_size)
+        steps_per_epoch = -(-len(rows) // batch_size) + -(-len(keep) // batch_size)
+        total_steps = max_steps or epochs * steps_per_epoch
         args = SentenceTransformerTrainingArguments(
             output_dir=str(work / "trainer"),
             num_train_epochs=epochs,
@@ -211,11 +254,18 @@ def train_embedder(
             dataloader_num_workers=0,
             use_cpu=True,
         )
+        train_data: Any = data
+        loss: Any = OnlineContrastiveLoss(model)
+        if keep:
+            held = _anchor_data(model, keep)
+            dim = len(held[0]["label"])
+            train_data = {"pairs": data, "anchors": held}
+            loss = {"pairs": loss, "anchors": _anchor_loss(model, anchor_weight, dim)}
         trainer = SentenceTransformerTrainer(
             model=model,
             args=args,
-            train_dataset=data,
-            loss=OnlineContrastiveLoss(model),
+            train_dataset=train_data,
+            loss=loss,
         )
         # The library never writes to stdout: the trainer's printer of loss
         # dictionaries goes (training progress is logged by transformers' logger).

@@ -88,6 +88,48 @@ def test_training_moves_the_weights_away_from_the_base(
     assert float(cos.min()) > 0.8  # ... without wrecking them
 
 
+def test_anchor_texts_stay_nearer_the_base_than_without_anchors(
+    tmp_path: Path,
+) -> None:
+    # One epoch each, the same pair batches; the anchored run adds two batches
+    # that pull the pair texts back to the base model's embeddings.
+    texts = sorted({t for p in PAIRS for t in (p.text_a, p.text_b)})
+    runs = {}
+    for name, anchors in (("free", ()), ("anchored", texts)):
+        runs[name] = train_embedder(
+            PAIRS * 4,
+            out_dir=tmp_path / name,
+            batch_size=8,
+            learning_rate=3e-4,
+            warmup_ratio=0.0,
+            anchors=anchors,
+            anchor_weight=20.0,
+        )
+    base = _embed(OnnxEmbedder(None, quantize="fp32", cache_dir=tmp_path), texts)
+    drift = {
+        name: float(
+            1.0
+            - (_embed(OnnxEmbedder(path, quantize="fp32"), texts) * base)
+            .sum(axis=1)
+            .mean()
+        )
+        for name, path in runs.items()
+    }
+    assert drift["free"] > 0.0
+    # measured: free 0.247, anchored 0.161 (seeded, two threads)
+    assert drift["anchored"] < 0.8 * drift["free"], drift
+
+
+def test_anchor_weight_must_be_positive(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="anchor_weight"):
+        train_embedder(
+            PAIRS, out_dir=tmp_path / "x", anchors=["a text"], anchor_weight=0.0
+        )
+    with pytest.raises(InputError, match=r"anchors\[1\]"):
+        train_embedder(PAIRS, out_dir=tmp_path / "x", anchors=["a", 3])  # type: ignore[list-item]
+    assert not (tmp_path / "x").exists()
+
+
 def test_trained_folder_is_a_sentence_transformers_model_too(trained: Path) -> None:
     embedder = SentenceTransformerEmbedder(trained)
     assert embedder.dim == 384
