@@ -145,3 +145,25 @@ def test_followup_negatives_do_not_change_the_other_sources(tmp_path: Path) -> N
     assert with_them.counts["short_neg_followup"] + with_them.counts[
         "short_neg_followup_other"
     ] == len(added)
+
+
+def test_held_out_rows_reach_no_training_pair(tmp_path: Path) -> None:
+    need_wordnet()
+    import _pair_data as P
+
+    rows = ["question1,question2,is_duplicate"]
+    for i in range(60):
+        rows.append(f"How do I learn Python in {i} days?,How can I learn Rust {i}?,1")
+        rows.append(f"Is it safe to travel to India in {i}?,Is Paris safe {i}?,0")
+    (tmp_path / "qqp_pairs_val.csv").write_text("\n".join(rows) + "\n")
+    kw = {"qqp_negatives": 20, "short": 40, "long_qqp": 20, "long_wordnet": 20}
+    plain = P.build_pairs(tmp_path, seed=3, **kw)
+    assert plain.heldout == []
+    held = P.build_pairs(tmp_path, seed=3, holdout=0.3, **kw)
+    again = P.build_pairs(tmp_path, seed=5, holdout=0.3, **kw)
+    assert 15 <= len(held.heldout) <= 60
+    assert held.heldout == again.heldout  # by the row, whatever the seed
+    questions = {q for a, b, _ in held.heldout for q in (a, b)}
+    for pair in held.pairs:
+        for q in questions:  # not as a pair, not inside a long joined text
+            assert q not in pair.text_a and q not in pair.text_b, (q, pair)
