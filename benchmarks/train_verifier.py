@@ -84,7 +84,8 @@ SEED = 9
 
 
 def build_idf(texts: list[str]) -> tuple[dict[str, float], float]:
-    from stagecache.quality._structural import STOPWORDS, _stem
+    from stagecache.quality._lexicon import STOPWORDS
+    from stagecache.quality._parse import _stem
 
     df: Counter[str] = Counter()
     for t in texts:
