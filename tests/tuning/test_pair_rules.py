@@ -69,22 +69,27 @@ def test_rewording_keeps_entities_numbers_and_negation() -> None:
             assert kept.lower() in out.lower(), (seed, out)
 
 
+def write_val(folder: Path, duplicate: str, near_miss: str) -> None:
+    """A small qqp_pairs_val.csv: 60 rows of each template ({i} = the row)."""
+    rows = ["question1,question2,is_duplicate"]
+    for i in range(60):
+        rows.append(f"How do I learn Python in {i} days?,{duplicate.format(i=i)},1")
+        rows.append(f"Is it safe to travel to India in {i}?,{near_miss.format(i=i)},0")
+    (folder / "qqp_pairs_val.csv").write_text("\n".join(rows) + "\n")
+
+
+KW = {"qqp_negatives": 20, "short": 40, "long_qqp": 20, "long_wordnet": 20}
+
+
 def test_pair_set_is_deterministic_and_never_reads_evaluation_sets(
     tmp_path: Path,
 ) -> None:
     need_wordnet()
     import _pair_data as P
 
-    rows = ["question1,question2,is_duplicate"]
-    for i in range(60):
-        rows.append(
-            f"How do I learn Python in {i} days?,How can I learn Python fast?,1"
-        )
-        rows.append(f"Is it safe to travel to India in {i}?,Is Paris safe?,0")
-    (tmp_path / "qqp_pairs_val.csv").write_text("\n".join(rows) + "\n")
-    kw = {"qqp_negatives": 20, "short": 40, "long_qqp": 20, "long_wordnet": 20}
-    one = P.build_pairs(tmp_path, seed=3, **kw)
-    two = P.build_pairs(tmp_path, seed=3, **kw)
+    write_val(tmp_path, "How can I learn Python fast?", "Is Paris safe?")
+    one = P.build_pairs(tmp_path, seed=3, **KW)
+    two = P.build_pairs(tmp_path, seed=3, **KW)
     assert one.pairs == two.pairs
     assert {p.label for p in one.pairs} == {0, 1}
     assert any(len(p.text_a.split()) >= 25 for p in one.pairs)  # long texts too
@@ -131,14 +136,9 @@ def test_followup_negatives_do_not_change_the_other_sources(tmp_path: Path) -> N
     need_wordnet()
     import _pair_data as P
 
-    rows = ["question1,question2,is_duplicate"]
-    for i in range(60):
-        rows.append(f"How do I learn Python in {i} days?,How can I learn Python?,1")
-        rows.append(f"Is it safe to travel to India in {i}?,Is Paris safe?,0")
-    (tmp_path / "qqp_pairs_val.csv").write_text("\n".join(rows) + "\n")
-    kw = {"qqp_negatives": 20, "short": 40, "long_qqp": 20, "long_wordnet": 20}
-    without = P.build_pairs(tmp_path, seed=3, **kw)
-    with_them = P.build_pairs(tmp_path, seed=3, followups=30, **kw)
+    write_val(tmp_path, "How can I learn Python?", "Is Paris safe?")
+    without = P.build_pairs(tmp_path, seed=3, **KW)
+    with_them = P.build_pairs(tmp_path, seed=3, followups=30, **KW)
     added = {p for p in with_them.pairs} - {p for p in without.pairs}
     assert set(without.pairs) <= set(with_them.pairs)
     assert added and all(p.label == 0 for p in added)
@@ -151,16 +151,11 @@ def test_held_out_rows_reach_no_training_pair(tmp_path: Path) -> None:
     need_wordnet()
     import _pair_data as P
 
-    rows = ["question1,question2,is_duplicate"]
-    for i in range(60):
-        rows.append(f"How do I learn Python in {i} days?,How can I learn Rust {i}?,1")
-        rows.append(f"Is it safe to travel to India in {i}?,Is Paris safe {i}?,0")
-    (tmp_path / "qqp_pairs_val.csv").write_text("\n".join(rows) + "\n")
-    kw = {"qqp_negatives": 20, "short": 40, "long_qqp": 20, "long_wordnet": 20}
-    plain = P.build_pairs(tmp_path, seed=3, **kw)
+    write_val(tmp_path, "How can I learn Rust {i}?", "Is Paris safe {i}?")
+    plain = P.build_pairs(tmp_path, seed=3, **KW)
     assert plain.heldout == []
-    held = P.build_pairs(tmp_path, seed=3, holdout=0.3, **kw)
-    again = P.build_pairs(tmp_path, seed=5, holdout=0.3, **kw)
+    held = P.build_pairs(tmp_path, seed=3, holdout=0.3, **KW)
+    again = P.build_pairs(tmp_path, seed=5, holdout=0.3, **KW)
     assert 15 <= len(held.heldout) <= 60
     assert held.heldout == again.heldout  # by the row, whatever the seed
     questions = {q for a, b, _ in held.heldout for q in (a, b)}
