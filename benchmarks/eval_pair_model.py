@@ -262,6 +262,17 @@ def verdict(results: dict[str, dict[str, dict[str, object]]]) -> list[str]:
     ]
 
 
+def _anchors(info: dict[str, object]) -> str:
+    n = info.get("anchors") or 0
+    if not n:
+        return ""
+    return (
+        f"; {n} texts of the pairs held near the base model's embeddings "
+        f"(anchor weight {info.get('anchor_weight', 1.0)}; "
+        "`train_embedder(anchors=...)`)"
+    )
+
+
 def _pct(x: float) -> str:
     return f"{100 * x:.1f}%"
 
@@ -297,7 +308,8 @@ def write_report(
             f"Training: {info['pairs']} pairs ({info['positives']} positive), one "
             f"epoch, batch 32, lr {info.get('learning_rate', 2e-5):g}, "
             "max_grad_norm 0.5, OnlineContrastiveLoss, seed "
-            f"0, 2 torch threads; training took {info['train_s'] / 60:.1f} min, the "
+            f"0, 2 torch threads{_anchors(info)}; training took "
+            f"{info['train_s'] / 60:.1f} min, the "
             f"whole build {info['total_s'] / 60:.1f} min on this machine's 2 shared "
             f"cores. Pairs "
             f"sha256 `{info['pairs_sha256'][:16]}`.",
