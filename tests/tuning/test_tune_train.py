@@ -88,6 +88,7 @@ def test_training_moves_the_weights_away_from_the_base(
     assert float(cos.min()) > 0.8  # ... without wrecking them
 
 
+@pytest.mark.slow  # two training runs
 def test_anchor_texts_stay_nearer_the_base_than_without_anchors(
     tmp_path: Path,
 ) -> None:
