@@ -17,6 +17,7 @@ intra-op threads (float sums depend on how work is split).
 from __future__ import annotations
 
 import logging
+import math
 import os
 import shutil
 import tempfile
@@ -185,8 +186,10 @@ def train_embedder(
         threads,
         warmup_ratio,
     )
-    if anchor_weight <= 0:
-        raise ConfigError("anchor_weight must be a number > 0", field="anchor_weight")
+    if not (isinstance(anchor_weight, int | float) and 0 < anchor_weight < math.inf):
+        raise ConfigError(
+            "anchor_weight must be a finite number > 0, e.g. 1.0", field="anchor_weight"
+        )
     for i, text in enumerate(anchors):
         if not isinstance(text, str):
             raise InputError(

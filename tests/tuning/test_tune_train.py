@@ -126,6 +126,8 @@ def test_anchor_weight_must_be_positive(tmp_path: Path) -> None:
         train_embedder(
             PAIRS, out_dir=tmp_path / "x", anchors=["a text"], anchor_weight=0.0
         )
+    with pytest.raises(ConfigError, match="anchor_weight"):
+        train_embedder(PAIRS, out_dir=tmp_path / "x", anchor_weight=float("nan"))
     with pytest.raises(InputError, match=r"anchors\[1\]"):
         train_embedder(PAIRS, out_dir=tmp_path / "x", anchors=["a", 3])  # type: ignore[list-item]
     assert not (tmp_path / "x").exists()
