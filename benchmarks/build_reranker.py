@@ -26,7 +26,6 @@ Writes under ``--out`` (default ``benchmarks/.cache/reranker``):
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
 import os
@@ -45,18 +44,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _pair_data
 import _quality_data as D
+from build_pair_model import SEED, sha256
 
 from stagecache.embeddings._paths import resolve_model
 from stagecache.tuning import TrainingPair, write_pairs
 
 NAME = "stagecache-rerank-v1"
-SEED = 0
 HOLDOUT = 0.2
 MAX_LENGTH = 256
-
-
-def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def training_pairs(followups: int) -> _pair_data.Built:

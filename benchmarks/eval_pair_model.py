@@ -44,13 +44,26 @@ REPORT = D.ROOT / "benchmarks" / "results" / "pair_model.md"
 THRESHOLDS = (0.8, 0.85, 0.9, 0.92, 0.95)
 
 
+STORE = D.CACHE / "pair_eval"
+
+
+def text_key(text: str) -> str:
+    """The key of a text in an embedding store."""
+    return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+def store_for(graph: Path) -> Path:
+    """The embedding store of one ONNX graph (named by its hash)."""
+    return STORE / f"{hashlib.sha256(graph.read_bytes()).hexdigest()[:16]}.npz"
+
+
 def _embed_all(embedder: OnnxEmbedder, texts: list[str], store: Path) -> np.ndarray:
     """Embed (cached by text hash in ``store``, saved as it goes)."""
     known: dict[str, np.ndarray] = {}
     if store.exists():
         z = np.load(store)
         known = dict(zip(z["keys"].tolist(), z["vecs"], strict=True))
-    keys = [hashlib.sha256(t.encode()).hexdigest()[:24] for t in texts]
+    keys = [text_key(t) for t in texts]
     todo = {k: t for k, t in zip(keys, texts, strict=True) if k not in known}
     missing = list(todo.items())  # in the order given: small sets first
 
@@ -166,8 +179,7 @@ def main(
     build: Path, qqp_sample: int | None = None, report: Path | None = None
 ) -> None:
     tuned_dir = build / PAIR_MODEL
-    cache = D.CACHE / "pair_eval"
-    cache.mkdir(parents=True, exist_ok=True)
+    STORE.mkdir(parents=True, exist_ok=True)
     models = {
         "base": OnnxEmbedder(None, quantize="int8", batch_window_ms=0),
         "tuned": OnnxEmbedder(tuned_dir, quantize="int8", batch_window_ms=0),
@@ -188,7 +200,7 @@ def main(
         graph = emb.export_dir() / "model-int8.onnx"
         if not graph.is_file():
             anyio.run(emb.warm_up)  # exports the base model once
-        store = cache / f"{hashlib.sha256(graph.read_bytes()).hexdigest()[:16]}.npz"
+        store = store_for(graph)
         t0 = time.perf_counter()
         v = _embed_all(emb, texts, store)
         print(

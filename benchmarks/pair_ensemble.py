@@ -12,7 +12,6 @@ benchmarks/results/pair_model.md. Writes ``benchmarks/results/pair_ensemble.md``
 
 from __future__ import annotations
 
-import hashlib
 import sys
 from pathlib import Path
 
@@ -27,16 +26,12 @@ from stagecache.embeddings import OnnxEmbedder
 OUT = D.ROOT / "benchmarks" / "results" / "pair_ensemble.md"
 MODES = ("base", "tuned", "mean", "min")
 AT = (0.85, 0.9, 0.92, 0.95)
+READING = "## Reading"
 
 
 def _store(graph: Path) -> dict[str, np.ndarray]:
-    digest = hashlib.sha256(graph.read_bytes()).hexdigest()[:16]
-    z = np.load(D.CACHE / "pair_eval" / f"{digest}.npz")
+    z = np.load(E.store_for(graph))
     return dict(zip(z["keys"].tolist(), z["vecs"], strict=True))
-
-
-def _key(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()[:24]
 
 
 def replay(
@@ -46,8 +41,8 @@ def replay(
     index = {t: i for i, t in enumerate(entries)}
     sims = []
     for vec in (base, tuned):
-        e = np.stack([vec[_key(t)] for t in entries])
-        q = np.stack([vec[_key(t)] for t in ps.second])
+        e = np.stack([vec[E.text_key(t)] for t in entries])
+        q = np.stack([vec[E.text_key(t)] for t in ps.second])
         sims.append(q @ e.T)
     s = {
         "base": sims[0],
@@ -96,7 +91,10 @@ def main(build: Path) -> None:
                 for t in AT
             ]
             lines.append(f"| {ps.name} | {mode} | " + " | ".join(cells) + " |")
-    OUT.write_text("\n".join(lines) + "\n")
+    # keep the reading written by hand below the generated table
+    old = OUT.read_text() if OUT.exists() else ""
+    kept = old[old.index(READING) :] if READING in old else ""
+    OUT.write_text("\n".join(lines) + "\n" + ("\n" + kept if kept else ""))
     print(OUT.read_text())
 
 
