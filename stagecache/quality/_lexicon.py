@@ -22,7 +22,7 @@ _CONTRACTIONS = (
 _TOKEN = re.compile(
     r"\$?\d+(?:[.,:]\d+)*(?:st|nd|rd|th|pm|am|%|k)?|[a-z]+(?:[-/][a-z0-9]+)*"
 )
-_INTERJECTION = re.compile(r"\s*no\b\s*(?:[,.!;:\-]|$)", re.IGNORECASE)
+_INTERJECTION = re.compile(r"\s*(?:yes|no)\b\s*(?:[,.!;:\-]|$)", re.IGNORECASE)
 _RAW_TOKEN = re.compile(r"[A-Za-z][A-Za-z0-9]*(?:[-.][A-Za-z0-9]+)*")
 
 STOPWORDS = frozenset(
@@ -177,6 +177,42 @@ _NEGATIONS = frozenset(
         "nor",
         "nowhere",
         "cannot",
+    ]
+)
+# words between "without" and what it negates ("without having to copy")
+_NEGATION_FILLER = frozenset(["having", "have", "need", "needing", "any", "to"])
+# a text opening with one of these is a question even without its "?"
+_QUESTION_OPENERS = frozenset(
+    [
+        "what",
+        "how",
+        "why",
+        "when",
+        "where",
+        "who",
+        "whom",
+        "whose",
+        "which",
+        "is",
+        "are",
+        "am",
+        "was",
+        "were",
+        "can",
+        "could",
+        "do",
+        "does",
+        "did",
+        "should",
+        "shall",
+        "would",
+        "will",
+        "may",
+        "might",
+        "must",
+        "has",
+        "have",
+        "had",
     ]
 )
 _NUMBER_WORDS: dict[str, float] = {

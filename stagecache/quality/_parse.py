@@ -19,10 +19,12 @@ from stagecache.quality._lexicon import (
     _INTERJECTION,
     _MONTH_IDS,
     _MONTHS,
+    _NEGATION_FILLER,
     _NEGATIONS,
     _NUMBER_WORDS,
     _ORDINALS,
     _PERIODS,
+    _QUESTION_OPENERS,
     _RAW_TOKEN,
     _ROMAN,
     _STRICT_WH,
@@ -96,14 +98,51 @@ class Parsed:
     ask: str = ""
     # the content words (stemmed) in text order
     order: tuple[str, ...] = ()
+    # the token index of each word in ``roles``, and of each direction marker
+    role_at: tuple[int, ...] = ()
+    markers: tuple[int, ...] = ()
+    # a question (a "?" or a question word or auxiliary first), not a statement
+    question: bool = False
+    # negations whose weight depends on the other text: ("without", X) for
+    # "without X" (counted in ``negations``) and ("extra", X) for "non-X" and "in
+    # the absence of X" (not counted there); X is the stem of the word negated
+    scoped: tuple[tuple[str, str], ...] = ()
+
+
+def _governed(tokens: list[str], start: int) -> str:
+    """The stem of the first content word from ``start`` ("without having to
+    decode" -> "decod"), or "" when none follows closely."""
+    for tok in tokens[start : start + 4]:
+        if tok not in STOPWORDS and tok not in _NEGATION_FILLER:
+            return _stem(tok)
+    return ""
+
+
+def _scoped(tokens: list[str]) -> tuple[tuple[str, str], ...]:
+    out: list[tuple[str, str]] = []
+    for i, tok in enumerate(tokens):
+        word = ""
+        kind = "extra"
+        if tok == "without":
+            kind, word = "without", _governed(tokens, i + 1)
+        elif tok.startswith("non-") and len(tok) > 5:
+            word = _stem(tok[4:].split("-", 1)[0])
+        elif tok == "absence" and i + 1 < len(tokens) and tokens[i + 1] == "of":
+            word = _governed(tokens, i + 2)
+        if word:
+            out.append((kind, word))
+    return tuple(out)
 
 
 def analyse(text: str) -> Parsed:
     """Parse ``text`` into the facts the checks compare."""
     tokens = tokenize(text)
+    # "Yes, ..." / "No, ..." answers a question and adds nothing the rest of the
+    # text does not say ("No, X does not exist" / "X does not exist"); "No
+    # alternative is mentioned" negates
+    if _INTERJECTION.match(text):
+        tokens = tokens[1:]
     n = len(tokens)
-    # "No, ..." answers a question; "No alternative is mentioned" negates
-    interjection = bool(_INTERJECTION.match(text))
     negations = 0
     numbers: set[float] = set()
     versions: set[str] = set()
@@ -113,9 +152,7 @@ def analyse(text: str) -> Parsed:
     for i, tok in enumerate(tokens):
         prev = tokens[i - 1] if i else ""
         nxt = tokens[i + 1] if i + 1 < n else ""
-        if (tok in _NEGATIONS and not (i == 0 and tok == "no" and interjection)) or (
-            tok.endswith("-free")
-        ):
+        if tok in _NEGATIONS or tok.endswith("-free"):
             negations += 1
         if tok[0].isdigit() or tok[0] == "$":
             if _VERSION.match(tok) or (
@@ -188,6 +225,7 @@ def analyse(text: str) -> Parsed:
     if not wh and tokens and tokens[-1] in wh_words:
         wh = tokens[-1]
     roles: list[tuple[str, str]] = []
+    role_at: list[int] = []
     marker_pos = [i for i, t in enumerate(tokens) if t in _DIRECTION_MARKERS]
     if marker_pos:
         for i, tok in enumerate(tokens):
@@ -204,6 +242,7 @@ def analyse(text: str) -> Parsed:
                 role = "pre"
             if role:
                 roles.append((_stem(tok), role))
+                role_at.append(i)
     return Parsed(
         tokens=tuple(tokens),
         content=content,
@@ -221,4 +260,8 @@ def analyse(text: str) -> Parsed:
         order=tuple(
             _stem(t) for t in tokens if t not in STOPWORDS and t not in _NEGATIONS
         ),
+        role_at=tuple(role_at),
+        markers=tuple(marker_pos),
+        question="?" in text or bool(tokens and tokens[0] in _QUESTION_OPENERS),
+        scoped=_scoped(tokens),
     )

@@ -70,6 +70,9 @@ _SHORT = 40
 # are rewordings (see ``compare``)
 _REWORD_TOKENS = 15
 _REWORD_OVERLAP = 0.5
+# texts of at least this many tokens that are not questions are statements (see
+# ``_negations``)
+_STATEMENT_TOKENS = 10
 # a swap of key terms needs this many shared words, and this share of all words
 _SWAP_MIN_SHARED = 6
 _SWAP_OVERLAP = 0.75
@@ -123,9 +126,61 @@ def _swapped(a: Parsed, b: Parsed) -> bool:
     return False
 
 
+def _marker_between(x: Parsed, i: int, j: int) -> bool:
+    lo, hi = min(i, j), max(i, j)
+    return any(lo < m < hi for m in x.markers)
+
+
+def _roles_swapped(a: Parsed, b: Parsed) -> bool:
+    """Two shared words whose roles traded places across a direction marker
+    ("from A to B" / "from B to A", "A faster than B" / "B faster than A"). Words
+    of one phrase that merely changed order ("from your GitLab account" / "from
+    your account on GitLab") have no marker between them and do not count."""
+    at_a = {w: (r, k) for (w, r), k in zip(a.roles, a.role_at, strict=True)}
+    at_b = {w: (r, k) for (w, r), k in zip(b.roles, b.role_at, strict=True)}
+    moved = [
+        (w, at_a[w][0], at_b[w][0])
+        for w in at_a
+        if w in at_b and at_a[w][0] != at_b[w][0]
+    ]
+    for w1, ra1, rb1 in moved:
+        for w2, ra2, rb2 in moved:
+            if (ra2, rb2) != (rb1, ra1):
+                continue
+            if _marker_between(a, at_a[w1][1], at_a[w2][1]) or _marker_between(
+                b, at_b[w1][1], at_b[w2][1]
+            ):
+                return True
+    return False
+
+
+def _negations(x: Parsed, y: Parsed, statements: bool) -> int:
+    """``x``'s negation count as read against ``y``.
+
+    "non-X" and "in the absence of X" negate X when ``y`` speaks of X ("in
+    non-streaming mode" / "without streaming"). Between two statements, "without
+    X" is a detail, not a denial, when ``y`` never mentions X ("infers the label
+    without any manual input" / "automatically infers the label"); in a question
+    it narrows what is asked ("lose weight without exercise?") and always counts.
+    """
+    n = x.negations
+    if not x.scoped:
+        return n
+    words = y.stems | {_stem(p) for t in y.tokens if "-" in t for p in t.split("-")}
+    for kind, word in x.scoped:
+        if kind == "extra" and word in words:
+            n += 1
+        elif kind == "without" and statements and word not in words:
+            n -= 1
+    return n
+
+
 def compare(a: Parsed, b: Parsed) -> Checks:
     """Run every structural check on two parsed queries."""
-    negation = (a.negations % 2) != (b.negations % 2)
+    statements = not (a.question or b.question) and (
+        min(len(a.tokens), len(b.tokens)) >= _STATEMENT_TOKENS
+    )
+    negation = (_negations(a, b, statements) % 2) != (_negations(b, a, statements) % 2)
     version = bool(a.versions or b.versions) and a.versions != b.versions
     number = bool(a.numbers and b.numbers) and a.numbers != b.numbers and not version
     if not number and not version and (a.numbers or b.numbers):
@@ -155,15 +210,7 @@ def compare(a: Parsed, b: Parsed) -> Checks:
         ents = a.entities | b.entities
         ca, cb = a.stems - ents, b.stems - ents
         entity = len(ca & cb) >= 0.5 * max(len(ca | cb), 1)
-    roles_a = dict(a.roles)
-    roles_b = dict(b.roles)
-    # a swap: two shared words whose roles traded places ("from A to B")
-    moved = [
-        (roles_a[w], roles_b[w])
-        for w in roles_a
-        if w in roles_b and roles_a[w] != roles_b[w]
-    ]
-    direction = short and not reworded and any((rb, ra) in moved for ra, rb in moved)
+    direction = short and not reworded and _roles_swapped(a, b)
     if not direction:
         direction = _swapped(a, b)
     diff_a = a.stems - b.stems
