@@ -6,6 +6,11 @@ unit, a swapped named entity, a swapped direction ("from A to B" / "from B to A"
 or a different ask on the same topic ("install" / "uninstall"). The checks are
 rules over a light tokenisation (no model): they run in tens of microseconds.
 
+A negation is read against the other text: "non-X" and "in the absence of X"
+negate X when the other text speaks of X, and "without X" between two statements
+counts only when the other names X (see ``_negations``). A direction swap needs a
+direction marker between the two words that traded roles (``_roles_swapped``).
+
 :func:`analyse` (in :mod:`stagecache.quality._parse`, re-exported here) parses a
 text once into a :class:`Parsed` value;
 :func:`compare` runs every check on two parsed texts and returns a
