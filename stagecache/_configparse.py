@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 
 from stagecache._configerrors import Collector, convert_strict, struct_field_names
 from stagecache._configtypes import PipelineConfig
-from stagecache._validate import check_depth
+from stagecache._validate import check_tree
 from stagecache.embeddings import embedder_config
 from stagecache.errors import ConfigError
 from stagecache.pipeline._registry import load_factory
@@ -88,7 +88,7 @@ class Partial(NamedTuple):
 
 
 def parse_sections(raw: dict[str, Any], file: str | None) -> tuple[Partial, Collector]:
-    check_depth(raw, path=file)
+    check_tree(raw, path=file)
     found = Collector(file)
     hints = typing.get_type_hints(PipelineConfig)
     sections: dict[str, Any] = {}

@@ -39,8 +39,8 @@ __all__ = [
     "Retries",
     "Seconds",
     "Unit",
-    "check_depth",
     "check_numbers",
+    "check_tree",
     "describe",
     "number_problem",
     "problem_at",
@@ -269,17 +269,23 @@ def unbounded_fields(tp: Any) -> list[str]:
     return out
 
 
-def check_depth(raw: Any, *, path: str | None = None, limit: int = MAX_DEPTH) -> None:
-    """Refuse tables and arrays nested deeper than ``limit`` (no config needs it).
+def check_tree(raw: Any, *, path: str | None = None, limit: int = MAX_DEPTH) -> None:
+    """Refuse tables and arrays nested deeper than ``limit`` (no config needs it),
+    and keys or strings that are not valid Unicode (a lone surrogate such as
+    ``"\\ud800"``, which a Python caller can pass and no UTF-8 file can hold).
 
     Iterative, so a hostile file cannot exhaust the stack here.
 
     Raises:
-        ConfigError: naming the dotted path where the limit is passed.
+        ConfigError: naming the dotted path where the limit is passed or the bad
+            text sits.
     """
     stack: list[tuple[Any, str, int]] = [(raw, "", 0)]
     while stack:
         value, where, depth = stack.pop()
+        if isinstance(value, str):
+            _check_text(value, path, where)
+            continue
         if isinstance(value, dict):
             items: list[tuple[str | int, Any]] = list(value.items())
         elif isinstance(value, list):
@@ -294,4 +300,19 @@ def check_depth(raw: Any, *, path: str | None = None, limit: int = MAX_DEPTH) ->
                 field=where or None,
             )
         for key, item in items:
+            if isinstance(key, str):
+                _check_text(key, path, where, key=True)
             stack.append((item, _join(where, key), depth + 1))
+
+
+def _check_text(text: str, path: str | None, where: str, key: bool = False) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        what = "a key" if key else "the value"
+        raise ConfigError(
+            f"{what} {text!a} is not valid Unicode text (a lone surrogate);"
+            " write it as UTF-8",
+            path=path,
+            field=where or None,
+        ) from None

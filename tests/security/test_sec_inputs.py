@@ -223,3 +223,25 @@ def test_ids_that_are_no_ids_are_refused(user: str) -> None:
 def test_caller_from_untrusted_json_is_a_typed_error() -> None:
     with pytest.raises(msgspec.ValidationError):
         msgspec.json.decode(b'{"user_id": 5}', type=stagecache.Caller)
+
+
+@pytest.mark.parametrize(
+    ("raw", "field"),
+    [
+        ({"pipeline": {"\ud800": None}}, "pipeline"),
+        ({"cache": {"scope": "\ud800"}}, "cache.scope"),
+        (
+            {"stages": [{"kind": "cache_check", "x": ["ok", "\udcff"]}]},
+            "stages[0].x[1]",
+        ),
+    ],
+)
+def test_text_that_is_not_unicode_is_a_config_error(
+    raw: dict[str, Any], field: str
+) -> None:
+    # a Python caller can pass a lone surrogate; found by the fuzz test above
+    with pytest.raises(ConfigError) as info:
+        parse_config(raw)
+    assert info.value.field == field
+    assert "not valid Unicode" in str(info.value)
+    str(info.value).encode("utf-8")  # the message itself prints anywhere
