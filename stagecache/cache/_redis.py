@@ -155,6 +155,7 @@ class RedisBackend:
         self._pending: dict[str, list[Any]] = {}
         self._wake: asyncio.Event | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._writing: asyncio.Future[None] | None = None
         self._follower: Follower | None = None
         self._offline_start = False
         self._skipped = 0
@@ -328,6 +329,9 @@ class RedisBackend:
         bound = 2 * self._socket_timeout_s + self.block_s + 1.0
         for task in tasks:
             await stop_task(task, bound)
+        writing, self._writing = self._writing, None
+        if writing is not None and not writing.done():
+            await stop_task(writing, self._socket_timeout_s, cancel=False)
         if self._cmd is not None and self._pending:
             with contextlib.suppress(TimeoutError, CacheError):
                 await asyncio.wait_for(self.flush(), self._socket_timeout_s)
@@ -555,10 +559,16 @@ class RedisBackend:
             # the hit path's way.
             await asyncio.sleep(TOUCH_DELAY_S)
             self._wake.clear()
-            try:
-                await self.flush()
-            except CacheError as exc:
-                _log.debug("cache: LRU touches dropped: %s", exc)
+            # The write runs as a task of its own: stopping this loop must not
+            # cancel touches already taken out of the queue (aclose waits).
+            self._writing = asyncio.ensure_future(self._flush_logged())
+            await asyncio.shield(self._writing)
+
+    async def _flush_logged(self) -> None:
+        try:
+            await self.flush()
+        except CacheError as exc:
+            _log.debug("cache: LRU touches dropped: %s", exc)
 
     async def delete(self, entry_ids: Sequence[str]) -> int:
         """Delete by id; returns how many existed."""
@@ -717,17 +727,25 @@ class RedisBackend:
                 callback(change)
 
 
-async def stop_task(task: asyncio.Task[None], bound: float) -> None:
-    """Cancel ``task`` and wait for it, at most ``bound`` seconds.
+async def stop_task(
+    task: asyncio.Future[None], bound: float, *, cancel: bool = True
+) -> None:
+    """Cancel ``task`` and wait for it, at most ``bound`` seconds (with
+    ``cancel=False``, wait for it to finish, then cancel it at the bound).
 
     The cancellation is repeated (as anyio's cancel scopes do): redis-py can lose
     one that lands while its read timeout is being armed or disarmed.
     """
     deadline = asyncio.get_running_loop().time() + bound
     while not task.done():
-        task.cancel()
+        if cancel:
+            task.cancel()
         await asyncio.wait([task], timeout=0.05)
         if asyncio.get_running_loop().time() > deadline:
+            if not cancel:
+                cancel = True
+                deadline += bound
+                continue
             _log.warning("cache: a redis background task did not stop; abandoned")
             return
     if not task.cancelled() and task.exception() is not None:

@@ -109,6 +109,44 @@ async def test_touch_adds_up_and_never_resurrects(redis_url, namespace, vec, raw
         await b.aclose()
 
 
+async def test_close_waits_for_the_touches_being_written(
+    redis_url, namespace, vec, monkeypatch
+) -> None:
+    # A flush in flight when the worker closes (its hits already taken out of
+    # the queue) must land, not be cancelled with the background task: the
+    # Redis round trip is slowed so that close() always meets it mid-flight.
+    backend = RedisBackend(redis_url, namespace=namespace)
+    await backend.open()
+    e = entry(1, vec)
+    try:
+        await backend.put(e)
+        await backend.get_many([e.entry_id])
+        in_flight = anyio.Event()
+        real_do = backend._do
+
+        async def slow_do(operation: str, call: Any) -> Any:
+            if operation == "touch":
+                in_flight.set()
+                await anyio.sleep(0.3)
+            return await real_do(operation, call)
+
+        monkeypatch.setattr(backend, "_do", slow_do)
+        await backend.touch(
+            e.entry_id, last_used=2000.0, hits=3, positive=0, negative=0
+        )
+        with anyio.fail_after(5):
+            await in_flight.wait()
+    finally:
+        await backend.aclose()
+    reader = RedisBackend(redis_url, namespace=namespace)
+    await reader.open()
+    try:
+        stored = (await reader.get_many([e.entry_id]))[e.entry_id]
+        assert (stored.hits, stored.last_used) == (3, 2000.0)
+    finally:
+        await reader.aclose()
+
+
 async def test_deletes_scopes_users_clear(redis_url, namespace, vec, raw) -> None:
     backend = RedisBackend(redis_url, namespace=namespace)
     await backend.open()
