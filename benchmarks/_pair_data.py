@@ -179,6 +179,72 @@ def _statement(lemma: str, gloss: str, example: str | None, style: int) -> str:
     return text
 
 
+def short_statements(n: int, seed: int = 0) -> list[tuple[str, str, int]]:
+    """``n`` short answer-like statement pairs (text a, text b, label) from WordNet.
+
+    The learned verifier's data is QQP questions; these give it statements too
+    (most under ``LONG_TOKENS`` tokens: the short path, where its score decides).
+    Text a: "A <lemma> is <gloss>." Positive: the same gloss under another frame
+    ("... is called a <lemma>", "By <lemma> we mean ..."), maybe another lemma of
+    the synset, with WordNet synonyms for some words. Negative: a sibling's gloss in the
+    same frame as a, or the gloss broken by a negative rule. Deterministic for a
+    seed; WordNet only (no evaluation set).
+    """
+    rng = random.Random(seed)
+    wn = R.wordnet()
+    synsets = sorted(
+        (
+            s
+            for s in wn.all_synsets("n")
+            if 4 <= len(s.definition().split()) <= 10 and s.hypernyms()
+        ),
+        key=lambda s: s.name(),
+    )
+    out: list[tuple[str, str, int]] = []
+    while len(out) < n:
+        s = synsets[rng.randrange(len(synsets))]
+        lemmas = [ln.name().replace("_", " ") for ln in s.lemmas()]
+        gloss = s.definition()
+        a = _short_statement(lemmas[0], gloss, 0)
+        if rng.random() < 0.5:
+            b = _short_statement(rng.choice(lemmas), gloss, rng.choice((1, 2, 3)))
+            out.append((a, _synonyms(b, rng, 2), 1))
+            continue
+        if rng.random() < 0.5:
+            siblings = sorted(
+                (h for p in s.hypernyms() for h in p.hyponyms() if h != s),
+                key=lambda x: x.name(),
+            )
+            if not siblings:
+                continue
+            other = siblings[rng.randrange(len(siblings))].definition()
+            out.append((a, _short_statement(lemmas[0], other, 0), 0))
+            continue
+        got = _negative(gloss, rng, hide=0.0)
+        if got is not None:
+            b = _short_statement(lemmas[0], got[1], rng.choice((0, 1, 2, 3)))
+            out.append((a, _synonyms(b, rng, 1), 0))
+    return out
+
+
+def _synonyms(text: str, rng: random.Random, steps: int) -> str:
+    # the question rules (prefixes such as "Please tell me:", templates) would
+    # make a statement a question; a statement is reworded word by word
+    for _ in range(steps):
+        got = R.apply_any(text, rng, R.POSITIVE_RULES, ["synonym"])
+        if got is None:
+            break
+        text = got[1]
+    return text
+
+
+def _short_statement(lemma: str, gloss: str, style: int) -> str:
+    art = "an" if lemma[:1].lower() in "aeiou" else "a"
+    if style == 3:
+        return f"{gloss[0].upper()}{gloss[1:]} is called {art} {lemma}."
+    return _statement(lemma, gloss, None, style)
+
+
 def _long_wordnet(
     rng: random.Random, n: int, counts: Counter[str]
 ) -> list[TrainingPair]:

@@ -8,6 +8,10 @@
         # the measured alternative (not shipped): also train on our long-statement
         # set and calibrate the long-text band on it (see results/quality.md)
 
+    python benchmarks/train_verifier.py --with-statements 3000 --out FILE
+        # measured, not shipped: also train on rule-made short WordNet statements
+        # (``_pair_data.short_statements``; see results/quality_targets.md)
+
 Data: only ``qqp_pairs_val.csv`` (shared data) and the ``train`` part of
 ``benchmarks/data/adversarial.jsonl``; with ``--with-long`` also
 ``benchmarks/data/long_statements.jsonl`` (answer-like statements with rivals on the
@@ -301,6 +305,7 @@ def main(
     with_long: bool = False,
     embedder: str | None = None,
     out: Path = OUT,
+    statements: int = 0,
 ) -> None:
     t0 = time.time()
     embedder_id = D.use_embedder(embedder)
@@ -327,13 +332,17 @@ def main(
     if not with_long:
         lrep.x, lrep.y, lrep.rows = lrep.x[:0], lrep.y[:0], []
     topics = sorted(set(long_ps.category))
+    srep = _statement_replay(statements, idf, default_idf)
     n_val, n_adv, n_long = len(rep.y), len(adv_feats), len(lrep.y)
-    x = np.vstack([rep.x, *adv_feats, lrep.x])
-    y = np.concatenate([rep.y, adv.label, lrep.y])
-    w = np.array([1.0] * n_val + [5.0] * n_adv + [LONG_WEIGHT] * n_long)
+    x = np.vstack([rep.x, *adv_feats, lrep.x, srep.x])
+    y = np.concatenate([rep.y, adv.label, lrep.y, srep.y])
+    w = np.array(
+        [1.0] * n_val + [5.0] * n_adv + [LONG_WEIGHT] * n_long + [1.0] * len(srep.y)
+    )
     print(
         f"{n_val} val candidates ({rep.y.sum()} right), {n_adv} adversarial, "
-        f"{n_long} long-statement candidates ({lrep.y.sum()} right)"
+        f"{n_long} long-statement candidates ({lrep.y.sum()} right), "
+        f"{len(srep.y)} WordNet statement candidates ({srep.y.sum()} right)"
     )
     # folds grouped by query (val, adversarial) and by topic (long statements:
     # rows of one topic share their cached texts)
@@ -342,6 +351,7 @@ def main(
         [i for i, _ in rep.rows]
         + [len(val.second) + k for k in range(n_adv)]
         + [base + topics.index(long_ps.category[i]) for i, _ in lrep.rows]
+        + [base + len(topics) + i for i, _ in srep.rows]
     )
     fold = np.random.default_rng(SEED).integers(0, 5, qrow.max() + 1)[qrow]
     oof = np.zeros(len(y))
@@ -422,6 +432,24 @@ def main(
                 )
 
 
+def _statement_replay(n: int, idf: dict[str, float], default_idf: float) -> Replay:
+    """The replay of ``n`` rule-made short WordNet statement pairs (empty for 0)."""
+    import _pair_data as P
+
+    rows = P.short_statements(n, seed=SEED) if n else [("a", "b", 0)]
+    ps = D.PairSet(
+        "statements",
+        [a for a, _, _ in rows],
+        [b for _, b, _ in rows],
+        np.array([bool(y) for _, _, y in rows]),
+        [],
+    )
+    srep = Replay(ps, idf, default_idf)
+    if not n:
+        srep.x, srep.y, srep.rows = srep.x[:0], srep.y[:0], []
+    return srep
+
+
 def _option(name: str) -> str | None:
     if name not in sys.argv:
         return None
@@ -439,9 +467,11 @@ if __name__ == "__main__":
             "--embedder needs --out FILE: the shipped verifier.json is calibrated for "
             "all-MiniLM-L6-v2 and is not overwritten"
         )
+    n_statements = _option("--with-statements")
     main(
         report="--report" in sys.argv,
         with_long="--with-long" in sys.argv,
         embedder=embedder,
         out=Path(out) if out else OUT,
+        statements=int(n_statements) if n_statements else 0,
     )
