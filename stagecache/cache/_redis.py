@@ -14,7 +14,8 @@ for the few candidates that passed its index and key parts (one pipelined
 ``HGETALL`` each), so an entry purged or invalidated by any worker is never served
 once the purge returned, whatever the stream delay. The hit's LRU and counter
 update (:meth:`RedisBackend.touch`) is written behind, batched by a background
-task, as increments (two workers' hits never overwrite each other).
+task, as increments (two workers' hits never overwrite each other; see
+:mod:`._redis_touch`).
 
 Failures: every Redis error becomes :class:`~stagecache.errors.BackendUnavailable`
 (down, timed out) or :class:`~stagecache.errors.CacheError`, naming the URL without
@@ -33,7 +34,6 @@ import asyncio
 import contextlib
 import logging
 import secrets
-from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -42,6 +42,7 @@ from stagecache.cache._backend import Change, Entry
 from stagecache.cache._feedbacklog import FeedbackRecord
 from stagecache.cache._redis_codec import decode_entry, encode_entry
 from stagecache.cache._redis_config import client_options, safe_url, url_problem
+from stagecache.cache._redis_touch import Touches, stop_task
 from stagecache.cache._rowcodec import CorruptRow, ForeignKey, RowCodec
 from stagecache.cache._scope import OWNER_SEPARATOR, owner_key
 from stagecache.errors import BackendUnavailable, CacheError, ConfigError
@@ -54,7 +55,7 @@ if TYPE_CHECKING:
     from stagecache.cache._redis_sync import Follower
     from stagecache.cache._settings import CacheSettings
 
-__all__ = ["RedisBackend", "stop_task"]
+__all__ = ["RedisBackend"]
 
 T = TypeVar("T")
 _log = logging.getLogger("stagecache.cache")
@@ -62,12 +63,8 @@ _log = logging.getLogger("stagecache.cache")
 DEFAULT_URL = "redis://127.0.0.1:6379/0"
 # Ids per script call or pipeline: bounds the time one call blocks Redis.
 CHUNK = 500
-# Counters remembered per entry to turn absolute touches into increments.
-SEEN_MAX = 65_536
 # Stream records one scrub script call reads (about 5 ms of Redis time).
 SCRUB_BATCH = 1000
-# How long LRU touches wait to be written together (they never delay a request).
-TOUCH_DELAY_S = 0.02
 
 
 #: Connections per worker and client; requests beyond wait for a free one.
@@ -151,11 +148,8 @@ class RedisBackend:
         self._scripts: dict[str, AsyncScript] = {}
         self._callbacks: list[Callable[[Change], None]] = []
         self._backlog: list[Change] = []
-        self._seen: OrderedDict[str, tuple[int, int, int]] = OrderedDict()
-        self._pending: dict[str, list[Any]] = {}
-        self._wake: asyncio.Event | None = None
+        self._touches = Touches(self._write_touches)
         self._tasks: list[asyncio.Task[None]] = []
-        self._writing: asyncio.Future[None] | None = None
         self._follower: Follower | None = None
         self._offline_start = False
         self._skipped = 0
@@ -271,10 +265,10 @@ class RedisBackend:
         else:
             follower.start_at(*state)
         self._follower = follower
-        self._wake = asyncio.Event()
+        self._touches.start()
         self._tasks = [
             asyncio.create_task(follower.run(), name="stagecache-redis-follow"),
-            asyncio.create_task(self._flush_loop(), name="stagecache-redis-touch"),
+            asyncio.create_task(self._touches.run(), name="stagecache-redis-touch"),
         ]
 
     def _connect(self) -> None:
@@ -329,10 +323,8 @@ class RedisBackend:
         bound = 2 * self._socket_timeout_s + self.block_s + 1.0
         for task in tasks:
             await stop_task(task, bound)
-        writing, self._writing = self._writing, None
-        if writing is not None and not writing.done():
-            await stop_task(writing, self._socket_timeout_s, cancel=False)
-        if self._cmd is not None and self._pending:
+        await self._touches.stop(self._socket_timeout_s)
+        if self._cmd is not None and self._touches.pending:
             with contextlib.suppress(TimeoutError, CacheError):
                 await asyncio.wait_for(self.flush(), self._socket_timeout_s)
         await self._close_clients()
@@ -489,12 +481,7 @@ class RedisBackend:
         )
         if corrupt:
             raise corrupt[0]
-        seen = self._seen
-        for entry_id, entry in found.items():
-            seen[entry_id] = (entry.hits, entry.positive, entry.negative)
-            seen.move_to_end(entry_id)
-        while len(seen) > SEEN_MAX:
-            seen.popitem(last=False)
+        self._touches.seen(found)
         return found
 
     async def touch(
@@ -511,28 +498,13 @@ class RedisBackend:
         Counters become increments relative to what :meth:`get_many` returned, so
         concurrent hits on several workers add up instead of overwriting.
         """
-        base = self._seen.get(entry_id)
-        pending = self._pending.get(entry_id)
-        if base is None:
-            self._pending[entry_id] = [last_used, "a", hits, positive, negative]
-        else:
-            delta = [hits - base[0], positive - base[1], negative - base[2]]
-            if pending is None:
-                self._pending[entry_id] = [last_used, "d", *delta]
-            elif pending[1] == "a":
-                self._pending[entry_id] = [
-                    max(last_used, pending[0]),
-                    "a",
-                    hits,
-                    positive,
-                    negative,
-                ]
-            else:
-                pending[0] = max(last_used, pending[0])
-                for i in range(3):
-                    pending[2 + i] += delta[i]
-        if self._wake is not None:
-            self._wake.set()
+        self._touches.add(
+            entry_id,
+            last_used=last_used,
+            hits=hits,
+            positive=positive,
+            negative=negative,
+        )
 
     async def flush(self) -> None:
         """Write the queued touches now (tests and shutdown call it).
@@ -540,35 +512,17 @@ class RedisBackend:
         Raises:
             BackendUnavailable: Redis is unreachable (the touches are dropped).
         """
-        pending, self._pending = self._pending, {}
-        if not pending or self._cmd is None:
+        await self._touches.flush()
+
+    async def _write_touches(self, items: list[tuple[str, list[Any]]]) -> None:
+        if self._cmd is None:
             return
         client = self._cmd
-        items = list(pending.items())
         for start in range(0, len(items), CHUNK):
             args: list[Any] = []
             for entry_id, (used, mode, h, p, n) in items[start : start + CHUNK]:
                 args += [entry_id, repr(float(used)), mode, h, p, n]
             await self._do("touch", self._script("TOUCH", args, client))
-
-    async def _flush_loop(self) -> None:
-        assert self._wake is not None
-        while not self.closing:
-            await self._wake.wait()
-            # Gather the touches of a burst of hits into one script call, off
-            # the hit path's way.
-            await asyncio.sleep(TOUCH_DELAY_S)
-            self._wake.clear()
-            # The write runs as a task of its own: stopping this loop must not
-            # cancel touches already taken out of the queue (aclose waits).
-            self._writing = asyncio.ensure_future(self._flush_logged())
-            await asyncio.shield(self._writing)
-
-    async def _flush_logged(self) -> None:
-        try:
-            await self.flush()
-        except CacheError as exc:
-            _log.debug("cache: LRU touches dropped: %s", exc)
 
     async def delete(self, entry_ids: Sequence[str]) -> int:
         """Delete by id; returns how many existed."""
@@ -725,31 +679,6 @@ class RedisBackend:
         for callback in list(self._callbacks):
             for change in changes:
                 callback(change)
-
-
-async def stop_task(
-    task: asyncio.Future[None], bound: float, *, cancel: bool = True
-) -> None:
-    """Cancel ``task`` and wait for it, at most ``bound`` seconds (with
-    ``cancel=False``, wait for it to finish, then cancel it at the bound).
-
-    The cancellation is repeated (as anyio's cancel scopes do): redis-py can lose
-    one that lands while its read timeout is being armed or disarmed.
-    """
-    deadline = asyncio.get_running_loop().time() + bound
-    while not task.done():
-        if cancel:
-            task.cancel()
-        await asyncio.wait([task], timeout=0.05)
-        if asyncio.get_running_loop().time() > deadline:
-            if not cancel:
-                cancel = True
-                deadline += bound
-                continue
-            _log.warning("cache: a redis background task did not stop; abandoned")
-            return
-    if not task.cancelled() and task.exception() is not None:
-        _log.warning("cache: redis background task failed: %r", task.exception())
 
 
 def _glob(text: str) -> str:

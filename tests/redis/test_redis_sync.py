@@ -10,7 +10,7 @@ import pytest
 
 from stagecache._model import Caller
 from stagecache.cache import CacheSettings, KeyParts, RedisBackend, SemanticCache
-from stagecache.cache._redis import stop_task
+from stagecache.cache._redis_touch import stop_task
 from stagecache.errors import BackendUnavailable
 
 pytestmark = [pytest.mark.redis, pytest.mark.anyio]
