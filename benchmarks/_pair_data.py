@@ -26,6 +26,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import _pair_rules as R
 
@@ -211,13 +212,9 @@ def short_statements(n: int, seed: int = 0) -> list[tuple[str, str, int]]:
             out.append((a, _synonyms(b, rng, 2), 1))
             continue
         if rng.random() < 0.5:
-            siblings = sorted(
-                (h for p in s.hypernyms() for h in p.hyponyms() if h != s),
-                key=lambda x: x.name(),
-            )
-            if not siblings:
+            other = _sibling_gloss(s, rng)
+            if other is None:
                 continue
-            other = siblings[rng.randrange(len(siblings))].definition()
             out.append((a, _short_statement(lemmas[0], other, 0), 0))
             continue
         got = _negative(gloss, rng, hide=0.0)
@@ -225,6 +222,17 @@ def short_statements(n: int, seed: int = 0) -> list[tuple[str, str, int]]:
             b = _short_statement(lemmas[0], got[1], rng.choice((0, 1, 2, 3)))
             out.append((a, _synonyms(b, rng, 1), 0))
     return out
+
+
+def _sibling_gloss(synset: Any, rng: random.Random) -> str | None:
+    """The definition of a random sibling (another hyponym of a hypernym)."""
+    siblings = sorted(
+        (h for p in synset.hypernyms() for h in p.hyponyms() if h != synset),
+        key=lambda x: x.name(),
+    )
+    if not siblings:
+        return None
+    return str(siblings[rng.randrange(len(siblings))].definition())
 
 
 def _synonyms(text: str, rng: random.Random, steps: int) -> str:
@@ -269,16 +277,10 @@ def _long_wordnet(
             out.append(TrainingPair(a, b, 1))
             continue
         if rng.random() < 0.5:
-            siblings = sorted(
-                (h for p in s.hypernyms() for h in p.hyponyms() if h != s),
-                key=lambda x: x.name(),
-            )
-            if not siblings:
+            other = _sibling_gloss(s, rng)
+            if other is None:
                 continue
-            other = siblings[rng.randrange(len(siblings))]
-            b = _statement(
-                lemmas[0], other.definition(), example, rng.choice((0, 1, 2))
-            )
+            b = _statement(lemmas[0], other, example, rng.choice((0, 1, 2)))
             counts["long_wn_neg_sibling"] += 1
         else:
             got = _negative(gloss, rng, hide=0.0)
