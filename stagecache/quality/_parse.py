@@ -111,7 +111,7 @@ class Parsed:
 
 def _governed(tokens: list[str], start: int) -> str:
     """The stem of the first content word from ``start`` ("without having to
-    decode" -> "decod"), or "" when none follows closely."""
+    decode" -> "decode"), or "" when none follows closely."""
     for tok in tokens[start : start + 4]:
         if tok not in STOPWORDS and tok not in _NEGATION_FILLER:
             return _stem(tok)
