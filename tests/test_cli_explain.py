@@ -152,3 +152,60 @@ async def test_a_verifier_miss_names_the_rejecting_rule(make_pipeline: Any) -> N
     assert other.cache.rule is not None and other.cache.rule.startswith("structural:")
     assert plain.cache.reason == "below_threshold" and plain.cache.rule is None
     assert llm.calls == 3
+
+
+# Statements whose rewording the structural checks once read as a contradiction
+# ("without any manual input" / "automatically", "in the absence of" / "if there
+# is no", an adverb moved after its verb): through the installed command, each
+# reworded statement now hits its cached one.
+STATEMENTS = [
+    (
+        "`ImageLoader` automatically infers the class name from the folder name.",
+        "`ImageLoader` can deduce the class name from the folder name without any"
+        " manual input.",
+    ),
+    (
+        "If there is no config file, all settings take their defaults. If there is"
+        " a config file, it is read and applied.",
+        "In the absence of a config file, all settings take their defaults."
+        " However, if a config file is present, it is read and applied.",
+    ),
+    (
+        "The `build_rows` function is used to read and return CSV lines"
+        " sequentially, and to associate the labels in `label_file` with the image"
+        " files.",
+        "The `build_rows` function is employed to sequentially read and return CSV"
+        " lines, and to match the labels in `label_file` with the image files.",
+    ),
+]
+
+
+@pytest.fixture(scope="module")
+def statements(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("explain-statements")
+    config = _config(root / "c.toml", root / "cache.db")
+    pairs = root / "pairs.jsonl"
+    pairs.write_text(
+        "".join(
+            json.dumps({"question": cached, "answer": f"answer {i}"}) + "\n"
+            for i, (cached, _) in enumerate(STATEMENTS)
+        )
+    )
+    done = run_cli("import", str(pairs), "--user", "alice", "--config", str(config))
+    assert done.returncode == 0, done.stderr
+    return config
+
+
+@pytest.mark.parametrize(("cached", "asked"), STATEMENTS)
+def test_a_reworded_statement_hits_through_the_command(
+    statements: Path, cached: str, asked: str
+) -> None:
+    done = run_cli(
+        "explain", asked, "--user", "alice", "--config", str(statements), "--json"
+    )
+    assert done.returncode == 0, done.stderr
+    found = json.loads(done.stdout)
+    assert found["decision"] == "hit", found["verdict"]
+    assert not found["verdict"]["reason"].startswith("structural")
+    hit = next(e for e in found["entries"] if e["entry_id"] == found["entry_id"])
+    assert hit["question"] == cached
