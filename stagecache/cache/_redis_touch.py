@@ -48,7 +48,6 @@ class Touches:
         self._pending: dict[str, Touch] = {}
         self._wake: asyncio.Event | None = None
         self._writing: asyncio.Future[None] | None = None
-        self.closing = False
 
     @property
     def pending(self) -> bool:
@@ -104,13 +103,12 @@ class Touches:
 
     def start(self) -> None:
         """Arm the wake-up of :meth:`run` (call on the loop that runs it)."""
-        self.closing = False
         self._wake = asyncio.Event()
 
     async def run(self) -> None:
-        """Write the queued touches in batches until :attr:`closing`."""
+        """Write the queued touches in batches until cancelled."""
         assert self._wake is not None
-        while not self.closing:
+        while True:
             await self._wake.wait()
             # Gather the touches of a burst of hits into one write.
             await asyncio.sleep(TOUCH_DELAY_S)
@@ -121,8 +119,8 @@ class Touches:
             await asyncio.shield(self._writing)
 
     async def stop(self, bound: float) -> None:
-        """Wait (at most ``bound`` seconds) for a batch being written."""
-        self.closing = True
+        """Wait (at most ``bound`` seconds) for a batch being written (call after
+        cancelling :meth:`run`)."""
         writing, self._writing = self._writing, None
         if writing is not None and not writing.done():
             await stop_task(writing, bound, cancel=False)

@@ -94,12 +94,12 @@ class Parsed:
     source_units: frozenset[str]
     entities: frozenset[str]
     wh: str
-    roles: tuple[tuple[str, str], ...]
+    # (stemmed word, its direction role, its token index)
+    roles: tuple[tuple[str, str, int], ...]
     ask: str = ""
     # the content words (stemmed) in text order
     order: tuple[str, ...] = ()
-    # the token index of each word in ``roles``, and of each direction marker
-    role_at: tuple[int, ...] = ()
+    # the token index of each direction marker
     markers: tuple[int, ...] = ()
     # a question (a "?" or a question word or auxiliary first), not a statement
     question: bool = False
@@ -224,8 +224,7 @@ def analyse(text: str) -> Parsed:
     wh = next((t for t in tokens[:3] if t in wh_words), "")
     if not wh and tokens and tokens[-1] in wh_words:
         wh = tokens[-1]
-    roles: list[tuple[str, str]] = []
-    role_at: list[int] = []
+    roles: list[tuple[str, str, int]] = []
     marker_pos = [i for i, t in enumerate(tokens) if t in _DIRECTION_MARKERS]
     if marker_pos:
         for i, tok in enumerate(tokens):
@@ -241,8 +240,7 @@ def analyse(text: str) -> Parsed:
             if not role and any(p > i for p in marker_pos):
                 role = "pre"
             if role:
-                roles.append((_stem(tok), role))
-                role_at.append(i)
+                roles.append((_stem(tok), role, i))
     return Parsed(
         tokens=tuple(tokens),
         content=content,
@@ -260,7 +258,6 @@ def analyse(text: str) -> Parsed:
         order=tuple(
             _stem(t) for t in tokens if t not in STOPWORDS and t not in _NEGATIONS
         ),
-        role_at=tuple(role_at),
         markers=tuple(marker_pos),
         question="?" in text or bool(tokens and tokens[0] in _QUESTION_OPENERS),
         scoped=_scoped(tokens),

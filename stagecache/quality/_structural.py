@@ -141,8 +141,8 @@ def _roles_swapped(a: Parsed, b: Parsed) -> bool:
     ("from A to B" / "from B to A", "A faster than B" / "B faster than A"). Words
     of one phrase that merely changed order ("from your GitLab account" / "from
     your account on GitLab") have no marker between them and do not count."""
-    at_a = {w: (r, k) for (w, r), k in zip(a.roles, a.role_at, strict=True)}
-    at_b = {w: (r, k) for (w, r), k in zip(b.roles, b.role_at, strict=True)}
+    at_a = {w: (r, k) for w, r, k in a.roles}
+    at_b = {w: (r, k) for w, r, k in b.roles}
     moved = [
         (w, at_a[w][0], at_b[w][0])
         for w in at_a
