@@ -238,12 +238,7 @@ def _sibling_gloss(synset: Any, rng: random.Random) -> str | None:
 def _synonyms(text: str, rng: random.Random, steps: int) -> str:
     # the question rules (prefixes such as "Please tell me:", templates) would
     # make a statement a question; a statement is reworded word by word
-    for _ in range(steps):
-        got = R.apply_any(text, rng, R.POSITIVE_RULES, ["synonym"])
-        if got is None:
-            break
-        text = got[1]
-    return text
+    return R.reword(text, rng, steps, names=["synonym"]) or text
 
 
 def _short_statement(lemma: str, gloss: str, style: int) -> str:

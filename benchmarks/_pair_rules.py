@@ -432,11 +432,14 @@ def apply_any(
     return None
 
 
-def reword(text: str, rng: random.Random, steps: int = 2) -> str | None:
-    """Up to ``steps`` positive rewrites; None when none applies."""
+def reword(
+    text: str, rng: random.Random, steps: int = 2, names: list[str] | None = None
+) -> str | None:
+    """Up to ``steps`` positive rewrites (of the rules ``names``, default all);
+    None when none applies."""
     out = text
     for _ in range(steps):
-        got = apply_any(out, rng, POSITIVE_RULES)
+        got = apply_any(out, rng, POSITIVE_RULES, names)
         if got is None:
             break
         out = got[1]

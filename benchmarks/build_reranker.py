@@ -48,6 +48,7 @@ from build_pair_model import SEED, sha256
 
 from stagecache.embeddings._paths import resolve_model
 from stagecache.tuning import TrainingPair, write_pairs
+from stagecache.tuning._train import cpu_run_arguments
 
 NAME = "stagecache-rerank-v1"
 HOLDOUT = 0.2
@@ -97,19 +98,12 @@ def train(
     args = CrossEncoderTrainingArguments(
         output_dir=str(work),
         num_train_epochs=1,
-        max_steps=max_steps if max_steps is not None else -1,
         per_device_train_batch_size=32,
         learning_rate=lr,
         max_grad_norm=0.5,
-        warmup_steps=int(0.1 * steps),
-        seed=SEED,
-        data_seed=SEED,
-        save_strategy="no",
-        report_to="none",
-        logging_steps=50,
-        disable_tqdm=True,
-        dataloader_num_workers=0,
-        use_cpu=True,
+        **cpu_run_arguments(
+            seed=SEED, max_steps=max_steps, warmup_steps=int(0.1 * steps)
+        ),
     )
     trainer = CrossEncoderTrainer(
         model=model, args=args, train_dataset=data, loss=BinaryCrossEntropyLoss(model)

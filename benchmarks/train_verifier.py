@@ -332,17 +332,17 @@ def main(
     if not with_long:
         lrep.x, lrep.y, lrep.rows = lrep.x[:0], lrep.y[:0], []
     topics = sorted(set(long_ps.category))
-    srep = _statement_replay(statements, idf, default_idf)
+    sx, sy, s_rows = _statement_rows(statements, idf, default_idf)
     n_val, n_adv, n_long = len(rep.y), len(adv_feats), len(lrep.y)
-    x = np.vstack([rep.x, *adv_feats, lrep.x, srep.x])
-    y = np.concatenate([rep.y, adv.label, lrep.y, srep.y])
+    x = np.vstack([rep.x, *adv_feats, lrep.x, sx])
+    y = np.concatenate([rep.y, adv.label, lrep.y, sy])
     w = np.array(
-        [1.0] * n_val + [5.0] * n_adv + [LONG_WEIGHT] * n_long + [1.0] * len(srep.y)
+        [1.0] * n_val + [5.0] * n_adv + [LONG_WEIGHT] * n_long + [1.0] * len(sy)
     )
     print(
         f"{n_val} val candidates ({rep.y.sum()} right), {n_adv} adversarial, "
         f"{n_long} long-statement candidates ({lrep.y.sum()} right), "
-        f"{len(srep.y)} WordNet statement candidates ({srep.y.sum()} right)"
+        f"{len(sy)} WordNet statement candidates ({sy.sum()} right)"
     )
     # folds grouped by query (val, adversarial) and by topic (long statements:
     # rows of one topic share their cached texts)
@@ -351,7 +351,7 @@ def main(
         [i for i, _ in rep.rows]
         + [len(val.second) + k for k in range(n_adv)]
         + [base + topics.index(long_ps.category[i]) for i, _ in lrep.rows]
-        + [base + len(topics) + i for i, _ in srep.rows]
+        + [base + len(topics) + i for i, _ in s_rows]
     )
     fold = np.random.default_rng(SEED).integers(0, 5, qrow.max() + 1)[qrow]
     oof = np.zeros(len(y))
@@ -432,11 +432,16 @@ def main(
                 )
 
 
-def _statement_replay(n: int, idf: dict[str, float], default_idf: float) -> Replay:
-    """The replay of ``n`` rule-made short WordNet statement pairs (empty for 0)."""
+def _statement_rows(
+    n: int, idf: dict[str, float], default_idf: float
+) -> tuple[np.ndarray, np.ndarray, list[tuple[int, int]]]:
+    """Features, labels and (query, rank) rows of the replay of ``n`` rule-made
+    short WordNet statement pairs (none for 0)."""
+    if not n:
+        return np.zeros((0, len(FEATURE_NAMES))), np.zeros(0, bool), []
     import _pair_data as P
 
-    rows = P.short_statements(n, seed=SEED) if n else [("a", "b", 0)]
+    rows = P.short_statements(n, seed=SEED)
     ps = D.PairSet(
         "statements",
         [a for a, _, _ in rows],
@@ -445,9 +450,7 @@ def _statement_replay(n: int, idf: dict[str, float], default_idf: float) -> Repl
         [],
     )
     srep = Replay(ps, idf, default_idf)
-    if not n:
-        srep.x, srep.y, srep.rows = srep.x[:0], srep.y[:0], []
-    return srep
+    return srep.x, srep.y, srep.rows
 
 
 def _option(name: str) -> str | None:

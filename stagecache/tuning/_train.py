@@ -30,7 +30,7 @@ from stagecache.embeddings._paths import resolve_model
 from stagecache.errors import ConfigError, InputError, ModelNotFound
 from stagecache.tuning._pairs import TrainingPair, check_pairs
 
-__all__ = ["TUNE_EXTRA", "train_embedder"]
+__all__ = ["TUNE_EXTRA", "cpu_run_arguments", "train_embedder"]
 
 TUNE_EXTRA = "pip install 'stagecache[tune]'"
 _log = logging.getLogger("stagecache.tuning")
@@ -125,6 +125,30 @@ def _anchor_loss(model: Any, weight: float, dim: int) -> Any:
             return super().forward(features, labels) * (weight * dim)
 
     return _Scaled(model)
+
+
+def cpu_run_arguments(
+    *, seed: int, max_steps: int | None, warmup_steps: int
+) -> dict[str, Any]:
+    """The trainer settings every training run here shares (sentence-transformers'
+    training arguments, embedder or cross-encoder): seeded, on the CPU, no
+    checkpoints, no reporting, no progress bars, no loader workers.
+
+    ``warmup_steps`` is a step count, not ``warmup_ratio``: transformers 5
+    deprecates the ratio.
+    """
+    return {
+        "max_steps": max_steps if max_steps is not None else -1,
+        "warmup_steps": warmup_steps,
+        "seed": seed,
+        "data_seed": seed,
+        "save_strategy": "no",
+        "report_to": "none",
+        "logging_steps": 50,
+        "disable_tqdm": True,
+        "dataloader_num_workers": 0,
+        "use_cpu": True,
+    }
 
 
 def train_embedder(
@@ -242,20 +266,14 @@ def train_embedder(
         args = SentenceTransformerTrainingArguments(
             output_dir=str(work / "trainer"),
             num_train_epochs=epochs,
-            max_steps=max_steps if max_steps is not None else -1,
             per_device_train_batch_size=batch_size,
             learning_rate=learning_rate,
             max_grad_norm=max_grad_norm,
-            # a step count, not warmup_ratio: transformers 5 deprecates the ratio
-            warmup_steps=int(warmup_ratio * total_steps),
-            seed=seed,
-            data_seed=seed,
-            save_strategy="no",
-            report_to="none",
-            logging_steps=50,
-            disable_tqdm=True,
-            dataloader_num_workers=0,
-            use_cpu=True,
+            **cpu_run_arguments(
+                seed=seed,
+                max_steps=max_steps,
+                warmup_steps=int(warmup_ratio * total_steps),
+            ),
         )
         train_data: Any = data
         loss: Any = OnlineContrastiveLoss(model)
