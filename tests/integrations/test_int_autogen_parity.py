@@ -7,6 +7,7 @@ a hit returns (docs/integrations.md, "Parity with ChatCompletionCache").
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -605,3 +606,21 @@ async def test_component_config_refuses_what_it_cannot_carry(
                 },
             }
         )
+
+
+def test_component_config_with_text_that_is_not_unicode_is_a_config_error() -> None:
+    # A component config read from JSON can hold a lone surrogate ("\ud800"):
+    # AutoGen's loader hands it to the pipeline table, which names the field.
+    text = json.dumps(
+        {
+            "provider": "stagecache.integrations.autogen."
+            "StagecacheChatCompletionClient",
+            "config": {
+                "client": _replay("x").dump_component().model_dump(),
+                "pipeline": {"cache": {"scope": "SCOPE"}},
+            },
+        }
+    ).replace('"SCOPE"', '"\\ud800"')
+    with pytest.raises(ConfigError, match="not valid Unicode") as info:
+        ChatCompletionClient.load_component(json.loads(text))
+    assert info.value.field == "cache.scope"
